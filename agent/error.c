@@ -1,0 +1,58 @@
+#include "prepull/error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int pp_error_set(struct pp_error *err, int code, const char *fmt, ...)
+{
+	if (!err)
+		return code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	err->code = code;
+	err->sys_errno = 0;
+	err->http_status = 0;
+	return code;
+}
+
+int pp_error_errno(struct pp_error *err, const char *fmt, ...)
+{
+	int saved = errno;
+	if (!err)
+		return PP_EIO;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	if (n >= 0 && (size_t)n < sizeof(err->msg))
+		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(saved));
+	err->code = PP_EIO;
+	err->sys_errno = saved;
+	err->http_status = 0;
+	return PP_EIO;
+}
+
+int pp_error_wrap(struct pp_error *err, const char *fmt, ...)
+{
+	if (!err)
+		return PP_EGENERIC;
+	char prefix[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	va_end(ap);
+	char old[sizeof(err->msg)];
+	memcpy(old, err->msg, sizeof(old));
+	snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+	return err->code ? err->code : PP_EGENERIC;
+}
+
+void pp_error_clear(struct pp_error *err)
+{
+	if (err)
+		memset(err, 0, sizeof(*err));
+}

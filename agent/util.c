@@ -1,0 +1,265 @@
+#include "prepull/util.h"
+
+#include "prepull/error.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static void oom(void)
+{
+	fputs("prepull: out of memory\n", stderr);
+	abort();
+}
+
+void *pp_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+void *pp_xcalloc(size_t n, size_t m)
+{
+	void *p = calloc(n ? n : 1, m ? m : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+char *pp_xstrdup(const char *s)
+{
+	char *p = strdup(s);
+	if (!p)
+		oom();
+	return p;
+}
+
+char *pp_xstrndup(const char *s, size_t n)
+{
+	char *p = strndup(s, n);
+	if (!p)
+		oom();
+	return p;
+}
+
+char *pp_xasprintf(const char *fmt, ...)
+{
+	char *p;
+	va_list ap;
+	va_start(ap, fmt);
+	int r = vasprintf(&p, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		oom();
+	return p;
+}
+
+int pp_buf_append(struct pp_buf *b, const void *p, size_t n)
+{
+	if (b->limit && b->len + n > b->limit)
+		return -1;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *d = realloc(b->data, cap);
+		if (!d)
+			return -1;
+		b->data = d;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+void pp_buf_free(struct pp_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+double pp_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+const char *pp_short_digest(const char *digest)
+{
+	static char ring[8][32];
+	static unsigned next;
+	char *out = ring[next++ % 8];
+	if (!digest)
+		return "(none)";
+	snprintf(out, sizeof(ring[0]), "%.19s", digest); /* "sha256:" + 12 hex */
+	return out;
+}
+
+int64_t pp_parse_size(const char *s)
+{
+	if (!s || !*s)
+		return -1;
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		return -1;
+	double mult = 1;
+	switch (tolower((unsigned char)*end)) {
+	case '\0':
+		break;
+	case 'k':
+		mult = 1024.0;
+		end++;
+		break;
+	case 'm':
+		mult = 1024.0 * 1024;
+		end++;
+		break;
+	case 'g':
+		mult = 1024.0 * 1024 * 1024;
+		end++;
+		break;
+	default:
+		return -1;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end)
+		return -1;
+	v *= mult;
+	if (v > (double)INT64_MAX / 2)
+		return -1;
+	return (int64_t)v;
+}
+
+double pp_parse_duration(const char *s)
+{
+	if (!s || !*s)
+		return -1;
+	double total = 0;
+	const char *p = s;
+	while (*p) {
+		char *end;
+		errno = 0;
+		double v = strtod(p, &end);
+		if (errno || end == p || v < 0)
+			return -1;
+		double mult = 1;
+		if (*end == 'h') {
+			mult = 3600, end++;
+		} else if (*end == 'm' && end[1] == 's') {
+			mult = 0.001, end += 2;
+		} else if (*end == 'm') {
+			mult = 60, end++;
+		} else if (*end == 's') {
+			end++;
+		} else if (*end != '\0') {
+			return -1;
+		}
+		total += v * mult;
+		p = end;
+	}
+	return total;
+}
+
+const char *pp_format_bytes(char *buf, size_t n, double bytes)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+	while (bytes >= 1024 && u < 4) {
+		bytes /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, n, "%.0f B", bytes);
+	else
+		snprintf(buf, n, "%.1f %s", bytes, units[u]);
+	return buf;
+}
+
+int pp_mkdir_p(const char *path, unsigned mode)
+{
+	char tmp[4096];
+	if (strlen(path) >= sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(tmp, path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+int pp_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+int pp_write_file_atomic(const char *path, const void *data, size_t len, struct pp_error *err)
+{
+	cleanup_free char *tmp = pp_xasprintf("%s.tmp.%ld", path, (long)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return pp_error_errno(err, "create %s", tmp);
+	const char *p = data;
+	size_t left = len;
+	while (left) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			pp_error_errno(err, "write %s", tmp);
+			close(fd);
+			unlink(tmp);
+			return PP_EIO;
+		}
+		p += w;
+		left -= (size_t)w;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		pp_error_errno(err, "sync %s", tmp);
+		unlink(tmp);
+		return PP_EIO;
+	}
+	if (rename(tmp, path) < 0) {
+		pp_error_errno(err, "rename %s", path);
+		unlink(tmp);
+		return PP_EIO;
+	}
+	cleanup_free char *dir = pp_xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (slash) {
+		*slash = '\0';
+		pp_fsync_dir(*dir ? dir : "/");
+	} else {
+		pp_fsync_dir(".");
+	}
+	return 0;
+}

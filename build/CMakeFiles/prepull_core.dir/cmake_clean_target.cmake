@@ -1,0 +1,3 @@
+file(REMOVE_RECURSE
+  "libprepull_core.a"
+)

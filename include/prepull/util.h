@@ -1,0 +1,68 @@
+/* Small helpers shared by every module. */
+#ifndef PREPULL_UTIL_H
+#define PREPULL_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static inline void pp_freep(void *p)
+{
+	free(*(void **)p);
+}
+static inline void pp_closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+#define cleanup_free __attribute__((cleanup(pp_freep)))
+#define cleanup_close __attribute__((cleanup(pp_closep)))
+
+/* Growable byte buffer; `data` is always NUL-terminated for convenience. */
+struct pp_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+	size_t limit; /* 0 = unlimited; appending past it fails */
+};
+
+int pp_buf_append(struct pp_buf *b, const void *p, size_t n); /* 0 or -1 (limit/ENOMEM) */
+void pp_buf_free(struct pp_buf *b);
+
+/* Allocation that aborts on failure: out of memory is not recoverable here. */
+void *pp_xmalloc(size_t n);
+void *pp_xcalloc(size_t n, size_t m);
+char *pp_xstrdup(const char *s);
+char *pp_xstrndup(const char *s, size_t n);
+char *pp_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Monotonic seconds. */
+double pp_now(void);
+
+/* "sha256:0123456789ab" — the short form used in every log line.  Returns a
+ * pointer into a small static ring, valid for a few calls. */
+const char *pp_short_digest(const char *digest);
+
+/* Parses "4M", "16MiB", "512k", "1048576" into bytes; -1 on error. */
+int64_t pp_parse_size(const char *s);
+
+/* Parses "90", "90s", "5m", "1h30m" into seconds; -1 on error. */
+double pp_parse_duration(const char *s);
+
+/* Formats bytes as "1.5 GiB" into buf. */
+const char *pp_format_bytes(char *buf, size_t n, double bytes);
+
+/* mkdir -p; 0 or -1 with errno. */
+int pp_mkdir_p(const char *path, unsigned mode);
+
+/* Writes data to path atomically: temp file in the same dir, fsync, rename,
+ * fsync the directory. */
+struct pp_error;
+int pp_write_file_atomic(const char *path, const void *data, size_t len, struct pp_error *err);
+
+/* fsync a directory by path. */
+int pp_fsync_dir(const char *dir);
+
+#endif
