@@ -45,9 +45,15 @@ int pp_error_wrap(struct pp_error *err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
-	char old[sizeof(err->msg)];
-	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+	size_t plen = strlen(prefix);
+	if (plen + 2 >= sizeof(err->msg))
+		plen = sizeof(err->msg) - 3;
+	/* Shift the old message right and put "<prefix>: " in front of it. */
+	memmove(err->msg + plen + 2, err->msg, sizeof(err->msg) - plen - 2);
+	err->msg[sizeof(err->msg) - 1] = '\0';
+	memcpy(err->msg, prefix, plen);
+	err->msg[plen] = ':';
+	err->msg[plen + 1] = ' ';
 	return err->code ? err->code : PP_EGENERIC;
 }
 
