@@ -1,6 +1,463 @@
+/* prepull: pre-pull container images with parallel range requests. */
+#include <curl/curl.h>
+#include <dirent.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void)
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "prepull/engine.h"
+#include "prepull/error.h"
+#include "prepull/image.h"
+#include "prepull/log.h"
+#include "prepull/options.h"
+#include "prepull/progress.h"
+#include "prepull/reference.h"
+#include "prepull/registry.h"
+#include "prepull/store.h"
+#include "prepull/util.h"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_DEADLINE = 3 };
+
+static const char usage_text[] =
+	"Usage: prepull pull [OPTIONS] IMAGE...\n"
+	"       prepull status [--state-dir DIR]\n"
+	"       prepull --help | --version\n"
+	"\n"
+	"Pre-pulls container images: every blob is fetched as many parallel HTTP\n"
+	"range requests, verified (sha256 per chunk and per blob) and placed in the\n"
+	"store, so the workload starts without a pull.\n"
+	"\n"
+	"Options for pull:\n"
+	"  --store STORE          oci:DIR, or auto (default: oci:<state-dir>/oci)\n"
+	"  --namespace NS         containerd namespace (default k8s.io)\n"
+	"  --platform OS/ARCH[/VARIANT]  platform to take from a multi-arch index\n"
+	"                         (default: this machine's)\n"
+	"  -j, --connections N    parallel connections in total (default 16)\n"
+	"  --per-host N           parallel connections to one registry (default: -j)\n"
+	"  --chunk-size SIZE      bytes per range request, e.g. 8M (default: adaptive,\n"
+	"                         1M-16M by blob size)\n"
+	"  --state-dir DIR        partial downloads (default /var/lib/prepull as root,\n"
+	"                         $XDG_CACHE_HOME/prepull otherwise)\n"
+	"  --json                 one JSON event per line on stdout\n"
+	"  -q, --quiet            print only errors and the summary\n"
+	"  --plain-http           talk HTTP, not HTTPS (automatic for localhost,\n"
+	"                         127.0.0.0/8 and ::1)\n"
+	"  --insecure             do not verify TLS certificates\n"
+	"  --ca-cert FILE         also trust the CA certificates in FILE (PEM)\n"
+	"  --deadline DURATION    stop after e.g. 90s, 10m; exit 3, progress kept\n"
+	"  --stall-timeout DURATION  cancel a request that receives nothing this long\n"
+	"                         (default 30s); its chunk is fetched again\n"
+	"  -v, --verbose          debug logging\n"
+	"\n"
+	"Exit codes: 0 all images done, 1 failed, 2 usage error, 3 deadline reached.\n";
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
 {
-	puts("prepull: not yet");
-	return 1;
+	got_signal = sig;
+	pp_stop_requested = 1;
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fputs("prepull: ", stderr);
+	fprintf(stderr, fmt, arg);
+	fputs("\nTry 'prepull --help'.\n", stderr);
+	return EXIT_USAGE;
+}
+
+static char *default_state_dir(void)
+{
+	if (geteuid() == 0)
+		return pp_xstrdup("/var/lib/prepull");
+	const char *xdg = getenv("XDG_CACHE_HOME");
+	if (xdg && *xdg)
+		return pp_xasprintf("%s/prepull", xdg);
+	const char *home = getenv("HOME");
+	return pp_xasprintf("%s/.cache/prepull", home && *home ? home : "/tmp");
+}
+
+struct run;
+
+/* What a blob callback needs: the image and where to report. */
+struct image_ctx {
+	struct run *run;
+	struct pp_image *img;
+};
+
+struct run {
+	struct pp_options *opts;
+	struct pp_store *store;
+	struct pp_progress *progress;
+	struct pp_image *images;
+	struct image_ctx *ctxs;
+	size_t n_images;
+};
+
+static void image_fail(struct run *run, struct pp_image *img, const struct pp_error *err)
+{
+	if (img->failed)
+		return;
+	img->failed = true;
+	img->err = *err;
+	pp_progress_image_failed(run->progress, img->ref.full ? img->ref.full : "?", err->msg);
+}
+
+static void on_blob(void *ctx, const char *digest, int64_t size, int64_t fetched, double seconds,
+		    const struct pp_error *err)
+{
+	struct image_ctx *ic = ctx;
+	struct pp_image *img = ic->img;
+	if (err) {
+		if (!img->failed) {
+			img->failed = true;
+			img->err = *err;
+		}
+		return;
+	}
+	img->pending--;
+	img->done_bytes += size;
+	pp_progress_blob_done(ic->run->progress, img, digest, size, fetched, seconds);
+}
+
+static int pull(struct pp_options *opts, char **refs, int n_refs)
+{
+	struct pp_error err = {0};
+	struct run run = {.opts = opts};
+	int exit_code = EXIT_OK;
+	int failed = 0;
+	int64_t bytes_in_store = 0;
+	struct pp_engine *engine = NULL;
+
+	run.images = pp_xcalloc((size_t)n_refs, sizeof(*run.images));
+	run.ctxs = pp_xcalloc((size_t)n_refs, sizeof(*run.ctxs));
+	run.n_images = (size_t)n_refs;
+	for (int i = 0; i < n_refs; i++) {
+		run.ctxs[i] = (struct image_ctx){&run, &run.images[i]};
+		if (pp_ref_parse(&run.images[i].ref, refs[i], &err) < 0) {
+			fprintf(stderr, "prepull: error: %s\n", err.msg);
+			exit_code = EXIT_FAILED;
+		}
+	}
+	if (exit_code != EXIT_OK)
+		goto done;
+
+	if (pp_mkdir_p(opts->state_dir, 0755) < 0) {
+		pp_error_errno(&err, "create state dir %s", opts->state_dir);
+		fprintf(stderr, "prepull: error: %s\n", err.msg);
+		exit_code = EXIT_FAILED;
+		goto done;
+	}
+	run.progress = pp_progress_new(opts);
+	if (pp_store_open(&run.store, opts->store, opts, &err) < 0) {
+		fprintf(stderr, "prepull: error: store: %s\n", err.msg);
+		exit_code = err.code == PP_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
+		goto done;
+	}
+	pp_progress_store(run.progress, run.store->desc);
+	if (pp_engine_new(&engine, opts, run.store, run.progress, &err) < 0) {
+		fprintf(stderr, "prepull: error: %s\n", err.msg);
+		exit_code = EXIT_FAILED;
+		goto done;
+	}
+
+	/* Resolve every image first; then one fetch loop moves all their blobs. */
+	for (size_t i = 0; i < run.n_images; i++) {
+		struct pp_image *img = &run.images[i];
+		pp_error_clear(&err);
+		if (pp_image_resolve(img, opts, run.store, &err) < 0) {
+			image_fail(&run, img, &err);
+			continue;
+		}
+		pp_progress_resolved(run.progress, img);
+		const struct pp_descriptor *cfg = &img->manifest.config;
+		img->done_bytes = cfg->size;
+		if (img->config_fetched)
+			pp_progress_blob_done(run.progress, img, cfg->digest, cfg->size, cfg->size,
+					      img->config_seconds);
+		else
+			pp_progress_blob_present(run.progress, img, cfg->digest, cfg->size);
+		for (size_t l = 0; l < img->manifest.n_layers; l++) {
+			const struct pp_descriptor *d = &img->manifest.layers[l];
+			bool have = false;
+			if (run.store->ops->has_blob(run.store, d->digest, d->size, &have, &err) <
+			    0) {
+				image_fail(&run, img, &err);
+				break;
+			}
+			if (have) {
+				img->done_bytes += d->size;
+				pp_progress_blob_present(run.progress, img, d->digest, d->size);
+				continue;
+			}
+			if (pp_engine_add(engine, img->reg, img->ref.path, d->digest, d->size,
+					  on_blob, &run.ctxs[i], &err) < 0) {
+				image_fail(&run, img, &err);
+				break;
+			}
+			img->pending++;
+			pp_progress_plan(run.progress, d->size);
+		}
+	}
+
+	int r = pp_engine_run(engine, &err);
+	if (r == PP_EDEADLINE || r == PP_EINTR) {
+		fprintf(stderr, "prepull: %s\n", err.msg);
+		exit_code = r == PP_EDEADLINE ? EXIT_DEADLINE : EXIT_FAILED;
+	} else if (r < 0) {
+		fprintf(stderr, "prepull: error: %s\n", err.msg);
+		exit_code = EXIT_FAILED;
+	}
+
+	for (size_t i = 0; i < run.n_images; i++) {
+		struct pp_image *img = &run.images[i];
+		if (img->failed) {
+			/* A blob failure was recorded by the callback; report it once. */
+			if (img->err.msg[0] && img->manifest_digest) {
+				struct pp_error e = img->err;
+				img->failed = false;
+				image_fail(&run, img, &e);
+			}
+			failed++;
+			continue;
+		}
+		if (!img->manifest_digest || img->pending > 0)
+			continue; /* stopped early */
+		pp_error_clear(&err);
+		if (run.store->ops->register_image(run.store, img, &err) < 0) {
+			image_fail(&run, img, &err);
+			failed++;
+			continue;
+		}
+		bytes_in_store += img->total_bytes;
+		pp_progress_image_done(run.progress, img);
+	}
+	if (failed && exit_code == EXIT_OK)
+		exit_code = EXIT_FAILED;
+	pp_progress_summary(run.progress, (int)run.n_images, failed, bytes_in_store,
+			    pp_engine_fetched(engine));
+done:
+	pp_engine_free(engine);
+	for (size_t i = 0; i < run.n_images; i++)
+		pp_image_free(&run.images[i]);
+	free(run.images);
+	free(run.ctxs);
+	pp_store_free(run.store);
+	pp_progress_free(run.progress);
+	pp_registry_free_all();
+	return exit_code;
+}
+
+static int status(const char *state_dir)
+{
+	cleanup_free char *dir = pp_xasprintf("%s/partial", state_dir);
+	DIR *d = opendir(dir);
+	if (!d) {
+		printf("no partial downloads in %s\n", state_dir);
+		return EXIT_OK;
+	}
+	struct dirent *de;
+	int n = 0;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		if (len < 8 || strcmp(de->d_name + len - 8, ".partial") != 0)
+			continue;
+		cleanup_free char *p = pp_xasprintf("%s/%s", dir, de->d_name);
+		struct stat st;
+		if (stat(p, &st) == 0) {
+			char sz[32];
+			printf("sha256:%.*s  %s allocated\n", (int)(len - 8), de->d_name,
+			       pp_format_bytes(sz, sizeof(sz), (double)st.st_size));
+			n++;
+		}
+	}
+	closedir(d);
+	if (!n)
+		printf("no partial downloads in %s\n", state_dir);
+	return EXIT_OK;
+}
+
+enum {
+	OPT_STORE = 256,
+	OPT_NAMESPACE,
+	OPT_PLATFORM,
+	OPT_PER_HOST,
+	OPT_CHUNK_SIZE,
+	OPT_STATE_DIR,
+	OPT_JSON,
+	OPT_PLAIN_HTTP,
+	OPT_INSECURE,
+	OPT_CA_CERT,
+	OPT_DEADLINE,
+	OPT_STALL,
+	OPT_READY_FILE,
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+static const struct option long_options[] = {
+	{"store", required_argument, NULL, OPT_STORE},
+	{"namespace", required_argument, NULL, OPT_NAMESPACE},
+	{"platform", required_argument, NULL, OPT_PLATFORM},
+	{"connections", required_argument, NULL, 'j'},
+	{"per-host", required_argument, NULL, OPT_PER_HOST},
+	{"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
+	{"state-dir", required_argument, NULL, OPT_STATE_DIR},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"quiet", no_argument, NULL, 'q'},
+	{"verbose", no_argument, NULL, 'v'},
+	{"plain-http", no_argument, NULL, OPT_PLAIN_HTTP},
+	{"insecure", no_argument, NULL, OPT_INSECURE},
+	{"ca-cert", required_argument, NULL, OPT_CA_CERT},
+	{"deadline", required_argument, NULL, OPT_DEADLINE},
+	{"stall-timeout", required_argument, NULL, OPT_STALL},
+	{"ready-file", required_argument, NULL, OPT_READY_FILE},
+	{"help", no_argument, NULL, OPT_HELP},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{NULL, 0, NULL, 0},
+};
+
+int main(int argc, char **argv)
+{
+	struct pp_options opts = {
+		.store = "auto",
+		.namespace = "k8s.io",
+		.connections = PP_DEFAULT_CONNECTIONS,
+		.stall_seconds = PP_DEFAULT_STALL_SECONDS,
+	};
+	pp_platform_default(&opts.platform);
+	cleanup_free char *state_dir = NULL;
+	struct pp_error err = {0};
+
+	if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+		fputs(usage_text, stdout);
+		return EXIT_OK;
+	}
+	if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+		printf("prepull %s (%s)\n", PREPULL_VERSION, curl_version());
+		return EXIT_OK;
+	}
+	if (argc < 2)
+		return usage_error("%s", "missing command (pull or status)");
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "pull") != 0 && strcmp(cmd, "status") != 0)
+		return usage_error("unknown command \"%s\"", cmd);
+
+	optind = 2;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":j:qv", long_options, NULL)) != -1) {
+		switch (c) {
+		case OPT_STORE:
+			opts.store = optarg;
+			break;
+		case OPT_NAMESPACE:
+			opts.namespace = optarg;
+			break;
+		case OPT_PLATFORM:
+			if (pp_platform_parse(&opts.platform, optarg, &err) < 0)
+				return usage_error("--platform: %s", err.msg);
+			break;
+		case 'j': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 256)
+				return usage_error(
+					"-j/--connections: expected 1 to 256, got \"%s\"", optarg);
+			opts.connections = (int)n;
+			break;
+		}
+		case OPT_PER_HOST: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 256)
+				return usage_error("--per-host: expected 1 to 256, got \"%s\"",
+						   optarg);
+			opts.per_host = (int)n;
+			break;
+		}
+		case OPT_CHUNK_SIZE:
+			opts.chunk_size = pp_parse_size(optarg);
+			if (opts.chunk_size < 64 * 1024 || opts.chunk_size > (1LL << 30))
+				return usage_error("--chunk-size: expected 64K to 1G, got \"%s\"",
+						   optarg);
+			break;
+		case OPT_STATE_DIR:
+			opts.state_dir = optarg;
+			break;
+		case OPT_JSON:
+			opts.json = true;
+			break;
+		case 'q':
+			opts.quiet = true;
+			break;
+		case 'v':
+			pp_log_level = PP_LOG_DEBUG;
+			break;
+		case OPT_PLAIN_HTTP:
+			opts.plain_http = true;
+			break;
+		case OPT_INSECURE:
+			opts.insecure = true;
+			break;
+		case OPT_CA_CERT:
+			if (access(optarg, R_OK) < 0)
+				return usage_error("--ca-cert: cannot read \"%s\"", optarg);
+			opts.ca_cert = optarg;
+			break;
+		case OPT_DEADLINE:
+			opts.deadline = pp_parse_duration(optarg);
+			if (opts.deadline <= 0)
+				return usage_error(
+					"--deadline: expected a duration like 90s or 10m, "
+					"got \"%s\"",
+					optarg);
+			break;
+		case OPT_STALL:
+			opts.stall_seconds = pp_parse_duration(optarg);
+			if (opts.stall_seconds < 1)
+				return usage_error(
+					"--stall-timeout: expected 1s or more, got \"%s\"", optarg);
+			break;
+		case OPT_READY_FILE:
+			opts.ready_file = optarg;
+			break;
+		case OPT_HELP:
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		case OPT_VERSION:
+			printf("prepull %s\n", PREPULL_VERSION);
+			return EXIT_OK;
+		case ':':
+			return usage_error("option %s needs a value", argv[optind - 1]);
+		default:
+			return usage_error("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (opts.per_host == 0 || opts.per_host > opts.connections)
+		opts.per_host = opts.connections;
+	if (!opts.state_dir)
+		opts.state_dir = state_dir = default_state_dir();
+	if (opts.quiet)
+		pp_log_level = PP_LOG_ERROR;
+
+	if (strcmp(cmd, "status") == 0)
+		return status(opts.state_dir);
+	if (optind >= argc)
+		return usage_error("%s", "pull: no image given");
+
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	srand((unsigned)(getpid() ^ (unsigned)(pp_now() * 1000)));
+	int rc = pull(&opts, argv + optind, argc - optind);
+	curl_global_cleanup();
+	return rc;
 }

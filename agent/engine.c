@@ -1,0 +1,841 @@
+/* The fetch engine.  Three steps per turn, as in curl's 10-at-a-time:
+ * start transfers up to the limits, drain the finished ones (retry or give
+ * up), poll.  Per-transfer state hangs off CURLOPT_PRIVATE. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "prepull/digest.h"
+#include "prepull/engine.h"
+#include "prepull/error.h"
+#include "prepull/log.h"
+#include "prepull/options.h"
+#include "prepull/progress.h"
+#include "prepull/registry.h"
+#include "prepull/store.h"
+#include "prepull/util.h"
+
+#define MIB (1024 * 1024)
+#define CHUNK_MIN (1 * MIB)
+#define CHUNK_MAX (16 * MIB)
+#define CHUNK_ATTEMPTS 8         /* tries per chunk before the blob fails */
+#define DIGEST_RESTARTS 1        /* whole-blob refetches after a digest mismatch */
+#define RECV_BUFFER (128 * 1024) /* curl's receive buffer: the per-connection memory */
+#define HASH_BUFFER (1 * MIB)    /* read-back buffer for the whole-blob hash */
+#define CDN_URL_MAX_AGE 300.0    /* reuse a redirect target this long at most */
+#define ERROR_BODY_MAX 4096
+
+volatile int pp_stop_requested;
+
+enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
+
+struct chunk {
+	int64_t off;
+	int64_t len;
+	int64_t received; /* bytes of this chunk on disk, from off */
+	enum chunk_state state;
+	int attempts;
+	double not_before;
+	struct pp_sha256 *sha;              /* while receiving */
+	char digest[PP_DIGEST_STR_LEN + 1]; /* once done */
+	struct pp_error last_err;
+};
+
+struct waiter {
+	pp_blob_cb cb;
+	void *ctx;
+	struct waiter *next;
+};
+
+enum blob_state { BLOB_QUEUED, BLOB_RUNNING, BLOB_DONE, BLOB_FAILED };
+
+struct blob {
+	char digest[PP_DIGEST_STR_LEN + 1];
+	int64_t size;
+	struct pp_registry *reg;
+	char *repo;
+	char *url;
+	char *cdn_url; /* where the registry last redirected us */
+	double cdn_since;
+	char *partial;
+	int fd;
+	int64_t chunk_size;
+	size_t n_chunks;
+	struct chunk *chunks;
+	size_t first_pending; /* chunks before it are not PENDING */
+	struct pp_sha256 *hash;
+	int64_t hashed;     /* whole-blob hash covers [0, hashed) */
+	bool single_stream; /* the server ignores Range */
+	int active;
+	int restarts;
+	enum blob_state state;
+	int64_t fetched;
+	double started;
+	struct waiter *waiters;
+	struct pp_error err;
+};
+
+struct xfer {
+	struct pp_engine *e;
+	CURL *h;
+	struct blob *b;
+	size_t chunk;
+	struct curl_slist *hdrs;
+	char errbuf[CURL_ERROR_SIZE];
+	struct pp_http_response resp;
+	bool via_cdn;
+	bool ranged;
+	bool checked;      /* status and Content-Range looked at */
+	bool error_status; /* body is an error document, not blob bytes */
+	bool range_ignored;
+	int io_errno;
+	char bad_reply[256];
+	struct pp_buf errbody;
+};
+
+struct host_count {
+	const struct pp_registry *reg;
+	int n;
+};
+
+struct pp_engine {
+	const struct pp_options *opts;
+	struct pp_store *store;
+	struct pp_progress *progress;
+	CURLM *multi;
+	struct blob **blobs;
+	size_t n_blobs;
+	struct xfer **xfers; /* active, at most opts->connections */
+	int n_xfers;
+	struct host_count *hosts;
+	size_t n_hosts;
+	int64_t fetched;
+	unsigned char *hashbuf;
+	double deadline_at;
+};
+
+static int *host_slot(struct pp_engine *e, const struct pp_registry *reg)
+{
+	for (size_t i = 0; i < e->n_hosts; i++)
+		if (e->hosts[i].reg == reg)
+			return &e->hosts[i].n;
+	e->hosts = realloc(e->hosts, (e->n_hosts + 1) * sizeof(*e->hosts));
+	if (!e->hosts)
+		abort();
+	e->hosts[e->n_hosts] = (struct host_count){reg, 0};
+	return &e->hosts[e->n_hosts++].n;
+}
+
+int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct pp_store *store,
+		  struct pp_progress *progress, struct pp_error *err)
+{
+	struct pp_engine *e = pp_xcalloc(1, sizeof(*e));
+	e->opts = opts;
+	e->store = store;
+	e->progress = progress;
+	e->multi = curl_multi_init();
+	if (!e->multi) {
+		free(e);
+		return pp_error_set(err, PP_EGENERIC, "curl_multi_init failed");
+	}
+	/* No HTTP/2 multiplexing: every chunk gets its own TCP connection, so a
+	 * CDN that caps each connection serves N ranges at N times the speed. */
+	curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+	curl_multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)opts->connections);
+	curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)opts->per_host);
+	curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)opts->connections);
+	e->xfers = pp_xcalloc((size_t)opts->connections, sizeof(*e->xfers));
+	e->hashbuf = pp_xmalloc(HASH_BUFFER);
+	*out = e;
+	return 0;
+}
+
+int64_t pp_engine_fetched(const struct pp_engine *e)
+{
+	return e->fetched;
+}
+
+static int64_t pick_chunk_size(const struct pp_engine *e, int64_t size)
+{
+	if (e->opts->chunk_size > 0)
+		return e->opts->chunk_size;
+	int64_t c = size / ((int64_t)e->opts->connections * 4);
+	c = (c + MIB - 1) / MIB * MIB;
+	if (c < CHUNK_MIN)
+		c = CHUNK_MIN;
+	if (c > CHUNK_MAX)
+		c = CHUNK_MAX;
+	return c;
+}
+
+/* Cuts a blob into chunks (or one chunk for the whole of it). */
+static void plan_chunks(struct pp_engine *e, struct blob *b, bool single)
+{
+	for (size_t i = 0; i < b->n_chunks; i++)
+		pp_sha256_free(b->chunks[i].sha);
+	free(b->chunks);
+	b->chunk_size = single ? (b->size ? b->size : 1) : pick_chunk_size(e, b->size);
+	b->n_chunks = b->size ? (size_t)((b->size + b->chunk_size - 1) / b->chunk_size) : 0;
+	b->chunks = pp_xcalloc(b->n_chunks ? b->n_chunks : 1, sizeof(*b->chunks));
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		struct chunk *c = &b->chunks[i];
+		c->off = (int64_t)i * b->chunk_size;
+		c->len = c->off + b->chunk_size > b->size ? b->size - c->off : b->chunk_size;
+	}
+	b->first_pending = 0;
+	b->hashed = 0;
+	pp_sha256_free(b->hash);
+	b->hash = pp_sha256_new();
+}
+
+int pp_engine_add(struct pp_engine *e, struct pp_registry *reg, const char *repo,
+		  const char *digest, int64_t size, pp_blob_cb cb, void *ctx, struct pp_error *err)
+{
+	struct waiter *w = pp_xcalloc(1, sizeof(*w));
+	w->cb = cb;
+	w->ctx = ctx;
+	for (size_t i = 0; i < e->n_blobs; i++) {
+		struct blob *b = e->blobs[i];
+		if (strcmp(b->digest, digest) == 0) {
+			if (b->size != size) {
+				free(w);
+				return pp_error_set(err, PP_EPROTO,
+						    "blob %s is listed with sizes %lld and %lld",
+						    pp_short_digest(digest), (long long)b->size,
+						    (long long)size);
+			}
+			w->next = b->waiters;
+			b->waiters = w;
+			return 0;
+		}
+	}
+	struct blob *b = pp_xcalloc(1, sizeof(*b));
+	snprintf(b->digest, sizeof(b->digest), "%s", digest);
+	b->size = size;
+	b->reg = reg;
+	b->repo = pp_xstrdup(repo);
+	b->url = pp_registry_url(reg, repo, "blobs", digest);
+	b->fd = -1;
+	b->waiters = w;
+	plan_chunks(e, b, false);
+	e->blobs = realloc(e->blobs, (e->n_blobs + 1) * sizeof(*e->blobs));
+	if (!e->blobs)
+		abort();
+	e->blobs[e->n_blobs++] = b;
+	return 0;
+}
+
+static void notify(struct blob *b, const struct pp_error *err)
+{
+	double secs = pp_now() - b->started;
+	for (struct waiter *w = b->waiters; w; w = w->next)
+		w->cb(w->ctx, b->digest, b->size, b->fetched, secs, err);
+}
+
+static void xfer_free(struct pp_engine *e, struct xfer *x)
+{
+	curl_multi_remove_handle(e->multi, x->h);
+	curl_easy_cleanup(x->h);
+	curl_slist_free_all(x->hdrs);
+	pp_http_response_reset(&x->resp);
+	pp_buf_free(&x->resp.body);
+	pp_buf_free(&x->errbody);
+	for (int i = 0; i < e->n_xfers; i++) {
+		if (e->xfers[i] == x) {
+			e->xfers[i] = e->xfers[--e->n_xfers];
+			break;
+		}
+	}
+	x->b->active--;
+	(*host_slot(e, x->b->reg))--;
+	free(x);
+}
+
+/* Stops every transfer of a blob; their chunks go back to PENDING. */
+static void cancel_blob_xfers(struct pp_engine *e, struct blob *b)
+{
+	for (int i = e->n_xfers - 1; i >= 0; i--) {
+		struct xfer *x = e->xfers[i];
+		if (x->b != b)
+			continue;
+		struct chunk *c = &b->chunks[x->chunk];
+		c->state = CHUNK_PENDING;
+		if (x->chunk < b->first_pending)
+			b->first_pending = x->chunk;
+		xfer_free(e, x);
+		i = e->n_xfers; /* the array was compacted: rescan */
+	}
+}
+
+static void close_blob(struct blob *b, bool remove_partial)
+{
+	if (b->fd >= 0)
+		close(b->fd);
+	b->fd = -1;
+	if (remove_partial && b->partial)
+		unlink(b->partial);
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		pp_sha256_free(b->chunks[i].sha);
+		b->chunks[i].sha = NULL;
+	}
+}
+
+static void fail_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err)
+{
+	cancel_blob_xfers(e, b);
+	close_blob(b, true);
+	b->state = BLOB_FAILED;
+	b->err = *err;
+	pp_error_log("%s", err->msg);
+	notify(b, &b->err);
+}
+
+/* Opens the partial file for a blob, preallocated to its full size. */
+static int open_blob(struct pp_engine *e, struct blob *b, struct pp_error *err)
+{
+	if (!b->partial)
+		b->partial = pp_xasprintf("%s/%s.partial", e->store->stage_dir,
+					  pp_digest_hex(b->digest));
+	b->fd = open(b->partial, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (b->fd < 0)
+		return pp_error_errno(err, "create %s", b->partial);
+	if (b->size > 0) {
+		int r = posix_fallocate(b->fd, 0, b->size);
+		if (r != 0) {
+			errno = r;
+			char need[32];
+			pp_format_bytes(need, sizeof(need), (double)b->size);
+			if (r == ENOSPC)
+				pp_error_set(err, PP_EIO,
+					     "no space left for %s in %s: it needs %lld bytes (%s)",
+					     pp_short_digest(b->digest), e->store->stage_dir,
+					     (long long)b->size, need);
+			else
+				pp_error_errno(err, "preallocate %s (%lld bytes)", b->partial,
+					       (long long)b->size);
+			close(b->fd);
+			b->fd = -1;
+			unlink(b->partial);
+			return err->code;
+		}
+	}
+	b->started = pp_now();
+	b->state = BLOB_RUNNING;
+	pp_debug("blob %s: %lld bytes in %zu chunks of %lld", pp_short_digest(b->digest),
+		 (long long)b->size, b->n_chunks, (long long)b->chunk_size);
+	return 0;
+}
+
+/* Extends the whole-blob hash over bytes already on disk: done chunks and
+ * the received prefix of the chunk at the frontier.  The transfer at the
+ * frontier then feeds the hash directly as its bytes arrive. */
+static int advance_hash(struct pp_engine *e, struct blob *b, struct pp_error *err)
+{
+	while (b->hashed < b->size) {
+		struct chunk *c = &b->chunks[b->hashed / b->chunk_size];
+		int64_t end = c->off + (c->state == CHUNK_DONE ? c->len : c->received);
+		while (b->hashed < end) {
+			size_t want = (size_t)(end - b->hashed);
+			if (want > HASH_BUFFER)
+				want = HASH_BUFFER;
+			ssize_t n = pread(b->fd, e->hashbuf, want, b->hashed);
+			if (n <= 0) {
+				if (n < 0 && errno == EINTR)
+					continue;
+				return pp_error_errno(err, "read %s", b->partial);
+			}
+			pp_sha256_update(b->hash, e->hashbuf, (size_t)n);
+			b->hashed += n;
+		}
+		if (c->state != CHUNK_DONE)
+			break;
+	}
+	return 0;
+}
+
+static void finish_blob(struct pp_engine *e, struct blob *b)
+{
+	struct pp_error err = {0};
+	char got[PP_DIGEST_STR_LEN + 1];
+	pp_sha256_final(b->hash, got);
+	if (strcmp(got, b->digest) != 0) {
+		if (b->restarts++ < DIGEST_RESTARTS) {
+			pp_warn("blob %s: content hashes to %s; fetching it again",
+				pp_short_digest(b->digest), pp_short_digest(got));
+			plan_chunks(e, b, b->single_stream);
+			return;
+		}
+		pp_error_set(&err, PP_EDIGEST, "blob %s from %s: content hashes to %s", b->digest,
+			     b->url, got);
+		fail_blob(e, b, &err);
+		return;
+	}
+	if (fsync(b->fd) < 0) {
+		pp_error_errno(&err, "sync %s", b->partial);
+		fail_blob(e, b, &err);
+		return;
+	}
+	close(b->fd);
+	b->fd = -1;
+	if (e->store->ops->commit_file(e->store, b->digest, b->partial, &err) < 0) {
+		pp_error_wrap(&err, "blob %s", pp_short_digest(b->digest));
+		fail_blob(e, b, &err);
+		return;
+	}
+	close_blob(b, false);
+	b->state = BLOB_DONE;
+	pp_debug("blob %s: verified and committed (%lld bytes fetched)", pp_short_digest(b->digest),
+		 (long long)b->fetched);
+	notify(b, NULL);
+}
+
+static bool reply_ok(struct xfer *x)
+{
+	struct blob *b = x->b;
+	struct chunk *c = &b->chunks[x->chunk];
+	long status = x->resp.status;
+	int64_t start = c->off + c->received, end = c->off + c->len - 1;
+	if (status == 206) {
+		int64_t s, en, total;
+		struct pp_error err = {0};
+		if (!x->ranged ||
+		    pp_parse_content_range(x->resp.content_range, &s, &en, &total, &err) < 0) {
+			snprintf(x->bad_reply, sizeof(x->bad_reply), "206 with %.200s",
+				 x->ranged ? err.msg : "no Range asked for");
+			return false;
+		}
+		if (s != start || en != end || (total >= 0 && total != b->size)) {
+			snprintf(x->bad_reply, sizeof(x->bad_reply),
+				 "asked for bytes %lld-%lld/%lld, got Content-Range %.80s",
+				 (long long)start, (long long)end, (long long)b->size,
+				 x->resp.content_range);
+			return false;
+		}
+		return true;
+	}
+	if (status == 200) {
+		if (x->ranged && !(start == 0 && end == b->size - 1)) {
+			x->range_ignored = true;
+			return false;
+		}
+		return true;
+	}
+	x->error_status = true;
+	return true;
+}
+
+static size_t write_cb(char *data, size_t size, size_t n, void *userdata)
+{
+	struct xfer *x = userdata;
+	struct blob *b = x->b;
+	struct chunk *c = &b->chunks[x->chunk];
+	size_t len = size * n;
+	if (!x->checked) {
+		x->checked = true;
+		if (!reply_ok(x))
+			return 0;
+	}
+	if (x->error_status) {
+		if (x->errbody.len < ERROR_BODY_MAX)
+			pp_buf_append(&x->errbody, data, len);
+		return len;
+	}
+	int64_t pos = c->off + c->received;
+	if ((int64_t)len > c->len - c->received) {
+		snprintf(x->bad_reply, sizeof(x->bad_reply), "server sent more than %lld bytes",
+			 (long long)c->len);
+		return 0;
+	}
+	for (size_t done = 0; done < len;) {
+		ssize_t w = pwrite(b->fd, data + done, len - done, pos + (int64_t)done);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			x->io_errno = errno;
+			return 0;
+		}
+		done += (size_t)w;
+	}
+	pp_sha256_update(c->sha, data, len);
+	if (b->hashed == pos) {
+		pp_sha256_update(b->hash, data, len);
+		b->hashed += (int64_t)len;
+	}
+	c->received += (int64_t)len;
+	b->fetched += (int64_t)len;
+	x->e->fetched += (int64_t)len;
+	return len;
+}
+
+static int start_chunk(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err)
+{
+	struct chunk *c = &b->chunks[ci];
+	if (b->fd < 0) {
+		int r = open_blob(e, b, err);
+		if (r < 0)
+			return r;
+	}
+	struct xfer *x = pp_xcalloc(1, sizeof(*x));
+	x->e = e;
+	x->b = b;
+	x->chunk = ci;
+	x->resp.retry_after = -1;
+	x->h = curl_easy_init();
+	if (!x->h) {
+		free(x);
+		return pp_error_set(err, PP_EGENERIC, "curl_easy_init failed");
+	}
+	if (b->cdn_url && pp_now() - b->cdn_since > CDN_URL_MAX_AGE) {
+		free(b->cdn_url);
+		b->cdn_url = NULL;
+	}
+	x->via_cdn = b->cdn_url != NULL;
+	if (!x->via_cdn) {
+		char *authz = NULL;
+		int r = pp_registry_auth_header(b->reg, b->repo, &authz, err);
+		if (r < 0) {
+			curl_easy_cleanup(x->h);
+			free(x);
+			return r;
+		}
+		if (authz) {
+			x->hdrs = curl_slist_append(x->hdrs, authz);
+			free(authz);
+		}
+	}
+	/* A closed range even for a single stream, so a resumed stream starts
+	 * where it stopped; a 200 for the whole blob is accepted then. */
+	int64_t start = c->off + c->received, end = c->off + c->len - 1;
+	char range[96];
+	snprintf(range, sizeof(range), "Range: bytes=%lld-%lld", (long long)start, (long long)end);
+	x->ranged = !(b->single_stream && start == 0);
+	if (x->ranged)
+		x->hdrs = curl_slist_append(x->hdrs, range);
+	if (!c->sha)
+		c->sha = pp_sha256_new();
+	pp_registry_setup_handle(b->reg, x->h);
+	curl_easy_setopt(x->h, CURLOPT_URL, x->via_cdn ? b->cdn_url : b->url);
+	curl_easy_setopt(x->h, CURLOPT_HTTPHEADER, x->hdrs);
+	curl_easy_setopt(x->h, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(x->h, CURLOPT_HEADERFUNCTION, pp_http_header_cb);
+	curl_easy_setopt(x->h, CURLOPT_HEADERDATA, &x->resp);
+	curl_easy_setopt(x->h, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(x->h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(x->h, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
+	curl_easy_setopt(x->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(x->h, CURLOPT_LOW_SPEED_TIME, (long)e->opts->stall_seconds);
+	curl_multi_add_handle(e->multi, x->h);
+	c->state = CHUNK_ACTIVE;
+	b->active++;
+	(*host_slot(e, b->reg))++;
+	e->xfers[e->n_xfers++] = x;
+	pp_debug("blob %s: chunk %zu: GET %s bytes %lld-%lld", pp_short_digest(b->digest), ci,
+		 x->via_cdn ? "(cdn)" : "", (long long)start, (long long)end);
+	return 0;
+}
+
+static double backoff(int attempt)
+{
+	double base = 0.5 * (double)(1 << (attempt < 6 ? attempt : 6));
+	if (base > 30)
+		base = 30;
+	return base / 2 + base / 2 * ((double)rand() / RAND_MAX);
+}
+
+/* Puts a chunk back in the queue after a failed request, or fails the blob
+ * when it has been tried too often. */
+static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double wait,
+			const struct pp_error *why)
+{
+	struct chunk *c = &b->chunks[ci];
+	c->state = CHUNK_PENDING;
+	if (ci < b->first_pending)
+		b->first_pending = ci;
+	if (++c->attempts >= CHUNK_ATTEMPTS) {
+		struct pp_error err = *why;
+		pp_error_wrap(&err, "blob %s: chunk %zu: giving up after %d attempts",
+			      pp_short_digest(b->digest), ci, c->attempts);
+		fail_blob(e, b, &err);
+		return;
+	}
+	c->not_before = pp_now() + wait;
+	pp_warn("blob %s: chunk %zu: %s; retry %d in %.1f s", pp_short_digest(b->digest), ci,
+		why->msg, c->attempts, wait);
+}
+
+static void finish_xfer(struct pp_engine *e, struct xfer *x, CURLcode rc)
+{
+	struct blob *b = x->b;
+	size_t ci = x->chunk;
+	struct chunk *c = &b->chunks[ci];
+	long status = x->resp.status;
+	struct pp_error err = {0};
+	char *eff = NULL;
+	curl_easy_getinfo(x->h, CURLINFO_EFFECTIVE_URL, &eff);
+
+	if (rc == CURLE_OK && !x->error_status && (status == 200 || status == 206) &&
+	    c->received == c->len) {
+		c->state = CHUNK_DONE;
+		pp_sha256_final(c->sha, c->digest);
+		pp_sha256_free(c->sha);
+		c->sha = NULL;
+		if (!x->via_cdn && eff && strcmp(eff, b->url) != 0) {
+			free(b->cdn_url);
+			b->cdn_url = pp_xstrdup(eff);
+			b->cdn_since = pp_now();
+		}
+		xfer_free(e, x);
+		if (advance_hash(e, b, &err) < 0) {
+			fail_blob(e, b, &err);
+			return;
+		}
+		if (b->hashed == b->size)
+			finish_blob(e, b);
+		return;
+	}
+
+	bool via_cdn = x->via_cdn;
+	double retry_after = x->resp.retry_after;
+	char *www_auth = x->resp.www_authenticate ? pp_xstrdup(x->resp.www_authenticate) : NULL;
+	if (x->io_errno) {
+		errno = x->io_errno;
+		if (x->io_errno == ENOSPC)
+			pp_error_set(&err, PP_EIO, "no space left writing %s", b->partial);
+		else
+			pp_error_errno(&err, "write %s", b->partial);
+		xfer_free(e, x);
+		free(www_auth);
+		fail_blob(e, b, &err);
+		return;
+	}
+	if (x->range_ignored) {
+		/* The server sends whole bodies: fetch this blob as one stream. */
+		pp_warn("blob %s: server ignored Range; fetching it as one stream",
+			pp_short_digest(b->digest));
+		xfer_free(e, x);
+		free(www_auth);
+		cancel_blob_xfers(e, b);
+		b->single_stream = true;
+		plan_chunks(e, b, true);
+		return;
+	}
+	if (x->bad_reply[0]) {
+		pp_error_set(&err, PP_EPROTO, "%s", x->bad_reply);
+	} else if (rc != CURLE_OK && !x->error_status) {
+		pp_curl_error(&err, rc, x->errbuf, via_cdn ? "CDN" : b->url);
+	} else if (x->error_status || rc != CURLE_OK) {
+		struct pp_http_response tmp = x->resp;
+		tmp.body = x->errbody;
+		pp_http_status_error(&err, &tmp);
+	} else {
+		pp_error_set(&err, PP_EPROTO, "body ended after %lld of %lld bytes",
+			     (long long)c->received, (long long)c->len);
+	}
+	xfer_free(e, x);
+
+	if (err.code == PP_ETLS) {
+		free(www_auth);
+		fail_blob(e, b, &err);
+		return;
+	}
+	if (via_cdn && status >= 400 && status < 500) {
+		/* A signed URL expired: go back to the registry for a new one. */
+		pp_info("blob %s: redirect target answered %ld; asking the registry again",
+			pp_short_digest(b->digest), status);
+		free(b->cdn_url);
+		b->cdn_url = NULL;
+		free(www_auth);
+		retry_chunk(e, b, ci, 0, &err);
+		return;
+	}
+	if (status == 401) {
+		struct pp_error aerr = {0};
+		int r = pp_registry_unauthorized(b->reg, b->repo, www_auth, &aerr);
+		free(www_auth);
+		if (r < 0) {
+			pp_error_wrap(&aerr, "blob %s", pp_short_digest(b->digest));
+			fail_blob(e, b, &aerr);
+			return;
+		}
+		retry_chunk(e, b, ci, 0, &err);
+		return;
+	}
+	free(www_auth);
+	if (status == 404 || status == 403 ||
+	    (status >= 400 && status < 500 && status != 408 && status != 429 && status != 416)) {
+		pp_error_wrap(&err, "blob %s from %s", b->digest, b->url);
+		fail_blob(e, b, &err);
+		return;
+	}
+	double wait = (status == 429 || status == 503) && retry_after >= 0 ? retry_after
+									   : backoff(c->attempts);
+	retry_chunk(e, b, ci, wait, &err);
+}
+
+static bool blob_open(const struct blob *b)
+{
+	return b->state == BLOB_QUEUED || b->state == BLOB_RUNNING;
+}
+
+/* The next chunk to fetch: blobs in the order they were added (config,
+ * then layers bottom-up), so lower layers complete first. */
+static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, double *wake)
+{
+	for (size_t i = 0; i < e->n_blobs; i++) {
+		struct blob *b = e->blobs[i];
+		if (!blob_open(b))
+			continue;
+		if (b->single_stream && b->active > 0)
+			continue;
+		if (*host_slot(e, b->reg) >= e->opts->per_host)
+			continue;
+		while (b->first_pending < b->n_chunks &&
+		       b->chunks[b->first_pending].state != CHUNK_PENDING)
+			b->first_pending++;
+		for (size_t k = b->first_pending; k < b->n_chunks; k++) {
+			struct chunk *c = &b->chunks[k];
+			if (c->state != CHUNK_PENDING)
+				continue;
+			if (c->not_before > now) {
+				if (*wake == 0 || c->not_before < *wake)
+					*wake = c->not_before;
+				continue;
+			}
+			*ci = k;
+			return b;
+		}
+	}
+	return NULL;
+}
+
+static void start_transfers(struct pp_engine *e, double *wake)
+{
+	double now = pp_now();
+	while (e->n_xfers < e->opts->connections) {
+		size_t ci;
+		struct blob *b = next_chunk(e, &ci, now, wake);
+		if (!b)
+			return;
+		struct pp_error err = {0};
+		if (start_chunk(e, b, ci, &err) < 0) {
+			pp_error_wrap(&err, "blob %s", pp_short_digest(b->digest));
+			fail_blob(e, b, &err);
+		}
+	}
+}
+
+/* Empty blobs need no request. */
+static void finish_empty_blobs(struct pp_engine *e)
+{
+	for (size_t i = 0; i < e->n_blobs; i++) {
+		struct blob *b = e->blobs[i];
+		if (b->size != 0 || b->state != BLOB_QUEUED)
+			continue;
+		struct pp_error err = {0};
+		if (open_blob(e, b, &err) < 0)
+			fail_blob(e, b, &err);
+		else
+			finish_blob(e, b);
+	}
+}
+
+static void stop_all(struct pp_engine *e)
+{
+	while (e->n_xfers > 0) {
+		struct xfer *x = e->xfers[0];
+		x->b->chunks[x->chunk].state = CHUNK_PENDING;
+		xfer_free(e, x);
+	}
+	/* Partial files stay for the next run. */
+	for (size_t i = 0; i < e->n_blobs; i++)
+		close_blob(e->blobs[i], false);
+}
+
+int pp_engine_run(struct pp_engine *e, struct pp_error *err)
+{
+	if (e->opts->deadline > 0)
+		e->deadline_at = pp_now() + e->opts->deadline;
+	finish_empty_blobs(e);
+	for (;;) {
+		if (pp_stop_requested) {
+			stop_all(e);
+			return pp_error_set(err, PP_EINTR, "interrupted; run again to resume");
+		}
+		if (e->deadline_at > 0 && pp_now() >= e->deadline_at) {
+			stop_all(e);
+			return pp_error_set(err, PP_EDEADLINE,
+					    "deadline reached; progress kept for the next run");
+		}
+		double wake = 0;
+		start_transfers(e, &wake);
+		if (e->n_xfers == 0) {
+			bool open = false;
+			for (size_t i = 0; i < e->n_blobs && !open; i++)
+				open = blob_open(e->blobs[i]);
+			if (!open)
+				break;
+		}
+		int running = 0;
+		CURLMcode mc = curl_multi_perform(e->multi, &running);
+		if (mc != CURLM_OK)
+			return pp_error_set(err, PP_EGENERIC, "curl_multi_perform: %s",
+					    curl_multi_strerror(mc));
+		CURLMsg *msg;
+		int left;
+		while ((msg = curl_multi_info_read(e->multi, &left))) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			struct xfer *x = NULL;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+			finish_xfer(e, x, msg->data.result);
+		}
+		if (e->progress)
+			pp_progress_tick(e->progress, e->fetched);
+		int timeout_ms = 200;
+		if (e->n_xfers == 0 && wake > 0) {
+			double d = wake - pp_now();
+			timeout_ms = d <= 0 ? 0 : (int)(d * 1000) + 1;
+			if (timeout_ms > 1000)
+				timeout_ms = 1000;
+		}
+		curl_multi_poll(e->multi, NULL, 0, timeout_ms, NULL);
+	}
+	return 0;
+}
+
+void pp_engine_free(struct pp_engine *e)
+{
+	if (!e)
+		return;
+	stop_all(e);
+	for (size_t i = 0; i < e->n_blobs; i++) {
+		struct blob *b = e->blobs[i];
+		for (size_t k = 0; k < b->n_chunks; k++)
+			pp_sha256_free(b->chunks[k].sha);
+		free(b->chunks);
+		pp_sha256_free(b->hash);
+		while (b->waiters) {
+			struct waiter *w = b->waiters;
+			b->waiters = w->next;
+			free(w);
+		}
+		free(b->repo);
+		free(b->url);
+		free(b->cdn_url);
+		free(b->partial);
+		free(b);
+	}
+	free(e->blobs);
+	free(e->xfers);
+	free(e->hosts);
+	free(e->hashbuf);
+	curl_multi_cleanup(e->multi);
+	free(e);
+}

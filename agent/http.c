@@ -1,0 +1,136 @@
+/* Pieces of HTTP shared by the registry client and the fetch engine:
+ * response header capture and the parsers for the headers we act on. */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "prepull/error.h"
+#include "prepull/registry.h"
+#include "prepull/util.h"
+
+void pp_http_response_reset(struct pp_http_response *r)
+{
+	free(r->content_type);
+	free(r->docker_content_digest);
+	free(r->www_authenticate);
+	free(r->location);
+	free(r->content_range);
+	size_t limit = r->body.limit;
+	pp_buf_free(&r->body);
+	memset(r, 0, sizeof(*r));
+	r->body.limit = limit;
+	r->retry_after = -1;
+}
+
+static char *header_value(const char *buf, size_t len, const char *name)
+{
+	size_t nl = strlen(name);
+	if (len <= nl || strncasecmp(buf, name, nl) != 0 || buf[nl] != ':')
+		return NULL;
+	const char *v = buf + nl + 1;
+	const char *end = buf + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	return pp_xstrndup(v, (size_t)(end - v));
+}
+
+static void take(char **slot, char *value)
+{
+	if (!value)
+		return;
+	free(*slot);
+	*slot = value;
+}
+
+size_t pp_http_header_cb(char *buf, size_t size, size_t n, void *userdata)
+{
+	struct pp_http_response *r = userdata;
+	size_t len = size * n;
+	if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+		/* A new response (after a redirect or 100): forget the old headers. */
+		pp_http_response_reset(r);
+		const char *sp = memchr(buf, ' ', len);
+		if (sp)
+			r->status = strtol(sp + 1, NULL, 10);
+		return len;
+	}
+	char *v;
+	take(&r->content_type, header_value(buf, len, "Content-Type"));
+	take(&r->docker_content_digest, header_value(buf, len, "Docker-Content-Digest"));
+	take(&r->www_authenticate, header_value(buf, len, "WWW-Authenticate"));
+	take(&r->location, header_value(buf, len, "Location"));
+	take(&r->content_range, header_value(buf, len, "Content-Range"));
+	if ((v = header_value(buf, len, "Retry-After"))) {
+		r->retry_after = pp_parse_retry_after(v);
+		free(v);
+	}
+	return len;
+}
+
+double pp_parse_retry_after(const char *value)
+{
+	if (!value)
+		return -1;
+	while (*value == ' ')
+		value++;
+	if (isdigit((unsigned char)*value)) {
+		char *end;
+		long s = strtol(value, &end, 10);
+		while (*end == ' ')
+			end++;
+		if (*end == '\0' && s >= 0)
+			return (double)s;
+		return -1;
+	}
+	time_t when = curl_getdate(value, NULL);
+	if (when < 0)
+		return -1;
+	double d = difftime(when, time(NULL));
+	return d < 0 ? 0 : d;
+}
+
+static int parse_i64(const char **p, int64_t *out)
+{
+	const char *s = *p;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	int64_t v = 0;
+	while (isdigit((unsigned char)*s)) {
+		if (v > (INT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (*s - '0');
+		s++;
+	}
+	*p = s;
+	*out = v;
+	return 0;
+}
+
+int pp_parse_content_range(const char *value, int64_t *start, int64_t *end, int64_t *total,
+			   struct pp_error *err)
+{
+	const char *p = value;
+	if (!p || strncasecmp(p, "bytes", 5) != 0)
+		goto bad;
+	p += 5;
+	if (*p != ' ')
+		goto bad;
+	while (*p == ' ')
+		p++;
+	if (parse_i64(&p, start) < 0 || *p++ != '-' || parse_i64(&p, end) < 0 || *p++ != '/')
+		goto bad;
+	if (*p == '*') {
+		*total = -1;
+		p++;
+	} else if (parse_i64(&p, total) < 0) {
+		goto bad;
+	}
+	if (*p != '\0' || *end < *start || (*total >= 0 && *end >= *total))
+		goto bad;
+	return 0;
+bad:
+	return pp_error_set(err, PP_EPROTO, "malformed Content-Range \"%.80s\"",
+			    value ? value : "");
+}

@@ -1,0 +1,203 @@
+/* Progress for people (a live display on a terminal, a line every few
+ * seconds otherwise) and for machines (--json events on stdout). */
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "prepull/image.h"
+#include "prepull/options.h"
+#include "prepull/progress.h"
+#include "prepull/util.h"
+
+#define LINE_INTERVAL 5.0 /* seconds between progress lines without a terminal */
+#define TTY_INTERVAL 0.25
+
+struct pp_progress {
+	bool json;
+	bool quiet;
+	bool tty;
+	double start;
+	double last;
+	int64_t planned;
+	int64_t last_fetched;
+	double rate; /* smoothed bytes/s */
+	const struct pp_image **images;
+	size_t n_images;
+	int drawn; /* lines of the live display on screen */
+};
+
+struct pp_progress *pp_progress_new(const struct pp_options *opts)
+{
+	struct pp_progress *p = pp_xcalloc(1, sizeof(*p));
+	p->json = opts->json;
+	p->quiet = opts->quiet;
+	p->tty = isatty(STDERR_FILENO) && !opts->quiet;
+	p->start = p->last = pp_now();
+	return p;
+}
+
+void pp_progress_free(struct pp_progress *p)
+{
+	if (!p)
+		return;
+	free(p->images);
+	free(p);
+}
+
+static void emit(struct pp_progress *p, json_t *ev)
+{
+	if (p->json) {
+		char *s = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		printf("%s\n", s);
+		fflush(stdout);
+		free(s);
+	}
+	json_decref(ev);
+}
+
+static void clear_display(struct pp_progress *p)
+{
+	for (; p->drawn > 0; p->drawn--)
+		fputs("\033[1A\033[2K", stderr);
+}
+
+/* Lines for people: skipped with -q; on a terminal they go above the display. */
+static void say(struct pp_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(struct pp_progress *p, const char *fmt, ...)
+{
+	if (p->quiet)
+		return;
+	clear_display(p);
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("prepull: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+void pp_progress_store(struct pp_progress *p, const char *store_desc)
+{
+	say(p, "store %s", store_desc);
+	emit(p, json_pack("{s:s, s:s}", "event", "store", "store", store_desc));
+}
+
+void pp_progress_resolved(struct pp_progress *p, const struct pp_image *img)
+{
+	char plat[100], sz[32];
+	pp_platform_format(&img->platform, plat, sizeof(plat));
+	p->images = realloc(p->images, (p->n_images + 1) * sizeof(*p->images));
+	if (!p->images)
+		abort();
+	p->images[p->n_images++] = img;
+	say(p, "%s: %s (%s), %zu layers, %s", img->ref.full, pp_short_digest(img->manifest_digest),
+	    plat, img->manifest.n_layers,
+	    pp_format_bytes(sz, sizeof(sz), (double)img->total_bytes));
+	emit(p, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "resolved", "image",
+			  img->ref.full, "digest", img->top_digest, "platform", plat, "blobs",
+			  (int)img->manifest.n_layers + 1, "bytes", (json_int_t)img->total_bytes));
+}
+
+void pp_progress_blob_present(struct pp_progress *p, const struct pp_image *img, const char *digest,
+			      int64_t size)
+{
+	emit(p, json_pack("{s:s, s:s, s:s, s:I}", "event", "blob_present", "image", img->ref.full,
+			  "digest", digest, "size", (json_int_t)size));
+}
+
+void pp_progress_blob_done(struct pp_progress *p, const struct pp_image *img, const char *digest,
+			   int64_t size, int64_t fetched, double seconds)
+{
+	emit(p, json_pack("{s:s, s:s, s:s, s:I, s:f, s:I}", "event", "blob_done", "image",
+			  img->ref.full, "digest", digest, "size", (json_int_t)size, "seconds",
+			  seconds, "fetched", (json_int_t)fetched));
+}
+
+void pp_progress_image_done(struct pp_progress *p, const struct pp_image *img)
+{
+	say(p, "%s: done", img->ref.full);
+	emit(p, json_pack("{s:s, s:s, s:s}", "event", "image_done", "image", img->ref.full,
+			  "digest", img->top_digest));
+}
+
+void pp_progress_image_failed(struct pp_progress *p, const char *image, const char *message)
+{
+	clear_display(p);
+	/* Errors are printed even with -q. */
+	fprintf(stderr, "prepull: error: %s: %s\n", image, message);
+	emit(p, json_pack("{s:s, s:s, s:s}", "event", "error", "image", image, "message", message));
+}
+
+void pp_progress_plan(struct pp_progress *p, int64_t bytes)
+{
+	p->planned += bytes;
+}
+
+static void format_eta(char *buf, size_t n, double secs)
+{
+	if (secs < 0 || secs > 360000)
+		snprintf(buf, n, "--");
+	else if (secs >= 3600)
+		snprintf(buf, n, "%dh%02dm", (int)secs / 3600, ((int)secs % 3600) / 60);
+	else if (secs >= 60)
+		snprintf(buf, n, "%dm%02ds", (int)secs / 60, (int)secs % 60);
+	else
+		snprintf(buf, n, "%.0fs", secs);
+}
+
+void pp_progress_tick(struct pp_progress *p, int64_t fetched)
+{
+	double now = pp_now();
+	double interval = p->tty ? TTY_INTERVAL : LINE_INTERVAL;
+	if (p->quiet || now - p->last < interval)
+		return;
+	double inst = (double)(fetched - p->last_fetched) / (now - p->last);
+	p->rate = p->rate == 0 ? inst : 0.7 * p->rate + 0.3 * inst;
+	p->last = now;
+	p->last_fetched = fetched;
+	char done[32], total[32], eta[32];
+	int64_t left = p->planned - fetched;
+	format_eta(eta, sizeof(eta), p->rate > 0 ? (double)left / p->rate : -1);
+	pp_format_bytes(done, sizeof(done), (double)fetched);
+	pp_format_bytes(total, sizeof(total), (double)p->planned);
+	int pct = p->planned > 0 ? (int)(100.0 * (double)fetched / (double)p->planned) : 100;
+	if (!p->tty) {
+		fprintf(stderr, "prepull: progress: %s of %s (%d%%), %.1f MB/s, ETA %s\n", done,
+			total, pct, p->rate / 1e6, eta);
+		return;
+	}
+	clear_display(p);
+	for (size_t i = 0; i < p->n_images; i++) {
+		const struct pp_image *img = p->images[i];
+		char d[32], t[32];
+		fprintf(stderr, "  %-50.50s %10s / %-10s\n", img->ref.full,
+			pp_format_bytes(d, sizeof(d), (double)img->done_bytes),
+			pp_format_bytes(t, sizeof(t), (double)img->total_bytes));
+		p->drawn++;
+	}
+	int bar = 30, fill = pct * bar / 100;
+	fprintf(stderr, "  [%.*s%*s] %3d%%  %s / %s  %.1f MB/s  ETA %s\n", fill,
+		"##############################", bar - fill, "", pct, done, total, p->rate / 1e6,
+		eta);
+	p->drawn++;
+}
+
+void pp_progress_summary(struct pp_progress *p, int images, int failed, int64_t bytes,
+			 int64_t fetched)
+{
+	double secs = pp_now() - p->start;
+	double mbps = secs > 0 ? (double)fetched / secs / 1e6 : 0;
+	char b[32], f[32];
+	clear_display(p);
+	fprintf(stderr,
+		"prepull: %d image%s (%d failed), %s in store, %s downloaded in %.1f s (%.1f "
+		"MB/s)\n",
+		images, images == 1 ? "" : "s", failed,
+		pp_format_bytes(b, sizeof(b), (double)bytes),
+		pp_format_bytes(f, sizeof(f), (double)fetched), secs, mbps);
+	emit(p, json_pack("{s:s, s:i, s:i, s:I, s:I, s:f, s:f}", "event", "summary", "images",
+			  images, "failed", failed, "bytes", (json_int_t)bytes, "fetched",
+			  (json_int_t)fetched, "seconds", secs, "mb_per_s", mbps));
+}

@@ -1,0 +1,233 @@
+/* The OCI image layout store: oci-layout, index.json, blobs/sha256/<hex>.
+ * Needs no daemon; `skopeo inspect oci:DIR:TAG` and `ctr images import`
+ * read it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "prepull/digest.h"
+#include "prepull/error.h"
+#include "prepull/image.h"
+#include "prepull/log.h"
+#include "prepull/options.h"
+#include "prepull/store.h"
+#include "prepull/util.h"
+
+struct oci {
+	char *dir;
+	char *blob_dir;
+};
+
+static char *blob_path(const struct oci *o, const char *digest)
+{
+	return pp_xasprintf("%s/%s", o->blob_dir, pp_digest_hex(digest));
+}
+
+static int oci_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
+			struct pp_error *err)
+{
+	struct oci *o = s->priv;
+	cleanup_free char *p = blob_path(o, digest);
+	struct stat st;
+	*out = stat(p, &st) == 0 && S_ISREG(st.st_mode) && (size < 0 || st.st_size == size);
+	return 0;
+}
+
+static int oci_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out,
+			 size_t *len, struct pp_error *err)
+{
+	struct oci *o = s->priv;
+	cleanup_free char *p = blob_path(o, digest);
+	cleanup_close int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pp_error_errno(err, "open %s", p);
+	struct pp_buf b = {.limit = (size_t)max};
+	char tmp[65536];
+	ssize_t n;
+	while ((n = read(fd, tmp, sizeof(tmp))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			pp_buf_free(&b);
+			return pp_error_errno(err, "read %s", p);
+		}
+		if (pp_buf_append(&b, tmp, (size_t)n) < 0) {
+			pp_buf_free(&b);
+			return pp_error_set(err, PP_EIO, "%s is larger than %lld bytes", p,
+					    (long long)max);
+		}
+	}
+	*out = b.data ? b.data : pp_xstrdup("");
+	*len = b.len;
+	return 0;
+}
+
+static int oci_commit_file(struct pp_store *s, const char *digest, const char *path,
+			   struct pp_error *err)
+{
+	struct oci *o = s->priv;
+	cleanup_free char *p = blob_path(o, digest);
+	if (rename(path, p) < 0)
+		return pp_error_errno(err, "rename %s to %s", path, p);
+	if (pp_fsync_dir(o->blob_dir) < 0)
+		return pp_error_errno(err, "sync %s", o->blob_dir);
+	return 0;
+}
+
+static int oci_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
+			struct pp_error *err)
+{
+	struct oci *o = s->priv;
+	bool have = false;
+	oci_has_blob(s, digest, (int64_t)len, &have, err);
+	if (have)
+		return 0;
+	cleanup_free char *p = blob_path(o, digest);
+	return pp_write_file_atomic(p, data, len, err);
+}
+
+static json_t *platform_json(const struct pp_platform *p)
+{
+	json_t *j = json_pack("{s:s, s:s}", "architecture", p->arch, "os", p->os);
+	if (p->variant[0])
+		json_object_set_new(j, "variant", json_string(p->variant));
+	return j;
+}
+
+static int oci_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err)
+{
+	struct oci *o = s->priv;
+	int r;
+	/* Everything the entry points at goes in first, byte-exact as fetched. */
+	if ((r = oci_put_blob(s, img->manifest.config.digest, img->config_bytes.data,
+			      img->config_bytes.len, err)) < 0 ||
+	    (r = oci_put_blob(s, img->manifest_digest, img->manifest_bytes.data,
+			      img->manifest_bytes.len, err)) < 0)
+		return r;
+	if (strcmp(img->top_digest, img->manifest_digest) != 0 &&
+	    (r = oci_put_blob(s, img->top_digest, img->top_bytes.data, img->top_bytes.len, err)) <
+		    0)
+		return r;
+
+	/* Read-modify-write of index.json under a lock, so two prepull runs
+	 * into the same layout keep each other's entries. */
+	cleanup_close int dfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || flock(dfd, LOCK_EX) < 0)
+		return pp_error_errno(err, "lock %s", o->dir);
+	cleanup_free char *index_path = pp_xasprintf("%s/index.json", o->dir);
+	json_error_t jerr;
+	json_t *index = json_load_file(index_path, 0, &jerr);
+	if (!index || !json_is_array(json_object_get(index, "manifests"))) {
+		json_decref(index);
+		return pp_error_set(err, PP_EIO, "%s: not a valid OCI index: %s", index_path,
+				    jerr.text);
+	}
+	json_t *manifests = json_object_get(index, "manifests");
+	for (size_t i = json_array_size(manifests); i-- > 0;) {
+		json_t *ann = json_object_get(json_array_get(manifests, i), "annotations");
+		const char *name =
+			json_string_value(json_object_get(ann, "io.containerd.image.name"));
+		if (name && strcmp(name, img->ref.full) == 0)
+			json_array_remove(manifests, i);
+	}
+	json_t *ann = json_pack("{s:s}", "io.containerd.image.name", img->ref.full);
+	if (img->ref.tag)
+		json_object_set_new(ann, "org.opencontainers.image.ref.name",
+				    json_string(img->ref.tag));
+	json_t *entry = json_pack("{s:s, s:s, s:I, s:o, s:o}", "mediaType",
+				  img->manifest_media_type, "digest", img->manifest_digest, "size",
+				  (json_int_t)img->manifest_bytes.len, "platform",
+				  platform_json(&img->platform), "annotations", ann);
+	json_array_append_new(manifests, entry);
+	char *text = json_dumps(index, JSON_INDENT(2));
+	json_decref(index);
+	r = pp_write_file_atomic(index_path, text, strlen(text), err);
+	free(text);
+	return r;
+}
+
+static void oci_free(struct pp_store *s)
+{
+	struct oci *o = s->priv;
+	if (!o)
+		return;
+	free(o->dir);
+	free(o->blob_dir);
+	free(o);
+}
+
+static const struct pp_store_ops oci_ops = {
+	.name = "oci",
+	.has_blob = oci_has_blob,
+	.read_blob = oci_read_blob,
+	.commit_file = oci_commit_file,
+	.put_blob = oci_put_blob,
+	.register_image = oci_register_image,
+	.free = oci_free,
+};
+
+static int ensure_file(const char *path, const char *content, struct pp_error *err)
+{
+	struct stat st;
+	if (stat(path, &st) == 0)
+		return 0;
+	return pp_write_file_atomic(path, content, strlen(content), err);
+}
+
+/* Partial files must be on the blobs' filesystem, so committing is a rename. */
+static char *choose_stage_dir(const char *state_dir, const char *layout_dir, const char *blob_dir)
+{
+	struct stat a, b;
+	cleanup_free char *partial = pp_xasprintf("%s/partial", state_dir);
+	if (pp_mkdir_p(partial, 0755) == 0 && stat(partial, &a) == 0 && stat(blob_dir, &b) == 0 &&
+	    a.st_dev == b.st_dev) {
+		char *r = partial;
+		partial = NULL;
+		return r;
+	}
+	char *fallback = pp_xasprintf("%s/.prepull-partial", layout_dir);
+	pp_mkdir_p(fallback, 0755);
+	return fallback;
+}
+
+int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_options *opts,
+		      struct pp_error *err)
+{
+	if (pp_mkdir_p(dir, 0755) < 0)
+		return pp_error_errno(err, "create %s", dir);
+	char abs[PATH_MAX];
+	if (!realpath(dir, abs))
+		return pp_error_errno(err, "resolve %s", dir);
+	struct oci *o = pp_xcalloc(1, sizeof(*o));
+	o->dir = pp_xstrdup(abs);
+	o->blob_dir = pp_xasprintf("%s/blobs/sha256", abs);
+	struct pp_store *s = pp_xcalloc(1, sizeof(*s));
+	s->ops = &oci_ops;
+	s->priv = o;
+	s->desc = pp_xasprintf("oci:%s", abs);
+	int r = 0;
+	cleanup_free char *layout = pp_xasprintf("%s/oci-layout", abs);
+	cleanup_free char *index = pp_xasprintf("%s/index.json", abs);
+	if (pp_mkdir_p(o->blob_dir, 0755) < 0) {
+		r = pp_error_errno(err, "create %s", o->blob_dir);
+		goto fail;
+	}
+	if ((r = ensure_file(layout, "{\"imageLayoutVersion\":\"1.0.0\"}", err)) < 0 ||
+	    (r = ensure_file(index,
+			     "{\"schemaVersion\":2,\"mediaType\":\"application/"
+			     "vnd.oci.image.index.v1+json\",\"manifests\":[]}",
+			     err)) < 0)
+		goto fail;
+	s->stage_dir = choose_stage_dir(opts->state_dir, abs, o->blob_dir);
+	*out = s;
+	return 0;
+fail:
+	pp_store_free(s);
+	return r;
+}

@@ -1,0 +1,44 @@
+/* The fetch engine: one curl multi loop for every blob of every image.
+ * Blobs are cut into chunks fetched as closed Range requests over separate
+ * connections; each chunk is pwritten at its offset into a preallocated
+ * partial file and hashed as it arrives; the whole-blob sha256 follows the
+ * contiguous prefix; a blob is committed to the store only when its size
+ * and digest match. */
+#ifndef PREPULL_ENGINE_H
+#define PREPULL_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pp_error;
+struct pp_options;
+struct pp_registry;
+struct pp_store;
+struct pp_engine;
+struct pp_progress;
+
+/* Called once per blob when it is committed (err NULL) or has failed. */
+typedef void (*pp_blob_cb)(void *ctx, const char *digest, int64_t size, int64_t fetched,
+			   double seconds, const struct pp_error *err);
+
+int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct pp_store *store,
+		  struct pp_progress *progress, struct pp_error *err);
+
+/* Queues a blob.  A digest already queued is not fetched twice: the new
+ * callback is attached to the existing blob. */
+int pp_engine_add(struct pp_engine *e, struct pp_registry *reg, const char *repo,
+		  const char *digest, int64_t size, pp_blob_cb cb, void *ctx, struct pp_error *err);
+
+/* Runs until every blob is committed or has failed.  Returns 0, or
+ * PP_EDEADLINE / PP_EINTR when stopped early. */
+int pp_engine_run(struct pp_engine *e, struct pp_error *err);
+
+/* Bytes downloaded so far (all blobs). */
+int64_t pp_engine_fetched(const struct pp_engine *e);
+
+void pp_engine_free(struct pp_engine *e);
+
+/* Set from a signal handler: the loop stops at its next turn. */
+extern volatile int pp_stop_requested;
+
+#endif

@@ -1,0 +1,52 @@
+/* One image being pulled: its reference, what the registry said, and the
+ * blobs it needs. */
+#ifndef PREPULL_IMAGE_H
+#define PREPULL_IMAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "prepull/error.h"
+#include "prepull/manifest.h"
+#include "prepull/reference.h"
+#include "prepull/util.h"
+
+struct pp_registry;
+struct pp_options;
+struct pp_store;
+
+struct pp_image {
+	struct pp_ref ref;
+	struct pp_registry *reg;
+
+	/* What the tag or digest points at (an index or a manifest), byte-exact. */
+	char *top_digest;
+	char *top_media_type;
+	struct pp_buf top_bytes;
+
+	/* The platform's image manifest (the same as top when no index). */
+	char *manifest_digest;
+	char *manifest_media_type;
+	struct pp_buf manifest_bytes;
+	struct pp_manifest manifest;
+	struct pp_platform platform;
+
+	struct pp_buf config_bytes; /* verified config blob */
+	bool config_fetched;        /* downloaded now, not read from the store */
+	double config_seconds;
+
+	int64_t total_bytes; /* config + layers */
+	int64_t done_bytes;  /* of those, in the store */
+	int pending;         /* layers not yet in the store */
+	bool failed;
+	struct pp_error err;
+};
+
+/* Resolves `img->ref`: manifest (through the index for the wanted
+ * platform), digests checked, config fetched (or read from the store) and
+ * validated against the layers. */
+int pp_image_resolve(struct pp_image *img, const struct pp_options *opts, struct pp_store *store,
+		     struct pp_error *err);
+void pp_image_free(struct pp_image *img);
+
+#endif

@@ -1,0 +1,32 @@
+/* The settings of one prepull run, from the command line (and later a
+ * config file).  Every module reads them; only main.c writes them. */
+#ifndef PREPULL_OPTIONS_H
+#define PREPULL_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "prepull/manifest.h"
+
+#define PP_DEFAULT_CONNECTIONS 16
+#define PP_DEFAULT_STALL_SECONDS 30
+
+struct pp_options {
+	const char *store;     /* "oci:DIR", "auto", ... */
+	const char *namespace; /* containerd namespace */
+	struct pp_platform platform;
+	int connections;    /* total connections (-j) */
+	int per_host;       /* connections to one host */
+	int64_t chunk_size; /* 0 = adaptive */
+	const char *state_dir;
+	bool json;
+	bool quiet;
+	bool plain_http;
+	bool insecure;
+	const char *ca_cert;  /* extra CA bundle (PEM) */
+	double deadline;      /* seconds from start, 0 = none */
+	double stall_seconds; /* no bytes for this long cancels a request */
+	const char *ready_file;
+};
+
+#endif

@@ -1,0 +1,34 @@
+/* What prepull tells people and machines: JSON events on stdout (--json),
+ * a live display on a terminal, a line every few seconds otherwise, and
+ * always one summary line at the end. */
+#ifndef PREPULL_PROGRESS_H
+#define PREPULL_PROGRESS_H
+
+#include <stdint.h>
+
+struct pp_image;
+struct pp_options;
+struct pp_progress;
+
+struct pp_progress *pp_progress_new(const struct pp_options *opts);
+void pp_progress_free(struct pp_progress *p);
+
+void pp_progress_store(struct pp_progress *p, const char *store_desc);
+void pp_progress_resolved(struct pp_progress *p, const struct pp_image *img);
+void pp_progress_blob_present(struct pp_progress *p, const struct pp_image *img, const char *digest,
+			      int64_t size);
+void pp_progress_blob_done(struct pp_progress *p, const struct pp_image *img, const char *digest,
+			   int64_t size, int64_t fetched, double seconds);
+void pp_progress_image_done(struct pp_progress *p, const struct pp_image *img);
+void pp_progress_image_failed(struct pp_progress *p, const char *image, const char *message);
+
+/* Adds to the total the engine is working towards. */
+void pp_progress_plan(struct pp_progress *p, int64_t bytes);
+/* Called from the fetch loop with the bytes downloaded so far (rate-limited inside). */
+void pp_progress_tick(struct pp_progress *p, int64_t fetched);
+
+/* The final summary (JSON event and the stderr line). */
+void pp_progress_summary(struct pp_progress *p, int images, int failed, int64_t bytes,
+			 int64_t fetched);
+
+#endif

@@ -1,0 +1,84 @@
+/* A registry client: one per registry domain, shared by every image and
+ * blob from that domain.  It owns the credentials and the bearer tokens
+ * (cached per repository, renewed before they expire) and knows how to
+ * configure a curl handle for the registry's transport (TLS, plain HTTP). */
+#ifndef PREPULL_REGISTRY_H
+#define PREPULL_REGISTRY_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "prepull/util.h"
+
+struct pp_error;
+struct pp_options;
+struct pp_registry;
+
+/* What we keep of one HTTP response. */
+struct pp_http_response {
+	long status;
+	char *content_type;
+	char *docker_content_digest;
+	char *www_authenticate;
+	char *location;
+	double retry_after; /* seconds, -1 when absent */
+	char *content_range;
+	struct pp_buf body;
+};
+void pp_http_response_reset(struct pp_http_response *r);
+
+/* Header callback that fills a pp_http_response (pass it as HEADERDATA).
+ * Resets on each new status line so redirects leave only the last one. */
+size_t pp_http_header_cb(char *buf, size_t size, size_t n, void *userdata);
+
+/* Parses Retry-After (delta-seconds or HTTP-date); -1 when unparseable. */
+double pp_parse_retry_after(const char *value);
+
+/* Parses "bytes a-b/total" ("*" total allowed as -1).  0 or PP_EPROTO. */
+int pp_parse_content_range(const char *value, int64_t *start, int64_t *end, int64_t *total,
+			   struct pp_error *err);
+
+/* Returns the registry for a domain, creating it on first use.  Registries
+ * live until pp_registry_free_all(). */
+int pp_registry_get(struct pp_registry **out, const char *domain, const struct pp_options *opts,
+		    struct pp_error *err);
+void pp_registry_free_all(void);
+
+const char *pp_registry_domain(const struct pp_registry *reg);
+
+/* "http(s)://host/v2/<repo>/<kind>/<ref>".  Caller frees. */
+char *pp_registry_url(const struct pp_registry *reg, const char *repo, const char *kind,
+		      const char *ref);
+
+/* Applies transport settings shared by every request to this registry
+ * (TLS trust, timeouts, protocols, redirects, user agent). */
+void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h);
+
+/* The Authorization header line for `repo` ("Authorization: Bearer …"),
+ * fetching or renewing a token when needed; *out is NULL when the
+ * registry wants none.  Caller frees. */
+int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **out,
+			    struct pp_error *err);
+
+/* Reacts to a 401: parses the challenge, drops the stale token and gets
+ * credentials ready for the next request.  PP_EAUTH when there is nothing
+ * left to try (no credentials, or they were just rejected). */
+int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
+			     const char *www_authenticate, struct pp_error *err);
+
+/* GET with auth, retries (5xx/429/transport, Retry-After honoured) and a
+ * body cap.  Returns 0 with resp filled for any final HTTP status; the
+ * caller interprets 4xx.  Transport failures are PP_ENET / PP_ETLS. */
+int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
+			const char *accept, size_t max_body, struct pp_http_response *resp,
+			struct pp_error *err);
+
+/* Turns a curl error into a prepull error with a helpful message. */
+int pp_curl_error(struct pp_error *err, CURLcode rc, const char *errbuf, const char *url);
+
+/* Message for an unexpected HTTP status, using the registry's JSON error
+ * body when there is one. */
+int pp_http_status_error(struct pp_error *err, const struct pp_http_response *resp);
+
+#endif

@@ -1,0 +1,53 @@
+/* Stores: where verified blobs land.  The fetch engine only ever sees this
+ * table of functions, so adding a store never touches the scheduler. */
+#ifndef PREPULL_STORE_H
+#define PREPULL_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct pp_error;
+struct pp_image;
+struct pp_options;
+struct pp_store;
+
+struct pp_store_ops {
+	const char *name;
+	/* *out = true when the store holds a blob with this digest and size. */
+	int (*has_blob)(struct pp_store *s, const char *digest, int64_t size, bool *out,
+			struct pp_error *err);
+	/* Reads a (small) blob the store holds into memory.  Caller frees *out. */
+	int (*read_blob)(struct pp_store *s, const char *digest, int64_t max, char **out,
+			 size_t *len, struct pp_error *err);
+	/* Moves a verified, fsynced partial file into the store (a rename on
+	 * the same filesystem; never a copy). */
+	int (*commit_file)(struct pp_store *s, const char *digest, const char *path,
+			   struct pp_error *err);
+	/* Writes a small verified blob held in memory (manifest, index, config). */
+	int (*put_blob)(struct pp_store *s, const char *digest, const void *data, size_t len,
+			struct pp_error *err);
+	/* Makes the image visible under its name once all its blobs are in. */
+	int (*register_image)(struct pp_store *s, const struct pp_image *img, struct pp_error *err);
+	void (*free)(struct pp_store *s);
+};
+
+struct pp_store {
+	const struct pp_store_ops *ops;
+	char *desc;      /* "oci:/abs/dir", shown to the user */
+	char *stage_dir; /* where partial files go: same filesystem as the blobs */
+	void *priv;
+};
+
+/* Opens a store from its spec ("oci:DIR", "auto").  The staging dir is
+ * <state-dir>/partial when that is on the store's filesystem, else a
+ * directory inside the store. */
+int pp_store_open(struct pp_store **out, const char *spec, const struct pp_options *opts,
+		  struct pp_error *err);
+void pp_store_free(struct pp_store *s);
+
+/* Constructors, one per store file. */
+int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_options *opts,
+		      struct pp_error *err);
+
+#endif
