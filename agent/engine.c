@@ -71,6 +71,7 @@ struct blob {
 	size_t first_pending; /* chunks before it are not PENDING */
 	struct pp_sha256 *hash;
 	int64_t hashed;     /* whole-blob hash covers [0, hashed) */
+	size_t hash_chunk;  /* the chunk `hashed` is in; earlier ones are DONE */
 	bool single_stream; /* the server ignores Range */
 	int active;
 	int restarts;
@@ -190,6 +191,7 @@ static void plan_chunks(struct pp_engine *e, struct blob *b, bool single)
 	}
 	b->first_pending = 0;
 	b->hashed = 0;
+	b->hash_chunk = 0;
 	pp_sha256_free(b->hash);
 	b->hash = pp_sha256_new();
 }
@@ -337,8 +339,8 @@ static int open_blob(struct pp_engine *e, struct blob *b, struct pp_error *err)
  * frontier then feeds the hash directly as its bytes arrive. */
 static int advance_hash(struct pp_engine *e, struct blob *b, struct pp_error *err)
 {
-	while (b->hashed < b->size) {
-		struct chunk *c = &b->chunks[b->hashed / b->chunk_size];
+	while (b->hash_chunk < b->n_chunks) {
+		struct chunk *c = &b->chunks[b->hash_chunk];
 		int64_t end = c->off + (c->state == CHUNK_DONE ? c->len : c->received);
 		while (b->hashed < end) {
 			size_t want = (size_t)(end - b->hashed);
@@ -353,8 +355,10 @@ static int advance_hash(struct pp_engine *e, struct blob *b, struct pp_error *er
 			pp_sha256_update(b->hash, e->hashbuf, (size_t)n);
 			b->hashed += n;
 		}
+		/* Never past a chunk whose transfer has not finished. */
 		if (c->state != CHUNK_DONE)
 			break;
+		b->hash_chunk++;
 	}
 	return 0;
 }
@@ -463,7 +467,7 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userdata)
 		done += (size_t)w;
 	}
 	pp_sha256_update(c->sha, data, len);
-	if (b->hashed == pos) {
+	if (b->hashed == pos && b->hash_chunk == x->chunk) {
 		pp_sha256_update(b->hash, data, len);
 		b->hashed += (int64_t)len;
 	}
@@ -556,6 +560,12 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 {
 	struct chunk *c = &b->chunks[ci];
 	c->state = CHUNK_PENDING;
+	if (c->received == c->len) {
+		/* Every byte came but the request still failed: take none of it. */
+		c->received = 0;
+		pp_sha256_free(c->sha);
+		c->sha = NULL;
+	}
 	if (ci < b->first_pending)
 		b->first_pending = ci;
 	if (++c->attempts >= CHUNK_ATTEMPTS) {
@@ -596,7 +606,7 @@ static void finish_xfer(struct pp_engine *e, struct xfer *x, CURLcode rc)
 			fail_blob(e, b, &err);
 			return;
 		}
-		if (b->hashed == b->size)
+		if (b->hash_chunk == b->n_chunks)
 			finish_blob(e, b);
 		return;
 	}
