@@ -53,6 +53,30 @@ const char *pp_registry_domain(const struct pp_registry *reg)
 	return reg->domain;
 }
 
+/* A registry on this machine may speak plain HTTP: as docker does for
+ * loopback registries, try HTTPS and fall back to HTTP when no TLS
+ * handshake happens.  A certificate that fails verification still means
+ * HTTPS, so the TLS error is what the user sees. */
+static const char *probe_scheme(struct pp_registry *reg)
+{
+	CURL *h = curl_easy_init();
+	if (!h)
+		return "http";
+	cleanup_free char *url = pp_xasprintf("https://%s/v2/", reg->api_host);
+	pp_registry_setup_handle(reg, h);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+	CURLcode rc = curl_easy_perform(h);
+	curl_easy_cleanup(h);
+	bool tls = rc == CURLE_OK || rc == CURLE_PEER_FAILED_VERIFICATION;
+	pp_debug("%s: %s (probe: %s)", reg->domain, tls ? "https" : "plain http",
+		 curl_easy_strerror(rc));
+	return tls ? "https" : "http";
+}
+
 int pp_registry_get(struct pp_registry **out, const char *domain, const struct pp_options *opts,
 		    struct pp_error *err)
 {
@@ -66,7 +90,7 @@ int pp_registry_get(struct pp_registry **out, const char *domain, const struct p
 	r->domain = pp_xstrdup(domain);
 	r->api_host =
 		pp_xstrdup(strcmp(domain, "docker.io") == 0 ? "registry-1.docker.io" : domain);
-	r->scheme = (opts->plain_http || pp_domain_is_local(domain)) ? "http" : "https";
+	r->scheme = opts->plain_http ? "http" : "https";
 	r->opts = opts;
 	/* docker's per-registry CA directory, as `docker pull` would use it. */
 	char *ca = pp_xasprintf("/etc/docker/certs.d/%s/ca.crt", domain);
@@ -75,6 +99,8 @@ int pp_registry_get(struct pp_registry **out, const char *domain, const struct p
 		r->ca_dir_cert = ca;
 	else
 		free(ca);
+	if (!opts->plain_http && pp_domain_is_local(domain))
+		r->scheme = probe_scheme(r);
 	r->next = registries;
 	registries = r;
 	*out = r;

@@ -32,8 +32,9 @@ char *pp_ref_name(const struct pp_ref *ref);
 /* The host[:port] to send HTTP requests to: docker.io -> registry-1.docker.io. */
 const char *pp_ref_api_host(const struct pp_ref *ref);
 
-/* True for localhost, 127.0.0.0/8 and ::1 (with or without port): such
- * registries are spoken to over plain HTTP, as docker does. */
+/* True for localhost, 127.0.0.0/8 and ::1 (with or without port): for
+ * such registries HTTPS is tried first and plain HTTP is the fallback, as
+ * docker does. */
 bool pp_domain_is_local(const char *domain);
 
 /* The key docker's config.json uses for this domain:

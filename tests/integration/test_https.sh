@@ -3,25 +3,13 @@
 # --ca-cert makes it trusted; chunks of one blob travel on separate TCP connections
 # (not multiplexed onto one HTTP/2 connection); an untrusted certificate fails clearly.
 #
-# prepull speaks plain HTTP automatically to localhost, 127.0.0.0/8 and ::1 (as docker
-# does), so the reference must name the server by another host name that resolves to
-# a loopback address: this machine's host name (Debian's /etc/hosts maps it to
-# 127.0.1.1). HTTPS_TEST_HOST overrides it. Without one, the test is skipped.
+# On loopback prepull tries HTTPS first and falls back to plain HTTP (as docker
+# does for local registries), so the server is addressed as 127.0.0.1 here.
 source "$(dirname "$0")/lib.sh"
 need_prepull
 
-pick_host() {
-  local h ip
-  for h in ${HTTPS_TEST_HOST:-} "$(hostname)" "$(hostname -f 2>/dev/null || true)"; do
-    [ -n "$h" ] && [ "$h" != localhost ] || continue
-    ip=$(getent ahostsv4 "$h" 2>/dev/null | awk 'NR==1{print $1}')
-    case $ip in 127.*) echo "$h $ip"; return 0 ;; esac
-  done
-  return 1
-}
-hp=$(pick_host) || skip_all "no host name resolves to a loopback address (set HTTPS_TEST_HOST)"
-HOST=${hp% *}
-IP=${hp#* }
+HOST=127.0.0.1
+IP=127.0.0.1
 log "HTTPS host name $HOST -> $IP"
 
 make_ca "$T/pki" good "$HOST"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The whole test suite, from the root of a clone on Debian 12 (as root):
+#   bash scripts/test.sh
+# Installs what it needs (scripts/deps.sh), checks formatting, then builds and
+# runs every test twice: a normal build and an AddressSanitizer +
+# UndefinedBehaviorSanitizer build.  Then the libFuzzer targets run briefly.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+JOBS=$(nproc)
+FUZZ_SECONDS=${FUZZ_SECONDS:-5}
+passed=0
+failed=0
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "dependencies"
+bash scripts/deps.sh
+
+step "clang-format"
+mapfile -t sources < <(git ls-files 'agent/*.c' 'include/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c')
+if clang-format --dry-run --Werror "${sources[@]}"; then
+  passed=$((passed + 1))
+  echo "formatting ok (${#sources[@]} files)"
+else
+  failed=$((failed + 1))
+  echo "formatting: run clang-format -i on the files above" >&2
+fi
+
+# Runs ctest in a build dir and adds its counts to the totals.
+run_ctest() { # BUILD_DIR
+  local log="$1/ctest.log" rc=0
+  ctest --test-dir "$1" --output-on-failure -j 2 2>&1 | tee "$log" || rc=$?
+  local line
+  line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -n 1)
+  if [ -z "$line" ]; then
+    echo "ctest in $1 ran no tests (rc=$rc)" >&2
+    failed=$((failed + 1))
+    return
+  fi
+  local total fails
+  total=$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line")
+  fails=$(sed -E 's/.*tests passed, ([0-9]+) tests failed.*/\1/' <<<"$line")
+  passed=$((passed + total - fails))
+  failed=$((failed + fails))
+}
+
+step "build (RelWithDebInfo)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$JOBS"
+step "tests"
+run_ctest build
+
+step "build (ASan + UBSan)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPREPULL_SANITIZE=ON >/dev/null
+cmake --build build-asan -j "$JOBS"
+step "tests under ASan + UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 run_ctest build-asan
+
+step "fuzz targets (${FUZZ_SECONDS}s each)"
+CC=clang cmake -S . -B build-fuzz -DPREPULL_FUZZ=ON -DPREPULL_TESTS=OFF >/dev/null
+cmake --build build-fuzz -j "$JOBS"
+for target in build-fuzz/tests/fuzz/fuzz_*; do
+  [ -x "$target" ] || continue
+  name=$(basename "$target")
+  corpus=$(mktemp -d)
+  cp -r "tests/fuzz/corpus/$name/." "$corpus/" 2>/dev/null || true
+  if "$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=0 "$corpus" \
+      >"build-fuzz/$name.log" 2>&1; then
+    passed=$((passed + 1))
+    echo "$name: no crash in ${FUZZ_SECONDS}s"
+  else
+    failed=$((failed + 1))
+    echo "$name: FAILED" >&2
+    tail -n 40 "build-fuzz/$name.log" >&2
+  fi
+  rm -rf "$corpus"
+done
+
+echo
+echo "prepull: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
