@@ -1,6 +1,8 @@
 /* prepull: pre-pull container images with parallel range requests. */
 #include <curl/curl.h>
 #include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,6 +50,8 @@ static const char usage_text[] =
 	"  --insecure             do not verify TLS certificates\n"
 	"  --ca-cert FILE         also trust the CA certificates in FILE (PEM)\n"
 	"  --deadline DURATION    stop after e.g. 90s, 10m; exit 3, progress kept\n"
+	"  --ready-file PATH      written (atomically) when every image is in;\n"
+	"                         removed at the start of a run\n"
 	"  --stall-timeout DURATION  cancel a request that receives nothing this long\n"
 	"                         (default 30s); its chunk is fetched again\n"
 	"  -v, --verbose          debug logging\n"
@@ -124,6 +128,31 @@ static void on_blob(void *ctx, const char *digest, int64_t size, int64_t fetched
 	pp_progress_blob_done(ic->run->progress, img, digest, size, fetched, seconds);
 }
 
+/* The ready file says which images are in, with their digests; it exists
+ * only while every image of the run is in the store. */
+static void write_ready_file(const struct run *run)
+{
+	json_t *images = json_array();
+	for (size_t i = 0; i < run->n_images; i++) {
+		const struct pp_image *img = &run->images[i];
+		json_array_append_new(images, json_pack("{s:s, s:s}", "image", img->ref.full,
+							"digest", img->top_digest));
+	}
+	json_t *root = json_pack("{s:s, s:o}", "store", run->store->desc, "images", images);
+	char *text = json_dumps(root, JSON_INDENT(2));
+	json_decref(root);
+	struct pp_error err = {0};
+	cleanup_free char *dir = pp_xstrdup(run->opts->ready_file);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		pp_mkdir_p(dir, 0755);
+	}
+	if (pp_write_file_atomic(run->opts->ready_file, text, strlen(text), &err) < 0)
+		pp_error_log("ready file: %s", err.msg);
+	free(text);
+}
+
 static int pull(struct pp_options *opts, char **refs, int n_refs)
 {
 	struct pp_error err = {0};
@@ -145,6 +174,8 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 	}
 	if (exit_code != EXIT_OK)
 		goto done;
+	if (opts->ready_file && unlink(opts->ready_file) < 0 && errno != ENOENT)
+		pp_warn("remove %s: %s", opts->ready_file, strerror(errno));
 
 	if (pp_mkdir_p(opts->state_dir, 0755) < 0) {
 		pp_error_errno(&err, "create state dir %s", opts->state_dir);
@@ -238,6 +269,8 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 	}
 	if (failed && exit_code == EXIT_OK)
 		exit_code = EXIT_FAILED;
+	if (exit_code == EXIT_OK && opts->ready_file)
+		write_ready_file(&run);
 	pp_progress_summary(run.progress, (int)run.n_images, failed, bytes_in_store,
 			    pp_engine_fetched(engine));
 done:

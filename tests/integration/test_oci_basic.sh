@@ -26,9 +26,12 @@ OCI=$T/oci
 STATE=$T/state
 
 # ---- first pull
-prepull_ok "pull $REF1 into oci:$OCI" pull --store "oci:$OCI" --state-dir "$STATE" --json "$REF1"
+echo stale >"$T/ready"
+prepull_ok "pull $REF1 into oci:$OCI" pull --store "oci:$OCI" --state-dir "$STATE" --json \
+  --ready-file "$T/ready" "$REF1"
 assert_json_lines "$OUT" "--json stdout is one JSON event per line"
 verify_layout "$OCI" v1
+assert_eq "$D1" "$(jget "$T/ready" 'o["images"][0]["digest"]')" "ready file names the image digest"
 
 res=$(json_events "$OUT" resolved)
 assert_eq 1 "$(printf '%s\n' "$res" | grep -c .)" "one resolved event"
@@ -61,6 +64,13 @@ log "first run, server side: $st"
 sent=$(stat_field "$st" bytes)
 assert_num "$sent" -ge "$LAYER_BYTES" "first run: server sent at least the layer bytes"
 assert_num "$sent" -le $((LAYER_BYTES * 101 / 100 + 65536)) "first run: no blob byte sent twice (<= 1.01x)"
+
+
+# A failed run removes the ready file and does not write it.
+run_prepull pull --store "oci:$OCI" --state-dir "$STATE" --ready-file "$T/ready" "127.0.0.1:$NP/test/absent:v1"
+assert_eq 1 "$RC" "pull of an absent image fails"
+[ ! -e "$T/ready" ] || fail "ready file still there after a failed run"
+ok "ready file removed by a failed run"
 
 # ---- second run: nothing to fetch
 reset_log "$ALOG"
