@@ -12,20 +12,6 @@ struct pp_sha256 {
 	EVP_MD_CTX *ctx;
 };
 
-/* Digests come from registries and command lines: before one goes into a
- * message, cut it short and replace anything that is not printable ASCII,
- * so that a hostile value cannot flood or escape a terminal. */
-static const char *printable(char *buf, size_t n, const char *s)
-{
-	size_t i = 0;
-	for (; s[i] && i + 1 < n; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	buf[i] = '\0';
-	if (s[i] && n > 4)
-		memcpy(buf + n - 4, "...", 4);
-	return buf;
-}
-
 /* algorithm grammar from the OCI image spec: [a-z0-9]+([+._-][a-z0-9]+)* */
 static bool algorithm_ok(const char *a, size_t len)
 {
@@ -50,7 +36,7 @@ int pp_digest_validate(const char *digest, struct pp_error *err)
 
 	if (!digest || !*digest)
 		return pp_error_set(err, PP_EPROTO, "empty digest");
-	printable(shown, sizeof(shown), digest);
+	pp_printable(shown, sizeof(shown), digest);
 
 	const char *colon = strchr(digest, ':');
 	if (!colon || colon == digest)

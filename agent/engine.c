@@ -545,14 +545,6 @@ static int start_chunk(struct pp_engine *e, struct blob *b, size_t ci, struct pp
 	return 0;
 }
 
-static double backoff(int attempt)
-{
-	double base = 0.5 * (double)(1 << (attempt < 6 ? attempt : 6));
-	if (base > 30)
-		base = 30;
-	return base / 2 + base / 2 * ((double)rand() / RAND_MAX);
-}
-
 /* Puts a chunk back in the queue after a failed request, or fails the blob
  * when it has been tried too often. */
 static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double wait,
@@ -684,8 +676,9 @@ static void finish_xfer(struct pp_engine *e, struct xfer *x, CURLcode rc)
 		fail_blob(e, b, &err);
 		return;
 	}
-	double wait = (status == 429 || status == 503) && retry_after >= 0 ? retry_after
-									   : backoff(c->attempts);
+	double wait = (status == 429 || status == 503) && retry_after >= 0
+			      ? retry_after
+			      : pp_backoff(c->attempts);
 	retry_chunk(e, b, ci, wait, &err);
 }
 

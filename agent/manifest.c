@@ -14,18 +14,6 @@
 	"schema1 manifests are not supported; push the image again with a current client"
 #define ATTESTATION_ANNOTATION "vnd.docker.reference.type"
 
-/* Untrusted strings go into messages cut short and printable. */
-static const char *printable(char *buf, size_t n, const char *s)
-{
-	size_t i = 0;
-	for (; s[i] && i + 1 < n; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	buf[i] = '\0';
-	if (s[i] && n > 4)
-		memcpy(buf + n - 4, "...", 4);
-	return buf;
-}
-
 /* Copies a media type without its ";params" and surrounding blanks. */
 static void media_type_base(char *out, size_t n, const char *mt)
 {
@@ -72,7 +60,7 @@ int pp_manifest_kind_of(const char *media_type, struct pp_error *err)
 	if (is_schema1(base))
 		return pp_error_set(err, PP_EUNSUPPORTED, SCHEMA1_MSG);
 	return pp_error_set(err, PP_EUNSUPPORTED, "unsupported manifest media type \"%s\"",
-			    printable(shown, sizeof(shown), base));
+			    pp_printable(shown, sizeof(shown), base));
 }
 
 /* Reads an optional string member: 0 with *out NULL when absent, PP_EPROTO
@@ -281,11 +269,12 @@ static int effective_media_type(char **out, const char *content_type, json_t *ro
 		if (ret < 0)
 			return ret;
 		if (body_mt && strcasecmp(ct, body_base) != 0)
-			return pp_error_set(err, PP_EPROTO,
-					    "Content-Type \"%s\" disagrees with the manifest's "
-					    "mediaType \"%s\"",
-					    printable(shown_ct, sizeof(shown_ct), ct),
-					    printable(shown_body, sizeof(shown_body), body_base));
+			return pp_error_set(
+				err, PP_EPROTO,
+				"Content-Type \"%s\" disagrees with the manifest's "
+				"mediaType \"%s\"",
+				pp_printable(shown_ct, sizeof(shown_ct), ct),
+				pp_printable(shown_body, sizeof(shown_body), body_base));
 		*out = pp_xstrdup(ct);
 		return 0;
 	}
@@ -484,7 +473,7 @@ int pp_platform_parse(struct pp_platform *out, const char *s, struct pp_error *e
 bad:
 	memset(out, 0, sizeof(*out));
 	return pp_error_set(err, PP_EUSAGE, "invalid platform \"%s\": expected os/arch[/variant]",
-			    printable(shown, sizeof(shown), s));
+			    pp_printable(shown, sizeof(shown), s));
 }
 
 void pp_platform_default(struct pp_platform *out)

@@ -18,18 +18,6 @@
 #define NAME_MAX_LEN 255
 #define TAG_MAX_LEN 128
 
-/* The quoted reference in messages: short and printable whatever was typed. */
-static const char *printable(char *buf, size_t n, const char *s)
-{
-	size_t i = 0;
-	for (; s[i] && i + 1 < n; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	buf[i] = '\0';
-	if (s[i] && n > 4)
-		memcpy(buf + n - 4, "...", 4);
-	return buf;
-}
-
 /* Sets a PP_EUSAGE error "invalid reference \"<input>\": <what>". */
 static int ref_error(struct pp_error *err, const char *input, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -40,7 +28,7 @@ static int ref_error(struct pp_error *err, const char *input, const char *fmt, .
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	printable(shown, sizeof(shown), input);
+	pp_printable(shown, sizeof(shown), input);
 	for (char *p = what; *p; p++)
 		if (*p < 0x20 || *p >= 0x7f)
 			*p = '?';

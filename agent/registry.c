@@ -434,14 +434,6 @@ static void sleep_seconds(double s)
 		;
 }
 
-static double backoff(int attempt)
-{
-	double base = 0.5 * (double)(1 << (attempt < 6 ? attempt : 6));
-	if (base > 30)
-		base = 30;
-	return base / 2 + base / 2 * ((double)rand() / RAND_MAX);
-}
-
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
 			const char *accept, size_t max_body, struct pp_http_response *resp,
 			struct pp_error *err)
@@ -488,7 +480,7 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 			pp_curl_error(err, rc, errbuf, url);
 			if (err->code == PP_ETLS)
 				return err->code;
-			wait = backoff(attempt);
+			wait = pp_backoff(attempt);
 		} else if (resp->status == 401 && auth_tries++ < 2) {
 			r = pp_registry_unauthorized(reg, repo, resp->www_authenticate, err);
 			if (r < 0)
@@ -497,7 +489,7 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 			continue;
 		} else if (resp->status == 429 || resp->status == 408 || resp->status >= 500) {
 			pp_http_status_error(err, resp);
-			wait = resp->retry_after >= 0 ? resp->retry_after : backoff(attempt);
+			wait = resp->retry_after >= 0 ? resp->retry_after : pp_backoff(attempt);
 		} else {
 			return 0;
 		}

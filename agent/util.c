@@ -263,3 +263,22 @@ int pp_write_file_atomic(const char *path, const void *data, size_t len, struct 
 	}
 	return 0;
 }
+
+const char *pp_printable(char *buf, size_t n, const char *s)
+{
+	size_t i = 0;
+	for (; s[i] && i + 1 < n; i++)
+		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	buf[i] = '\0';
+	if (s[i] && n > 4)
+		memcpy(buf + n - 4, "...", 4);
+	return buf;
+}
+
+double pp_backoff(int attempt)
+{
+	double base = 0.5 * (double)(1 << (attempt < 6 ? attempt : 6));
+	if (base > 30)
+		base = 30;
+	return base / 2 + base / 2 * ((double)rand() / RAND_MAX);
+}

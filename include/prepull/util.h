@@ -54,6 +54,15 @@ double pp_parse_duration(const char *s);
 /* Formats bytes as "1.5 GiB" into buf. */
 const char *pp_format_bytes(char *buf, size_t n, double bytes);
 
+/* Cuts s to fit buf (n bytes, "..." when cut) and replaces anything that
+ * is not printable ASCII, so a hostile value cannot flood or escape a
+ * terminal when it is quoted in a message.  Returns buf. */
+const char *pp_printable(char *buf, size_t n, const char *s);
+
+/* Seconds to wait before retry number `attempt` (0-based): exponential from
+ * 0.5 s, capped at 30 s, with jitter over its upper half. */
+double pp_backoff(int attempt);
+
 /* mkdir -p; 0 or -1 with errno. */
 int pp_mkdir_p(const char *path, unsigned mode);
 
