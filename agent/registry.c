@@ -238,6 +238,24 @@ static char *url_escape(const char *s)
 	return r;
 }
 
+static void store_token(struct pp_registry *reg, const char *repo, const char *value,
+			double lifetime)
+{
+	struct token *t = find_token(reg, repo);
+	if (!t) {
+		reg->tokens = realloc(reg->tokens, (reg->n_tokens + 1) * sizeof(*reg->tokens));
+		if (!reg->tokens)
+			abort();
+		t = &reg->tokens[reg->n_tokens++];
+		memset(t, 0, sizeof(*t));
+		t->repo = pp_xstrdup(repo);
+	}
+	free(t->value);
+	t->value = pp_xstrdup(value);
+	t->expires = pp_now() + lifetime;
+	t->fresh = true;
+}
+
 /* Gets a bearer token for `repo` from the challenge's realm. */
 static int fetch_token(struct pp_registry *reg, const char *repo, struct pp_error *err)
 {
@@ -261,10 +279,7 @@ static int fetch_token(struct pp_registry *reg, const char *repo, struct pp_erro
 
 	if (reg->have_creds && reg->creds.registry_token) {
 		/* A registry token from the config is used as it is. */
-		struct token t = {pp_xstrdup(repo), pp_xstrdup(reg->creds.registry_token),
-				  pp_now() + 3600, true};
-		reg->tokens = realloc(reg->tokens, (reg->n_tokens + 1) * sizeof(*reg->tokens));
-		reg->tokens[reg->n_tokens++] = t;
+		store_token(reg, repo, reg->creds.registry_token, 3600);
 		curl_easy_cleanup(h);
 		return 0;
 	}
@@ -331,19 +346,7 @@ static int fetch_token(struct pp_registry *reg, const char *repo, struct pp_erro
 	double expires_in = json_is_integer(exp) ? (double)json_integer_value(exp) : 60;
 	if (expires_in < 60)
 		expires_in = 60;
-	struct token *t = find_token(reg, repo);
-	if (!t) {
-		reg->tokens = realloc(reg->tokens, (reg->n_tokens + 1) * sizeof(*reg->tokens));
-		if (!reg->tokens)
-			abort();
-		t = &reg->tokens[reg->n_tokens++];
-		memset(t, 0, sizeof(*t));
-		t->repo = pp_xstrdup(repo);
-	}
-	free(t->value);
-	t->value = pp_xstrdup(tok);
-	t->expires = pp_now() + expires_in;
-	t->fresh = true;
+	store_token(reg, repo, tok, expires_in);
 	json_decref(root);
 	pp_debug("token for %s/%s valid for %.0f s", reg->domain, repo, expires_in);
 done:

@@ -15,6 +15,8 @@ Policy:
   * Wrong credentials -> 401. Anonymous on a private repo -> a token with no access
     (as Docker Hub does), so the registry answers 401/insufficient_scope.
 Every request is logged to stderr as: user, scopes granted (never the password).
+--jwt-exp-offset N puts exp = now+N in the JWT while expires_in still says --expiry
+(the registry's own leeway, 60 s in distribution 2.x, applies on top of exp).
 GET /healthz -> 200.
 """
 import argparse
@@ -123,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
             "iss": cfg.issuer,
             "sub": user or "",
             "aud": cfg.service,
-            "exp": now + cfg.expiry,
+            "exp": now + (cfg.expiry if cfg.jwt_exp_offset is None else cfg.jwt_exp_offset),
             "nbf": now - 1,
             "iat": now,
             "jti": b64url(os.urandom(12)),
@@ -159,6 +161,10 @@ def main():
     ap.add_argument("--public", action="append", default=[], help="repository anonymous users may pull")
     ap.add_argument("--user", action="append", default=[], help="USER:PASS with pull,push everywhere")
     ap.add_argument("--expiry", type=int, default=60, help="token lifetime in seconds")
+    ap.add_argument("--jwt-exp-offset", type=int, default=None, metavar="SECONDS",
+                    help="set the JWT's exp claim to now+SECONDS (may be negative) instead of "
+                         "now+--expiry, while the JSON expires_in still says --expiry: a token "
+                         "the registry starts refusing before the client expects it to")
     ap.add_argument("--counts-file", default="", help="write {issued: N, denied: N} here")
     cfg = ap.parse_args()
     if cfg.bind not in ("127.0.0.1", "::1", "localhost"):
