@@ -88,6 +88,7 @@ struct xfer {
 	struct blob *b;
 	size_t chunk;
 	struct curl_slist *hdrs;
+	char *authz; /* the Authorization line sent, NULL for none */
 	char errbuf[CURL_ERROR_SIZE];
 	struct pp_http_response resp;
 	bool via_cdn;
@@ -240,14 +241,10 @@ static void notify(struct blob *b, const struct pp_error *err)
 		w->cb(w->ctx, b->digest, b->size, b->fetched, secs, err);
 }
 
-static void xfer_free(struct pp_engine *e, struct xfer *x)
+/* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
+static void xfer_detach(struct pp_engine *e, struct xfer *x)
 {
 	curl_multi_remove_handle(e->multi, x->h);
-	curl_easy_cleanup(x->h);
-	curl_slist_free_all(x->hdrs);
-	pp_http_response_reset(&x->resp);
-	pp_buf_free(&x->resp.body);
-	pp_buf_free(&x->errbody);
 	for (int i = 0; i < e->n_xfers; i++) {
 		if (e->xfers[i] == x) {
 			e->xfers[i] = e->xfers[--e->n_xfers];
@@ -256,7 +253,23 @@ static void xfer_free(struct pp_engine *e, struct xfer *x)
 	}
 	x->b->active--;
 	(*host_slot(e, x->b->reg))--;
+}
+
+static void xfer_destroy(struct xfer *x)
+{
+	curl_easy_cleanup(x->h);
+	curl_slist_free_all(x->hdrs);
+	free(x->authz);
+	pp_http_response_reset(&x->resp);
+	pp_buf_free(&x->resp.body);
+	pp_buf_free(&x->errbody);
 	free(x);
+}
+
+static void xfer_free(struct pp_engine *e, struct xfer *x)
+{
+	xfer_detach(e, x);
+	xfer_destroy(x);
 }
 
 /* Stops every transfer of a blob; their chunks go back to PENDING. */
@@ -508,10 +521,9 @@ static int start_chunk(struct pp_engine *e, struct blob *b, size_t ci, struct pp
 			free(x);
 			return r;
 		}
-		if (authz) {
+		if (authz)
 			x->hdrs = curl_slist_append(x->hdrs, authz);
-			free(authz);
-		}
+		x->authz = authz;
 	}
 	/* A closed range even for a single stream, so a resumed stream starts
 	 * where it stopped; a 200 for the whole blob is accepted then. */
@@ -572,48 +584,60 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 		why->msg, c->attempts, wait);
 }
 
-static void finish_xfer(struct pp_engine *e, struct xfer *x, CURLcode rc)
+/* Why a request failed, as an error for the log and the final message. */
+static void describe_failure(const struct xfer *x, CURLcode rc, struct pp_error *err)
+{
+	const struct chunk *c = &x->b->chunks[x->chunk];
+	if (x->bad_reply[0]) {
+		pp_error_set(err, PP_EPROTO, "%s", x->bad_reply);
+	} else if (rc != CURLE_OK && !x->error_status) {
+		pp_curl_error(err, rc, x->errbuf, x->via_cdn ? "redirect target" : x->b->url);
+	} else if (x->error_status) {
+		struct pp_http_response tmp = x->resp;
+		tmp.body = x->errbody;
+		pp_http_status_error(err, &tmp);
+	} else {
+		pp_error_set(err, PP_EPROTO, "body ended after %lld of %lld bytes",
+			     (long long)c->received, (long long)c->len);
+	}
+}
+
+static void chunk_done(struct pp_engine *e, struct xfer *x)
+{
+	struct blob *b = x->b;
+	struct chunk *c = &b->chunks[x->chunk];
+	struct pp_error err = {0};
+	char *eff = NULL;
+	c->state = CHUNK_DONE;
+	pp_sha256_final(c->sha, c->digest);
+	pp_sha256_free(c->sha);
+	c->sha = NULL;
+	curl_easy_getinfo(x->h, CURLINFO_EFFECTIVE_URL, &eff);
+	if (!x->via_cdn && eff && strcmp(eff, b->url) != 0) {
+		free(b->cdn_url);
+		b->cdn_url = pp_xstrdup(eff);
+		b->cdn_since = pp_now();
+	}
+	if (advance_hash(e, b, &err) < 0)
+		fail_blob(e, b, &err);
+	else if (b->hash_chunk == b->n_chunks)
+		finish_blob(e, b);
+}
+
+/* Retry, go back to the registry, or give up on the blob. */
+static void chunk_failed(struct pp_engine *e, struct xfer *x, CURLcode rc)
 {
 	struct blob *b = x->b;
 	size_t ci = x->chunk;
-	struct chunk *c = &b->chunks[ci];
 	long status = x->resp.status;
 	struct pp_error err = {0};
-	char *eff = NULL;
-	curl_easy_getinfo(x->h, CURLINFO_EFFECTIVE_URL, &eff);
 
-	if (rc == CURLE_OK && !x->error_status && (status == 200 || status == 206) &&
-	    c->received == c->len) {
-		c->state = CHUNK_DONE;
-		pp_sha256_final(c->sha, c->digest);
-		pp_sha256_free(c->sha);
-		c->sha = NULL;
-		if (!x->via_cdn && eff && strcmp(eff, b->url) != 0) {
-			free(b->cdn_url);
-			b->cdn_url = pp_xstrdup(eff);
-			b->cdn_since = pp_now();
-		}
-		xfer_free(e, x);
-		if (advance_hash(e, b, &err) < 0) {
-			fail_blob(e, b, &err);
-			return;
-		}
-		if (b->hash_chunk == b->n_chunks)
-			finish_blob(e, b);
-		return;
-	}
-
-	bool via_cdn = x->via_cdn;
-	double retry_after = x->resp.retry_after;
-	char *www_auth = x->resp.www_authenticate ? pp_xstrdup(x->resp.www_authenticate) : NULL;
 	if (x->io_errno) {
 		errno = x->io_errno;
 		if (x->io_errno == ENOSPC)
 			pp_error_set(&err, PP_EIO, "no space left writing %s", b->partial);
 		else
 			pp_error_errno(&err, "write %s", b->partial);
-		xfer_free(e, x);
-		free(www_auth);
 		fail_blob(e, b, &err);
 		return;
 	}
@@ -621,47 +645,29 @@ static void finish_xfer(struct pp_engine *e, struct xfer *x, CURLcode rc)
 		/* The server sends whole bodies: fetch this blob as one stream. */
 		pp_warn("blob %s: server ignored Range; fetching it as one stream",
 			pp_short_digest(b->digest));
-		xfer_free(e, x);
-		free(www_auth);
 		cancel_blob_xfers(e, b);
 		b->single_stream = true;
 		plan_chunks(e, b, true);
 		return;
 	}
-	if (x->bad_reply[0]) {
-		pp_error_set(&err, PP_EPROTO, "%s", x->bad_reply);
-	} else if (rc != CURLE_OK && !x->error_status) {
-		pp_curl_error(&err, rc, x->errbuf, via_cdn ? "CDN" : b->url);
-	} else if (x->error_status || rc != CURLE_OK) {
-		struct pp_http_response tmp = x->resp;
-		tmp.body = x->errbody;
-		pp_http_status_error(&err, &tmp);
-	} else {
-		pp_error_set(&err, PP_EPROTO, "body ended after %lld of %lld bytes",
-			     (long long)c->received, (long long)c->len);
-	}
-	xfer_free(e, x);
-
+	describe_failure(x, rc, &err);
 	if (err.code == PP_ETLS) {
-		free(www_auth);
 		fail_blob(e, b, &err);
 		return;
 	}
-	if (via_cdn && status >= 400 && status < 500) {
+	if (x->via_cdn && status >= 400 && status < 500) {
 		/* A signed URL expired: go back to the registry for a new one. */
 		pp_info("blob %s: redirect target answered %ld; asking the registry again",
 			pp_short_digest(b->digest), status);
 		free(b->cdn_url);
 		b->cdn_url = NULL;
-		free(www_auth);
 		retry_chunk(e, b, ci, 0, &err);
 		return;
 	}
 	if (status == 401) {
 		struct pp_error aerr = {0};
-		int r = pp_registry_unauthorized(b->reg, b->repo, www_auth, &aerr);
-		free(www_auth);
-		if (r < 0) {
+		if (pp_registry_unauthorized(b->reg, b->repo, x->resp.www_authenticate, x->authz,
+					     &aerr) < 0) {
 			pp_error_wrap(&aerr, "blob %s", pp_short_digest(b->digest));
 			fail_blob(e, b, &aerr);
 			return;
@@ -669,17 +675,28 @@ static void finish_xfer(struct pp_engine *e, struct xfer *x, CURLcode rc)
 		retry_chunk(e, b, ci, 0, &err);
 		return;
 	}
-	free(www_auth);
-	if (status == 404 || status == 403 ||
-	    (status >= 400 && status < 500 && status != 408 && status != 429 && status != 416)) {
+	if (status >= 400 && status < 500 && status != 408 && status != 429 && status != 416) {
 		pp_error_wrap(&err, "blob %s from %s", b->digest, b->url);
 		fail_blob(e, b, &err);
 		return;
 	}
-	double wait = (status == 429 || status == 503) && retry_after >= 0
-			      ? retry_after
-			      : pp_backoff(c->attempts);
+	double wait = (status == 429 || status == 503) && x->resp.retry_after >= 0
+			      ? x->resp.retry_after
+			      : pp_backoff(b->chunks[ci].attempts);
 	retry_chunk(e, b, ci, wait, &err);
+}
+
+static void finish_xfer(struct pp_engine *e, struct xfer *x, CURLcode rc)
+{
+	const struct chunk *c = &x->b->chunks[x->chunk];
+	/* Out of the loop first, so failing the blob cannot free it under us. */
+	xfer_detach(e, x);
+	if (rc == CURLE_OK && !x->error_status && !x->bad_reply[0] &&
+	    (x->resp.status == 200 || x->resp.status == 206) && c->received == c->len)
+		chunk_done(e, x);
+	else
+		chunk_failed(e, x, rc);
+	xfer_destroy(x);
 }
 
 static bool blob_open(const struct blob *b)

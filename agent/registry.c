@@ -384,7 +384,8 @@ int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **ou
 }
 
 int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
-			     const char *www_authenticate, struct pp_error *err)
+			     const char *www_authenticate, const char *sent_authorization,
+			     struct pp_error *err)
 {
 	if (!www_authenticate)
 		return pp_error_set(err, PP_EAUTH,
@@ -407,13 +408,19 @@ int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 					    "%s requires authentication and no credentials for it "
 					    "were found in the docker config",
 					    reg->domain);
-		if (same_scheme)
+		if (same_scheme && sent_authorization)
 			return pp_error_set(err, PP_EAUTH, "%s rejected the credentials",
 					    reg->domain);
 		return 0;
 	}
 	struct token *t = find_token(reg, repo);
-	if (t && t->fresh && same_scheme && !(c.error && strcmp(c.error, "invalid_token") == 0)) {
+	static const char bearer[] = "Authorization: Bearer ";
+	bool sent_current = t && t->value && sent_authorization &&
+			    strncmp(sent_authorization, bearer, sizeof(bearer) - 1) == 0 &&
+			    strcmp(sent_authorization + sizeof(bearer) - 1, t->value) == 0;
+	if (!sent_current)
+		return 0; /* sent before the current token existed: just send it again */
+	if (t->fresh && same_scheme && !(c.error && strcmp(c.error, "invalid_token") == 0)) {
 		/* The token we just got was refused: more tokens will not help. */
 		t->fresh = false;
 		return pp_error_set(
@@ -485,7 +492,7 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 				return err->code;
 			wait = pp_backoff(attempt);
 		} else if (resp->status == 401 && auth_tries++ < 2) {
-			r = pp_registry_unauthorized(reg, repo, resp->www_authenticate, err);
+			r = pp_registry_unauthorized(reg, repo, resp->www_authenticate, authz, err);
 			if (r < 0)
 				return r;
 			attempt--; /* an auth round trip is not a failure */

@@ -61,11 +61,16 @@ void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h);
 int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **out,
 			    struct pp_error *err);
 
-/* Reacts to a 401: parses the challenge, drops the stale token and gets
- * credentials ready for the next request.  PP_EAUTH when there is nothing
- * left to try (no credentials, or they were just rejected). */
+/* Reacts to a 401 for a request that carried `sent_authorization` (the
+ * header line, NULL for none): parses the challenge, drops the token if it
+ * is the one that was refused, and gets credentials ready for the next
+ * request.  A 401 for a request sent with an older token (others were in
+ * flight while it was renewed) just asks for a retry.  PP_EAUTH when there
+ * is nothing left to try (no credentials, or the current ones were
+ * refused). */
 int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
-			     const char *www_authenticate, struct pp_error *err);
+			     const char *www_authenticate, const char *sent_authorization,
+			     struct pp_error *err);
 
 /* GET with auth, retries (5xx/429/transport, Retry-After honoured) and a
  * body cap.  Returns 0 with resp filled for any final HTTP status; the
