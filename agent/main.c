@@ -35,6 +35,7 @@ static const char usage_text[] =
 	"Options for pull:\n"
 	"  --store STORE          oci:DIR, or auto (default: oci:<state-dir>/oci)\n"
 	"  --namespace NS         containerd namespace (default k8s.io)\n"
+	"  --snapshotter NAME     containerd snapshotter to unpack into (default overlayfs)\n"
 	"  --platform OS/ARCH[/VARIANT]  platform to take from a multi-arch index\n"
 	"                         (default: this machine's)\n"
 	"  -j, --connections N    parallel connections in total (default 16)\n"
@@ -205,6 +206,18 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 			continue;
 		}
 		pp_progress_resolved(run.progress, img);
+		if (run.store->ops->prepare_image) {
+			bool complete = false;
+			if (run.store->ops->prepare_image(run.store, img, &complete, &err) < 0) {
+				image_fail(&run, img, &err);
+				continue;
+			}
+			if (complete) {
+				img->already_complete = true;
+				img->done_bytes = img->total_bytes;
+				continue;
+			}
+		}
 		const struct pp_descriptor *cfg = &img->manifest.config;
 		img->done_bytes = cfg->size;
 		if (img->config_fetched)
@@ -259,7 +272,8 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 		if (!img->manifest_digest || img->pending > 0)
 			continue; /* stopped early */
 		pp_error_clear(&err);
-		if (run.store->ops->register_image(run.store, img, &err) < 0) {
+		if (!img->already_complete &&
+		    run.store->ops->register_image(run.store, img, &err) < 0) {
 			image_fail(&run, img, &err);
 			failed++;
 			continue;
@@ -317,6 +331,7 @@ static int status(const char *state_dir)
 enum {
 	OPT_STORE = 256,
 	OPT_NAMESPACE,
+	OPT_SNAPSHOTTER,
 	OPT_PLATFORM,
 	OPT_PER_HOST,
 	OPT_CHUNK_SIZE,
@@ -335,6 +350,7 @@ enum {
 static const struct option long_options[] = {
 	{"store", required_argument, NULL, OPT_STORE},
 	{"namespace", required_argument, NULL, OPT_NAMESPACE},
+	{"snapshotter", required_argument, NULL, OPT_SNAPSHOTTER},
 	{"platform", required_argument, NULL, OPT_PLATFORM},
 	{"connections", required_argument, NULL, 'j'},
 	{"per-host", required_argument, NULL, OPT_PER_HOST},
@@ -359,6 +375,7 @@ int main(int argc, char **argv)
 	struct pp_options opts = {
 		.store = "auto",
 		.namespace = "k8s.io",
+		.snapshotter = "overlayfs",
 		.connections = PP_DEFAULT_CONNECTIONS,
 		.stall_seconds = PP_DEFAULT_STALL_SECONDS,
 	};
@@ -390,6 +407,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_NAMESPACE:
 			opts.namespace = optarg;
+			break;
+		case OPT_SNAPSHOTTER:
+			opts.snapshotter = optarg;
 			break;
 		case OPT_PLATFORM:
 			if (pp_platform_parse(&opts.platform, optarg, &err) < 0)

@@ -21,10 +21,14 @@ int pp_store_open(struct pp_store **out, const char *spec, const struct pp_optio
 		cleanup_free char *dir = pp_xasprintf("%s/oci", opts->state_dir);
 		return pp_store_oci_open(out, dir, opts, err);
 	}
-	if (strncmp(spec, "containerd", 10) == 0 || strncmp(spec, "docker", 6) == 0)
-		return pp_error_set(err, PP_EUNSUPPORTED,
-				    "--store %s: this store is not implemented yet; use oci:DIR",
-				    spec);
+	if (strcmp(spec, "containerd") == 0)
+		return pp_store_containerd_open(out, NULL, opts, err);
+	if (strncmp(spec, "containerd:", 11) == 0)
+		return pp_store_containerd_open(out, spec + 11, opts, err);
+	if (strcmp(spec, "docker") == 0)
+		return pp_store_docker_open(out, NULL, opts, err);
+	if (strncmp(spec, "docker:", 7) == 0)
+		return pp_store_docker_open(out, spec + 7, opts, err);
 	return pp_error_set(err, PP_EUSAGE,
 			    "--store %s: unknown store (expected oci:DIR, containerd[:SOCKET], "
 			    "docker[:SOCKET] or auto)",

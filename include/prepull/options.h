@@ -12,8 +12,9 @@
 #define PP_DEFAULT_STALL_SECONDS 30
 
 struct pp_options {
-	const char *store;     /* "oci:DIR", "auto", ... */
-	const char *namespace; /* containerd namespace */
+	const char *store;       /* "oci:DIR", "auto", ... */
+	const char *namespace;   /* containerd namespace */
+	const char *snapshotter; /* containerd snapshotter */
 	struct pp_platform platform;
 	int connections;    /* total connections (-j) */
 	int per_host;       /* connections to one host */

@@ -27,6 +27,14 @@ struct pp_store_ops {
 	/* Writes a small verified blob held in memory (manifest, index, config). */
 	int (*put_blob)(struct pp_store *s, const char *digest, const void *data, size_t len,
 			struct pp_error *err);
+	/* Optional (NULL when not needed): told about an image once it is
+	 * resolved and before any of its layers is fetched, so a store can
+	 * prepare (a lease, the layer order for unpacking as layers land).
+	 * Setting *complete = true says the store already holds the whole
+	 * image (e.g. Docker has an image with that ID): nothing is fetched
+	 * and register_image is not called. */
+	int (*prepare_image)(struct pp_store *s, const struct pp_image *img, bool *complete,
+			     struct pp_error *err);
 	/* Makes the image visible under its name once all its blobs are in. */
 	int (*register_image)(struct pp_store *s, const struct pp_image *img, struct pp_error *err);
 	void (*free)(struct pp_store *s);
@@ -46,8 +54,12 @@ int pp_store_open(struct pp_store **out, const char *spec, const struct pp_optio
 		  struct pp_error *err);
 void pp_store_free(struct pp_store *s);
 
-/* Constructors, one per store file. */
+/* Constructors, one per store file.  `socket` is NULL for the default. */
 int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_options *opts,
 		      struct pp_error *err);
+int pp_store_containerd_open(struct pp_store **out, const char *socket,
+			     const struct pp_options *opts, struct pp_error *err);
+int pp_store_docker_open(struct pp_store **out, const char *socket, const struct pp_options *opts,
+			 struct pp_error *err);
 
 #endif

@@ -1,0 +1,10 @@
+/* The containerd store (not built yet). */
+#include "prepull/error.h"
+#include "prepull/store.h"
+
+int pp_store_containerd_open(struct pp_store **out, const char *socket,
+			     const struct pp_options *opts, struct pp_error *err)
+{
+	return pp_error_set(err, PP_EUNSUPPORTED,
+			    "the containerd store is not implemented yet; use oci:DIR");
+}
