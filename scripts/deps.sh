@@ -10,7 +10,7 @@ PACKAGES=(
   libcurl4-openssl-dev libssl-dev libjansson-dev libzstd-dev libarchive-dev libcmocka-dev
   libfuzzer-14-dev libclang-rt-14-dev
   docker-registry nginx skopeo aria2 busybox-static apache2-utils openssl zstd python3
-  ca-certificates curl
+  ca-certificates curl containerd runc docker.io
 )
 
 missing=()
