@@ -14,6 +14,7 @@
 #include "prepull/digest.h"
 #include "prepull/engine.h"
 #include "prepull/error.h"
+#include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/progress.h"
@@ -24,14 +25,22 @@
 #define MIB (1024 * 1024)
 #define CHUNK_MIN (1 * MIB)
 #define CHUNK_MAX (16 * MIB)
-#define CHUNK_ATTEMPTS 8         /* tries per chunk before the blob fails */
+#define CHUNK_ATTEMPTS 7         /* tries without progress before the blob fails */
 #define DIGEST_RESTARTS 1        /* whole-blob refetches after a digest mismatch */
 #define RECV_BUFFER (128 * 1024) /* curl's receive buffer: the per-connection memory */
 #define HASH_BUFFER (1 * MIB)    /* read-back buffer for the whole-blob hash */
 #define CDN_URL_MAX_AGE 300.0    /* reuse a redirect target this long at most */
 #define ERROR_BODY_MAX 4096
+#define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
+#define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
 
 volatile int pp_stop_requested;
+double pp_deadline_at;
+
+bool pp_should_stop(void)
+{
+	return pp_stop_requested || (pp_deadline_at > 0 && pp_now() >= pp_deadline_at);
+}
 
 enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
 
@@ -44,7 +53,9 @@ struct chunk {
 	double not_before;
 	struct pp_sha256 *sha;              /* while receiving */
 	char digest[PP_DIGEST_STR_LEN + 1]; /* once done */
-	struct pp_error last_err;
+	bool verify; /* done in an earlier run: its bytes must match `digest` first */
+	struct pp_sha256 *resume_hash; /* blob hash before this chunk, while verifying */
+	int64_t checkpoint;            /* `received` at the last journal checkpoint */
 };
 
 struct waiter {
@@ -64,7 +75,11 @@ struct blob {
 	char *cdn_url; /* where the registry last redirected us */
 	double cdn_since;
 	char *partial;
+	char *journal;
 	int fd;
+	int jfd;
+	pid_t held_by; /* another prepull holds this blob's partial file */
+	double next_try;
 	int64_t chunk_size;
 	size_t n_chunks;
 	struct chunk *chunks;
@@ -76,7 +91,8 @@ struct blob {
 	int active;
 	int restarts;
 	enum blob_state state;
-	int64_t fetched;
+	int64_t fetched; /* downloaded by this run */
+	int64_t resumed; /* done in earlier runs, verified or still to verify */
 	double started;
 	struct waiter *waiters;
 	struct pp_error err;
@@ -96,6 +112,8 @@ struct xfer {
 	bool checked;      /* status and Content-Range looked at */
 	bool error_status; /* body is an error document, not blob bytes */
 	bool range_ignored;
+	int64_t wrong_size; /* the server's size for the blob, when not the manifest's */
+	int64_t got;        /* blob bytes this request delivered */
 	int io_errno;
 	char bad_reply[256];
 	struct pp_buf errbody;
@@ -118,8 +136,9 @@ struct pp_engine {
 	struct host_count *hosts;
 	size_t n_hosts;
 	int64_t fetched;
+	int64_t resumed;
 	unsigned char *hashbuf;
-	double deadline_at;
+	struct pp_sha256 *scratch; /* for digests of a running hash */
 };
 
 static int *host_slot(struct pp_engine *e, const struct pp_registry *reg)
@@ -154,6 +173,7 @@ int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct 
 	curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)opts->connections);
 	e->xfers = pp_xcalloc((size_t)opts->connections, sizeof(*e->xfers));
 	e->hashbuf = pp_xmalloc(HASH_BUFFER);
+	e->scratch = pp_sha256_new();
 	*out = e;
 	return 0;
 }
@@ -165,8 +185,9 @@ int64_t pp_engine_fetched(const struct pp_engine *e)
 
 static int64_t pick_chunk_size(const struct pp_engine *e, int64_t size)
 {
+	int64_t floor = (size + PP_JOURNAL_MAX_CHUNKS - 1) / PP_JOURNAL_MAX_CHUNKS;
 	if (e->opts->chunk_size > 0)
-		return e->opts->chunk_size;
+		return e->opts->chunk_size > floor ? e->opts->chunk_size : floor;
 	int64_t c = size / ((int64_t)e->opts->connections * 4);
 	c = (c + MIB - 1) / MIB * MIB;
 	if (c < CHUNK_MIN)
@@ -176,13 +197,13 @@ static int64_t pick_chunk_size(const struct pp_engine *e, int64_t size)
 	return c;
 }
 
-/* Cuts a blob into chunks (or one chunk for the whole of it). */
-static void plan_chunks(struct pp_engine *e, struct blob *b, bool single)
+/* Cuts a blob into chunks of chunk_size (0: chosen here). */
+static void plan_chunks(struct pp_engine *e, struct blob *b, int64_t chunk_size)
 {
 	for (size_t i = 0; i < b->n_chunks; i++)
 		pp_sha256_free(b->chunks[i].sha);
 	free(b->chunks);
-	b->chunk_size = single ? (b->size ? b->size : 1) : pick_chunk_size(e, b->size);
+	b->chunk_size = chunk_size > 0 ? chunk_size : pick_chunk_size(e, b->size);
 	b->n_chunks = b->size ? (size_t)((b->size + b->chunk_size - 1) / b->chunk_size) : 0;
 	b->chunks = pp_xcalloc(b->n_chunks ? b->n_chunks : 1, sizeof(*b->chunks));
 	for (size_t i = 0; i < b->n_chunks; i++) {
@@ -225,8 +246,9 @@ int pp_engine_add(struct pp_engine *e, struct pp_registry *reg, const char *repo
 	b->repo = pp_xstrdup(repo);
 	b->url = pp_registry_url(reg, repo, "blobs", digest);
 	b->fd = -1;
+	b->jfd = -1;
 	b->waiters = w;
-	plan_chunks(e, b, false);
+	plan_chunks(e, b, 0);
 	e->blobs = realloc(e->blobs, (e->n_blobs + 1) * sizeof(*e->blobs));
 	if (!e->blobs)
 		abort();
@@ -288,16 +310,24 @@ static void cancel_blob_xfers(struct pp_engine *e, struct blob *b)
 	}
 }
 
-static void close_blob(struct blob *b, bool remove_partial)
+/* Closes a blob's files.  With `discard`, its partial file and journal go
+ * too (a failed blob); otherwise they stay for the next run. */
+static void close_blob(struct blob *b, bool discard)
 {
 	if (b->fd >= 0)
-		close(b->fd);
-	b->fd = -1;
-	if (remove_partial && b->partial)
+		close(b->fd); /* also drops our lock on it */
+	if (b->jfd >= 0)
+		close(b->jfd);
+	b->fd = b->jfd = -1;
+	if (discard && b->partial) {
 		unlink(b->partial);
+		unlink(b->journal);
+	}
 	for (size_t i = 0; i < b->n_chunks; i++) {
 		pp_sha256_free(b->chunks[i].sha);
+		pp_sha256_free(b->chunks[i].resume_hash);
 		b->chunks[i].sha = NULL;
+		b->chunks[i].resume_hash = NULL;
 	}
 }
 
@@ -311,51 +341,200 @@ static void fail_blob(struct pp_engine *e, struct blob *b, const struct pp_error
 	notify(b, &b->err);
 }
 
-/* Opens the partial file for a blob, preallocated to its full size. */
-static int open_blob(struct pp_engine *e, struct blob *b, struct pp_error *err)
+static int preallocate(struct pp_engine *e, struct blob *b, struct pp_error *err)
 {
-	if (!b->partial)
-		b->partial = pp_xasprintf("%s/%s.partial", e->store->stage_dir,
-					  pp_digest_hex(b->digest));
-	b->fd = open(b->partial, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (b->fd < 0)
-		return pp_error_errno(err, "create %s", b->partial);
-	if (b->size > 0) {
-		int r = posix_fallocate(b->fd, 0, b->size);
-		if (r != 0) {
-			errno = r;
-			char need[32];
-			pp_format_bytes(need, sizeof(need), (double)b->size);
-			if (r == ENOSPC)
-				pp_error_set(err, PP_EIO,
-					     "no space left for %s in %s: it needs %lld bytes (%s)",
-					     pp_short_digest(b->digest), e->store->stage_dir,
-					     (long long)b->size, need);
-			else
-				pp_error_errno(err, "preallocate %s (%lld bytes)", b->partial,
-					       (long long)b->size);
-			close(b->fd);
-			b->fd = -1;
-			unlink(b->partial);
-			return err->code;
+	if (b->size == 0)
+		return 0;
+	int r = posix_fallocate(b->fd, 0, b->size);
+	if (r == 0)
+		return 0;
+	errno = r;
+	if (r != ENOSPC)
+		return pp_error_errno(err, "preallocate %s (%lld bytes)", b->partial,
+				      (long long)b->size);
+	char need[32];
+	pp_format_bytes(need, sizeof(need), (double)b->size);
+	return pp_error_set(
+		err, PP_EIO, "no space left in %s for blob %s: it needs %lld bytes (%s)",
+		e->store->stage_dir, pp_short_digest(b->digest), (long long)b->size, need);
+}
+
+/* Adopts what an earlier run left: the journal's done chunks become
+ * claims, checked against the bytes on disk as the hash reaches them. */
+static bool resume_from_journal(struct pp_engine *e, struct blob *b)
+{
+	struct pp_journal j = {0};
+	struct pp_error jerr = {0};
+	struct stat st;
+	if (pp_journal_load(&j, b->journal, &jerr) < 0) {
+		if (jerr.code != PP_ENOTFOUND)
+			pp_warn("blob %s: %s; starting the blob again", pp_short_digest(b->digest),
+				jerr.msg);
+		return false;
+	}
+	bool ok = strcmp(j.digest, b->digest) == 0 && j.size == b->size && fstat(b->fd, &st) == 0 &&
+		  st.st_size == b->size && (j.chunk_size == b->size || !b->single_stream);
+	if (!ok) {
+		pp_warn("blob %s: journal does not match the partial file; starting the blob again",
+			pp_short_digest(b->digest));
+		pp_journal_free(&j);
+		return false;
+	}
+	plan_chunks(e, b, j.chunk_size);
+	size_t n = 0;
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		struct chunk *c = &b->chunks[i];
+		const struct pp_journal_chunk *jc = &j.chunks[i];
+		if (jc->done[0]) {
+			c->state = CHUNK_DONE;
+			c->verify = true;
+			c->received = c->len;
+			memcpy(c->digest, jc->done, sizeof(c->digest));
+			b->resumed += c->len;
+			n++;
+		} else if (jc->part_len > 0) {
+			c->received = c->checkpoint = jc->part_len;
+			memcpy(c->digest, jc->part, sizeof(c->digest));
+			b->resumed += jc->part_len;
 		}
 	}
+	pp_journal_free(&j);
+	e->resumed += b->resumed;
+	if (n)
+		pp_info("blob %s: resuming, %zu of %zu chunks done in an earlier run",
+			pp_short_digest(b->digest), n, b->n_chunks);
+	return true;
+}
+
+/* A chunk an earlier run had partly received continues where its last
+ * checkpoint was, once the bytes on disk still hash to what it recorded;
+ * the chunk's hash state is then the one to continue with. */
+static int verify_checkpoints(struct pp_engine *e, struct blob *b, struct pp_error *err)
+{
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		struct chunk *c = &b->chunks[i];
+		if (c->state != CHUNK_PENDING || c->received == 0)
+			continue;
+		struct pp_sha256 *h = pp_sha256_new();
+		for (int64_t pos = c->off; pos < c->off + c->received;) {
+			size_t want = (size_t)(c->off + c->received - pos);
+			if (want > HASH_BUFFER)
+				want = HASH_BUFFER;
+			ssize_t n = pread(b->fd, e->hashbuf, want, pos);
+			if (n <= 0) {
+				if (n < 0 && errno == EINTR)
+					continue;
+				pp_sha256_free(h);
+				if (n == 0)
+					errno = EIO;
+				return pp_error_errno(err, "read %s", b->partial);
+			}
+			pp_sha256_update(h, e->hashbuf, (size_t)n);
+			pos += n;
+		}
+		char got[PP_DIGEST_STR_LEN + 1];
+		pp_sha256_copy(e->scratch, h);
+		pp_sha256_final(e->scratch, got);
+		if (strcmp(got, c->digest) == 0) {
+			c->sha = h;
+			continue;
+		}
+		pp_warn("blob %s: chunk %zu: checkpointed bytes on disk do not match the journal; "
+			"fetching the chunk again",
+			pp_short_digest(b->digest), i);
+		pp_sha256_free(h);
+		b->resumed -= c->received;
+		e->resumed -= c->received;
+		c->received = c->checkpoint = 0;
+	}
+	return 0;
+}
+
+/* Opens a blob's partial file (locked against other prepull runs) and
+ * journal, resuming an earlier run's work when it is there.  Returns 1
+ * when another process holds the blob. */
+static int open_blob(struct pp_engine *e, struct blob *b, struct pp_error *err)
+{
+	if (!b->partial) {
+		const char *hex = pp_digest_hex(b->digest);
+		b->partial = pp_xasprintf("%s/%s.partial", e->store->stage_dir, hex);
+		b->journal = pp_xasprintf("%s/%s.journal", e->store->stage_dir, hex);
+	}
+	b->fd = open(b->partial, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (b->fd < 0)
+		return pp_error_errno(err, "open %s", b->partial);
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	if (fcntl(b->fd, F_SETLK, &fl) < 0) {
+		int saved = errno;
+		struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		b->held_by =
+			fcntl(b->fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK ? who.l_pid : 0;
+		close(b->fd);
+		b->fd = -1;
+		if (saved == EAGAIN || saved == EACCES)
+			return 1;
+		errno = saved;
+		return pp_error_errno(err, "lock %s", b->partial);
+	}
+	b->held_by = 0;
+	int r;
+	if (resume_from_journal(e, b)) {
+		r = pp_journal_open_append(&b->jfd, b->journal, err);
+		if (r == 0)
+			r = verify_checkpoints(e, b, err);
+	} else {
+		if (ftruncate(b->fd, 0) < 0) {
+			r = pp_error_errno(err, "truncate %s", b->partial);
+			goto fail;
+		}
+		if (b->single_stream)
+			plan_chunks(e, b, b->size);
+		r = preallocate(e, b, err);
+		if (r == 0)
+			r = pp_journal_create(&b->jfd, b->journal, b->digest, b->size,
+					      b->chunk_size, err);
+	}
+	if (r < 0)
+		goto fail;
 	b->started = pp_now();
 	b->state = BLOB_RUNNING;
 	pp_debug("blob %s: %lld bytes in %zu chunks of %lld", pp_short_digest(b->digest),
 		 (long long)b->size, b->n_chunks, (long long)b->chunk_size);
 	return 0;
+fail:
+	close_blob(b, true);
+	return r;
+}
+
+/* Starts a blob's journal over (a new chunk plan or a failed digest). */
+static int restart_journal(struct blob *b, struct pp_error *err)
+{
+	if (b->jfd >= 0)
+		close(b->jfd);
+	b->jfd = -1;
+	return pp_journal_create(&b->jfd, b->journal, b->digest, b->size, b->chunk_size, err);
 }
 
 /* Extends the whole-blob hash over bytes already on disk: done chunks and
- * the received prefix of the chunk at the frontier.  The transfer at the
- * frontier then feeds the hash directly as its bytes arrive. */
-static int advance_hash(struct pp_engine *e, struct blob *b, struct pp_error *err)
+ * the received prefix of the chunk at the frontier; the transfer at the
+ * frontier then feeds the hash directly as its bytes arrive.  A chunk done
+ * in an earlier run is hashed on its own too, and if its bytes no longer
+ * match the journal it is fetched again.  At most *budget bytes are read;
+ * returns 1 when it stopped for the budget. */
+static int advance_hash(struct pp_engine *e, struct blob *b, int64_t *budget, struct pp_error *err)
 {
 	while (b->hash_chunk < b->n_chunks) {
 		struct chunk *c = &b->chunks[b->hash_chunk];
 		int64_t end = c->off + (c->state == CHUNK_DONE ? c->len : c->received);
+		if (c->verify && !c->sha) {
+			/* The blob hash must not take bytes that may turn out bad. */
+			c->sha = pp_sha256_new();
+			c->resume_hash = pp_sha256_new();
+			pp_sha256_copy(c->resume_hash, b->hash);
+		}
 		while (b->hashed < end) {
+			if (*budget <= 0)
+				return 1;
 			size_t want = (size_t)(end - b->hashed);
 			if (want > HASH_BUFFER)
 				want = HASH_BUFFER;
@@ -363,14 +542,42 @@ static int advance_hash(struct pp_engine *e, struct blob *b, struct pp_error *er
 			if (n <= 0) {
 				if (n < 0 && errno == EINTR)
 					continue;
+				if (n == 0)
+					errno = EIO;
 				return pp_error_errno(err, "read %s", b->partial);
 			}
 			pp_sha256_update(b->hash, e->hashbuf, (size_t)n);
+			if (c->verify)
+				pp_sha256_update(c->sha, e->hashbuf, (size_t)n);
 			b->hashed += n;
+			*budget -= n;
 		}
-		/* Never past a chunk whose transfer has not finished. */
 		if (c->state != CHUNK_DONE)
-			break;
+			break; /* never past a chunk whose transfer has not finished */
+		if (c->verify) {
+			char got[PP_DIGEST_STR_LEN + 1];
+			pp_sha256_final(c->sha, got);
+			pp_sha256_free(c->sha);
+			c->sha = NULL;
+			c->verify = false;
+			if (strcmp(got, c->digest) != 0) {
+				pp_warn("blob %s: chunk %zu on disk does not match its journal; "
+					"fetching it again",
+					pp_short_digest(b->digest), b->hash_chunk);
+				pp_sha256_copy(b->hash, c->resume_hash);
+				b->hashed = c->off;
+				b->resumed -= c->len;
+				e->resumed -= c->len;
+				c->state = CHUNK_PENDING;
+				c->received = 0;
+				if (b->hash_chunk < b->first_pending)
+					b->first_pending = b->hash_chunk;
+			}
+			pp_sha256_free(c->resume_hash);
+			c->resume_hash = NULL;
+			if (c->state != CHUNK_DONE)
+				break;
+		}
 		b->hash_chunk++;
 	}
 	return 0;
@@ -385,7 +592,9 @@ static void finish_blob(struct pp_engine *e, struct blob *b)
 		if (b->restarts++ < DIGEST_RESTARTS) {
 			pp_warn("blob %s: content hashes to %s; fetching it again",
 				pp_short_digest(b->digest), pp_short_digest(got));
-			plan_chunks(e, b, b->single_stream);
+			plan_chunks(e, b, b->single_stream ? b->size : 0);
+			if (restart_journal(b, &err) < 0)
+				fail_blob(e, b, &err);
 			return;
 		}
 		pp_error_set(&err, PP_EDIGEST, "blob %s from %s: content hashes to %s", b->digest,
@@ -398,13 +607,13 @@ static void finish_blob(struct pp_engine *e, struct blob *b)
 		fail_blob(e, b, &err);
 		return;
 	}
-	close(b->fd);
-	b->fd = -1;
 	if (e->store->ops->commit_file(e->store, b->digest, b->partial, &err) < 0) {
 		pp_error_wrap(&err, "blob %s", pp_short_digest(b->digest));
 		fail_blob(e, b, &err);
 		return;
 	}
+	/* Committed: the journal has nothing left to say. */
+	unlink(b->journal);
 	close_blob(b, false);
 	b->state = BLOB_DONE;
 	pp_debug("blob %s: verified and committed (%lld bytes fetched)", pp_short_digest(b->digest),
@@ -427,7 +636,11 @@ static bool reply_ok(struct xfer *x)
 				 x->ranged ? err.msg : "no Range asked for");
 			return false;
 		}
-		if (s != start || en != end || (total >= 0 && total != b->size)) {
+		if (total >= 0 && total != b->size) {
+			x->wrong_size = total;
+			return false;
+		}
+		if (s != start || en != end) {
 			snprintf(x->bad_reply, sizeof(x->bad_reply),
 				 "asked for bytes %lld-%lld/%lld, got Content-Range %.80s",
 				 (long long)start, (long long)end, (long long)b->size,
@@ -437,6 +650,12 @@ static bool reply_ok(struct xfer *x)
 		return true;
 	}
 	if (status == 200) {
+		curl_off_t cl = -1;
+		curl_easy_getinfo(x->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+		if (cl >= 0 && cl != b->size) {
+			x->wrong_size = cl;
+			return false;
+		}
 		if (x->ranged && !(start == 0 && end == b->size - 1)) {
 			x->range_ignored = true;
 			return false;
@@ -445,6 +664,26 @@ static bool reply_ok(struct xfer *x)
 	}
 	x->error_status = true;
 	return true;
+}
+
+/* Bytes between journal checkpoints of a chunk being received: what a
+ * kill can cost per open request. */
+static int64_t checkpoint_every(const struct blob *b)
+{
+	int64_t every = b->size / 8192;
+	return every > MIB ? every : MIB;
+}
+
+static void checkpoint(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	struct chunk *c = &b->chunks[ci];
+	char digest[PP_DIGEST_STR_LEN + 1];
+	struct pp_error err = {0};
+	pp_sha256_copy(e->scratch, c->sha);
+	pp_sha256_final(e->scratch, digest);
+	if (pp_journal_append_part(b->jfd, b->journal, ci, c->received, digest, &err) < 0)
+		pp_warn("blob %s: %s", pp_short_digest(b->digest), err.msg);
+	c->checkpoint = c->received;
 }
 
 static size_t write_cb(char *data, size_t size, size_t n, void *userdata)
@@ -485,24 +724,23 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userdata)
 		b->hashed += (int64_t)len;
 	}
 	c->received += (int64_t)len;
+	x->got += (int64_t)len;
 	b->fetched += (int64_t)len;
 	x->e->fetched += (int64_t)len;
+	if (c->received - c->checkpoint >= checkpoint_every(b) && c->received < c->len)
+		checkpoint(x->e, b, x->chunk);
 	return len;
 }
 
 static int start_chunk(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err)
 {
 	struct chunk *c = &b->chunks[ci];
-	if (b->fd < 0) {
-		int r = open_blob(e, b, err);
-		if (r < 0)
-			return r;
-	}
 	struct xfer *x = pp_xcalloc(1, sizeof(*x));
 	x->e = e;
 	x->b = b;
 	x->chunk = ci;
 	x->resp.retry_after = -1;
+	x->wrong_size = -1;
 	x->h = curl_easy_init();
 	if (!x->h) {
 		free(x);
@@ -566,7 +804,7 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 	c->state = CHUNK_PENDING;
 	if (c->received == c->len) {
 		/* Every byte came but the request still failed: take none of it. */
-		c->received = 0;
+		c->received = c->checkpoint = 0;
 		pp_sha256_free(c->sha);
 		c->sha = NULL;
 	}
@@ -602,6 +840,19 @@ static void describe_failure(const struct xfer *x, CURLcode rc, struct pp_error 
 	}
 }
 
+/* Moves a blob's hash along and commits the blob when it is complete.
+ * Returns 1 when the budget ran out with work left. */
+static int hash_blob(struct pp_engine *e, struct blob *b, int64_t *budget)
+{
+	struct pp_error err = {0};
+	int r = advance_hash(e, b, budget, &err);
+	if (r < 0)
+		fail_blob(e, b, &err);
+	else if (r == 0 && b->hash_chunk == b->n_chunks)
+		finish_blob(e, b);
+	return r > 0;
+}
+
 static void chunk_done(struct pp_engine *e, struct xfer *x)
 {
 	struct blob *b = x->b;
@@ -618,10 +869,12 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 		b->cdn_url = pp_xstrdup(eff);
 		b->cdn_since = pp_now();
 	}
-	if (advance_hash(e, b, &err) < 0)
+	if (pp_journal_append_done(b->jfd, b->journal, x->chunk, c->digest, &err) < 0) {
 		fail_blob(e, b, &err);
-	else if (b->hash_chunk == b->n_chunks)
-		finish_blob(e, b);
+		return;
+	}
+	int64_t budget = HASH_BUDGET;
+	hash_blob(e, b, &budget);
 }
 
 /* Retry, go back to the registry, or give up on the blob. */
@@ -641,13 +894,27 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, CURLcode rc)
 		fail_blob(e, b, &err);
 		return;
 	}
+	if (x->wrong_size >= 0) {
+		/* Not a transient fault: the registry and the manifest disagree. */
+		pp_error_set(&err, PP_EPROTO,
+			     "blob %s from %s: the server has %lld bytes, the manifest says %lld",
+			     b->digest, b->url, (long long)x->wrong_size, (long long)b->size);
+		fail_blob(e, b, &err);
+		return;
+	}
+	if (x->got > 0)
+		b->chunks[ci].attempts = 0; /* it was moving: count failures afresh */
 	if (x->range_ignored) {
 		/* The server sends whole bodies: fetch this blob as one stream. */
 		pp_warn("blob %s: server ignored Range; fetching it as one stream",
 			pp_short_digest(b->digest));
 		cancel_blob_xfers(e, b);
 		b->single_stream = true;
-		plan_chunks(e, b, true);
+		e->resumed -= b->resumed;
+		b->resumed = 0;
+		plan_chunks(e, b, b->size);
+		if (restart_journal(b, &err) < 0)
+			fail_blob(e, b, &err);
 		return;
 	}
 	describe_failure(x, rc, &err);
@@ -710,7 +977,7 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 {
 	for (size_t i = 0; i < e->n_blobs; i++) {
 		struct blob *b = e->blobs[i];
-		if (!blob_open(b))
+		if (b->state != BLOB_RUNNING)
 			continue;
 		if (b->single_stream && b->active > 0)
 			continue;
@@ -751,19 +1018,52 @@ static void start_transfers(struct pp_engine *e, double *wake)
 	}
 }
 
-/* Empty blobs need no request. */
-static void finish_empty_blobs(struct pp_engine *e)
+/* Opens a blob that is not running yet.  One that another prepull run
+ * holds is looked at again every BUSY_RETRY seconds: it is done when that
+ * run has committed it, or ours once that run lets go. */
+static void activate(struct pp_engine *e, struct blob *b, double now)
 {
+	if (b->state != BLOB_QUEUED || now < b->next_try)
+		return;
+	struct pp_error err = {0};
+	if (b->held_by) {
+		bool have = false;
+		if (e->store->ops->has_blob(e->store, b->digest, b->size, &have, &err) == 0 &&
+		    have) {
+			pp_info("blob %s: committed by the other prepull run",
+				pp_short_digest(b->digest));
+			b->state = BLOB_DONE;
+			notify(b, NULL);
+			return;
+		}
+	}
+	pid_t before = b->held_by;
+	int r = open_blob(e, b, &err);
+	if (r < 0) {
+		fail_blob(e, b, &err);
+	} else if (r > 0) {
+		if (!before)
+			pp_warn("blob %s is being fetched by another prepull run (pid %ld); "
+				"waiting "
+				"for it",
+				pp_short_digest(b->digest), (long)b->held_by);
+		b->held_by = b->held_by ? b->held_by : -1;
+		b->next_try = now + BUSY_RETRY;
+	}
+}
+
+/* Reads back what can be hashed, within a budget per turn; returns true
+ * when work is left for the next turn. */
+static bool hash_backlog(struct pp_engine *e)
+{
+	int64_t budget = HASH_BUDGET;
+	bool more = false;
 	for (size_t i = 0; i < e->n_blobs; i++) {
 		struct blob *b = e->blobs[i];
-		if (b->size != 0 || b->state != BLOB_QUEUED)
-			continue;
-		struct pp_error err = {0};
-		if (open_blob(e, b, &err) < 0)
-			fail_blob(e, b, &err);
-		else
-			finish_blob(e, b);
+		if (b->state == BLOB_RUNNING && hash_blob(e, b, &budget))
+			more = true;
 	}
+	return more;
 }
 
 static void stop_all(struct pp_engine *e)
@@ -773,35 +1073,43 @@ static void stop_all(struct pp_engine *e)
 		x->b->chunks[x->chunk].state = CHUNK_PENDING;
 		xfer_free(e, x);
 	}
-	/* Partial files stay for the next run. */
-	for (size_t i = 0; i < e->n_blobs; i++)
-		close_blob(e->blobs[i], false);
+	/* Partial files and journals stay for the next run; flushed, so a
+	 * power loss after a clean stop loses nothing. */
+	for (size_t i = 0; i < e->n_blobs; i++) {
+		struct blob *b = e->blobs[i];
+		if (b->fd >= 0)
+			fdatasync(b->fd);
+		if (b->jfd >= 0)
+			fdatasync(b->jfd);
+		close_blob(b, false);
+	}
 }
 
 int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 {
-	if (e->opts->deadline > 0)
-		e->deadline_at = pp_now() + e->opts->deadline;
-	finish_empty_blobs(e);
 	for (;;) {
 		if (pp_stop_requested) {
 			stop_all(e);
 			return pp_error_set(err, PP_EINTR, "interrupted; run again to resume");
 		}
-		if (e->deadline_at > 0 && pp_now() >= e->deadline_at) {
+		if (pp_deadline_at > 0 && pp_now() >= pp_deadline_at) {
 			stop_all(e);
 			return pp_error_set(err, PP_EDEADLINE,
 					    "deadline reached; progress kept for the next run");
 		}
-		double wake = 0;
-		start_transfers(e, &wake);
-		if (e->n_xfers == 0) {
-			bool open = false;
-			for (size_t i = 0; i < e->n_blobs && !open; i++)
-				open = blob_open(e->blobs[i]);
-			if (!open)
-				break;
+		double now = pp_now(), wake = 0;
+		bool open = false;
+		for (size_t i = 0; i < e->n_blobs; i++) {
+			struct blob *b = e->blobs[i];
+			activate(e, b, now);
+			if (b->state == BLOB_QUEUED && (wake == 0 || b->next_try < wake))
+				wake = b->next_try;
+			open = open || blob_open(b);
 		}
+		bool more_hashing = hash_backlog(e);
+		start_transfers(e, &wake);
+		if (!open)
+			break;
 		int running = 0;
 		CURLMcode mc = curl_multi_perform(e->multi, &running);
 		if (mc != CURLM_OK)
@@ -817,9 +1125,11 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 			finish_xfer(e, x, msg->data.result);
 		}
 		if (e->progress)
-			pp_progress_tick(e->progress, e->fetched);
+			pp_progress_tick(e->progress, e->fetched + e->resumed);
 		int timeout_ms = 200;
-		if (e->n_xfers == 0 && wake > 0) {
+		if (more_hashing) {
+			timeout_ms = 0;
+		} else if (e->n_xfers == 0 && wake > 0) {
 			double d = wake - pp_now();
 			timeout_ms = d <= 0 ? 0 : (int)(d * 1000) + 1;
 			if (timeout_ms > 1000)
@@ -850,12 +1160,14 @@ void pp_engine_free(struct pp_engine *e)
 		free(b->url);
 		free(b->cdn_url);
 		free(b->partial);
+		free(b->journal);
 		free(b);
 	}
 	free(e->blobs);
 	free(e->xfers);
 	free(e->hosts);
 	free(e->hashbuf);
+	pp_sha256_free(e->scratch);
 	curl_multi_cleanup(e->multi);
 	free(e);
 }

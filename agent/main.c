@@ -2,6 +2,7 @@
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <getopt.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include "prepull/engine.h"
 #include "prepull/error.h"
 #include "prepull/image.h"
+#include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/progress.h"
@@ -184,6 +186,8 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 		exit_code = EXIT_FAILED;
 		goto done;
 	}
+	if (opts->deadline > 0)
+		pp_deadline_at = pp_now() + opts->deadline;
 	run.progress = pp_progress_new(opts);
 	if (pp_store_open(&run.store, opts->store, opts, &err) < 0) {
 		fprintf(stderr, "prepull: error: store: %s\n", err.msg);
@@ -198,11 +202,12 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 	}
 
 	/* Resolve every image first; then one fetch loop moves all their blobs. */
-	for (size_t i = 0; i < run.n_images; i++) {
+	for (size_t i = 0; i < run.n_images && !pp_should_stop(); i++) {
 		struct pp_image *img = &run.images[i];
 		pp_error_clear(&err);
 		if (pp_image_resolve(img, opts, run.store, &err) < 0) {
-			image_fail(&run, img, &err);
+			if (err.code != PP_EINTR && err.code != PP_EDEADLINE)
+				image_fail(&run, img, &err);
 			continue;
 		}
 		pp_progress_resolved(run.progress, img);
@@ -248,10 +253,13 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 		}
 	}
 
-	int r = pp_engine_run(engine, &err);
-	if (r == PP_EDEADLINE || r == PP_EINTR) {
-		fprintf(stderr, "prepull: %s\n", err.msg);
-		exit_code = r == PP_EDEADLINE ? EXIT_DEADLINE : EXIT_FAILED;
+	int r = pp_should_stop() ? 0 : pp_engine_run(engine, &err);
+	if (pp_stop_requested) {
+		fprintf(stderr, "prepull: interrupted; run again to resume\n");
+		exit_code = EXIT_FAILED;
+	} else if (pp_should_stop()) {
+		fprintf(stderr, "prepull: deadline reached; progress kept for the next run\n");
+		exit_code = EXIT_DEADLINE;
 	} else if (r < 0) {
 		fprintf(stderr, "prepull: error: %s\n", err.msg);
 		exit_code = EXIT_FAILED;
@@ -299,30 +307,61 @@ done:
 	return exit_code;
 }
 
+/* Whether another process holds a partial file's lock, and which. */
+static pid_t lock_holder(const char *partial)
+{
+	int fd = open(partial, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	pid_t pid = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK ? fl.l_pid : 0;
+	close(fd);
+	return pid;
+}
+
 static int status(const char *state_dir)
 {
 	cleanup_free char *dir = pp_xasprintf("%s/partial", state_dir);
 	DIR *d = opendir(dir);
-	if (!d) {
-		printf("no partial downloads in %s\n", state_dir);
-		return EXIT_OK;
-	}
-	struct dirent *de;
 	int n = 0;
-	while ((de = readdir(d))) {
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
 		size_t len = strlen(de->d_name);
-		if (len < 8 || strcmp(de->d_name + len - 8, ".partial") != 0)
+		if (len < 9 || strcmp(de->d_name + len - 8, ".journal") != 0)
 			continue;
-		cleanup_free char *p = pp_xasprintf("%s/%s", dir, de->d_name);
-		struct stat st;
-		if (stat(p, &st) == 0) {
-			char sz[32];
-			printf("sha256:%.*s  %s allocated\n", (int)(len - 8), de->d_name,
-			       pp_format_bytes(sz, sizeof(sz), (double)st.st_size));
-			n++;
+		cleanup_free char *path = pp_xasprintf("%s/%s", dir, de->d_name);
+		cleanup_free char *partial =
+			pp_xasprintf("%s/%.*s.partial", dir, (int)(len - 8), de->d_name);
+		struct pp_journal j = {0};
+		struct pp_error err = {0};
+		if (pp_journal_load(&j, path, &err) < 0) {
+			printf("%.*s  unreadable journal: %s\n", (int)(len - 8), de->d_name,
+			       err.msg);
+			continue;
 		}
+		int64_t done = 0;
+		for (size_t i = 0; i < j.n_chunks; i++) {
+			int64_t off = (int64_t)i * j.chunk_size;
+			if (j.chunks[i].done[0])
+				done += off + j.chunk_size > j.size ? j.size - off : j.chunk_size;
+			else
+				done += j.chunks[i].part_len;
+		}
+		char total[32], got[32];
+		pid_t pid = lock_holder(partial);
+		printf("%s  %5.1f%%  %s of %s%s", j.digest,
+		       j.size ? 100.0 * (double)done / (double)j.size : 100.0,
+		       pp_format_bytes(got, sizeof(got), (double)done),
+		       pp_format_bytes(total, sizeof(total), (double)j.size),
+		       pid ? "  (being fetched" : "");
+		if (pid)
+			printf(" by pid %ld)", (long)pid);
+		putchar('\n');
+		pp_journal_free(&j);
+		n++;
 	}
-	closedir(d);
+	if (d)
+		closedir(d);
 	if (!n)
 		printf("no partial downloads in %s\n", state_dir);
 	return EXIT_OK;

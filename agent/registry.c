@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "prepull/auth.h"
+#include "prepull/engine.h"
 #include "prepull/error.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
@@ -132,6 +133,13 @@ char *pp_registry_url(const struct pp_registry *reg, const char *repo, const cha
 	return pp_xasprintf("%s://%s/v2/%s/%s/%s", reg->scheme, reg->api_host, repo, kind, ref);
 }
 
+/* Lets a signal or the deadline cut a request short. */
+static int stop_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		   curl_off_t ulnow)
+{
+	return pp_should_stop() ? 1 : 0;
+}
+
 void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h)
 {
 	const struct pp_options *o = reg->opts;
@@ -145,6 +153,8 @@ void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h)
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, stop_cb);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	const char *ca = o->ca_cert ? o->ca_cert : reg->ca_dir_cert;
 	if (ca) {
 		/* CAINFO replaces the default bundle; CAPATH keeps the system CAs trusted. */
@@ -160,6 +170,11 @@ void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h)
 int pp_curl_error(struct pp_error *err, CURLcode rc, const char *errbuf, const char *url)
 {
 	const char *detail = (errbuf && *errbuf) ? errbuf : curl_easy_strerror(rc);
+	if (rc == CURLE_ABORTED_BY_CALLBACK && pp_stop_requested)
+		return pp_error_set(err, PP_EINTR, "interrupted; run again to resume");
+	if (rc == CURLE_ABORTED_BY_CALLBACK && pp_should_stop())
+		return pp_error_set(err, PP_EDEADLINE,
+				    "deadline reached; progress kept for the next run");
 	switch (rc) {
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
@@ -488,7 +503,8 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 					    url, max_body);
 		} else if (rc != CURLE_OK) {
 			pp_curl_error(err, rc, errbuf, url);
-			if (err->code == PP_ETLS)
+			if (err->code == PP_ETLS || err->code == PP_EINTR ||
+			    err->code == PP_EDEADLINE)
 				return err->code;
 			wait = pp_backoff(attempt);
 		} else if (resp->status == 401 && auth_tries++ < 2) {
@@ -503,8 +519,10 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 		} else {
 			return 0;
 		}
-		if (attempt + 1 >= GET_ATTEMPTS)
+		if (attempt + 1 >= GET_ATTEMPTS || pp_should_stop())
 			return err->code;
+		if (pp_deadline_at > 0 && pp_now() + wait > pp_deadline_at)
+			wait = pp_deadline_at - pp_now();
 		if (wait > 120)
 			wait = 120;
 		pp_warn("%s: %s; retrying in %.1f s", url, err->msg, wait);
