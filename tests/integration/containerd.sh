@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# containerd for the store tests: a private daemon (root, state, socket, config
+# of its own) that coexists with any system one. Source after lib.sh.
+
+command -v containerd >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null ||
+  skip_all "containerd, ctr and runc are needed (scripts/deps.sh installs them)"
+[ "$(id -u)" = 0 ] || skip_all "containerd tests need root"
+
+# start_containerd [NAME] -> CTD_DIR, CTD_SOCK, CTD_ROOT, CTD_PID
+# The CRI plugin and the snapshotters that cannot work here are disabled: they
+# only slow the start and fill the log.
+start_containerd() {
+  local name=${1:-containerd}
+  CTD_DIR=$T/$name
+  CTD_ROOT=$CTD_DIR/root
+  CTD_SOCK=$CTD_DIR/c.sock
+  mkdir -p "$CTD_DIR"
+  cat >"$CTD_DIR/config.toml" <<EOF
+version = 2
+root = "$CTD_ROOT"
+state = "$CTD_DIR/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "$CTD_SOCK"
+EOF
+  bg "$name" containerd --config "$CTD_DIR/config.toml" --root "$CTD_ROOT" \
+    --state "$CTD_DIR/state" --address "$CTD_SOCK"
+  CTD_PID=$LAST_PID
+  local i
+  for i in $(seq 1 100); do
+    if [ -S "$CTD_SOCK" ] && ctr --address "$CTD_SOCK" version >/dev/null 2>&1; then
+      log "containerd $name on $CTD_SOCK (pid $CTD_PID)"
+      return 0
+    fi
+    kill -0 "$CTD_PID" 2>/dev/null || fail "containerd died at start-up"
+    sleep 0.1
+  done
+  fail "containerd not ready after 10 s"
+}
+
+# ctr_ ARGS... — ctr against the test's containerd.
+ctr_() { ctr --address "$CTD_SOCK" "$@"; }
+
+# Runs a command in a throw-away container of IMAGE; prints its output.
+# ctr_run NS IMAGE CMD...
+CTR_RUN_N=0
+ctr_run() {
+  local ns=$1 image=$2
+  shift 2
+  CTR_RUN_N=$((CTR_RUN_N + 1))
+  ctr --address "$CTD_SOCK" -n "$ns" run --rm "$image" "prepull-t$CTR_RUN_N" "$@" 2>&1
+}
