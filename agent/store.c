@@ -1,11 +1,33 @@
 /* Choosing and opening a store from its spec. */
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include "prepull/docker_api.h"
 #include "prepull/error.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
+
+#define CONTAINERD_DEFAULT_SOCKET "/run/containerd/containerd.sock"
+
+/* Something listens on this unix socket (a socket file alone may be left
+ * over from a daemon that stopped). */
+static bool socket_accepts(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
 
 int pp_store_open(struct pp_store **out, const char *spec, const struct pp_options *opts,
 		  struct pp_error *err)
@@ -16,8 +38,11 @@ int pp_store_open(struct pp_store **out, const char *spec, const struct pp_optio
 		return pp_store_oci_open(out, spec + 4, opts, err);
 	}
 	if (strcmp(spec, "auto") == 0) {
-		/* The docker and containerd stores are not built yet: an OCI layout
-		 * under the state dir is what auto can offer today. */
+		/* A daemon that answers wins; an OCI layout needs none. */
+		if (pp_docker_socket_answers(NULL))
+			return pp_store_docker_open(out, NULL, opts, err);
+		if (socket_accepts(CONTAINERD_DEFAULT_SOCKET))
+			return pp_store_containerd_open(out, NULL, opts, err);
 		cleanup_free char *dir = pp_xasprintf("%s/oci", opts->state_dir);
 		return pp_store_oci_open(out, dir, opts, err);
 	}
