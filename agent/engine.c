@@ -114,6 +114,8 @@ struct xfer {
 	bool range_ignored;
 	int64_t wrong_size; /* the server's size for the blob, when not the manifest's */
 	int64_t got;        /* blob bytes this request delivered */
+	double last_byte;   /* when the last byte (or the request) went out */
+	bool stalled;
 	int io_errno;
 	char bad_reply[256];
 	struct pp_buf errbody;
@@ -181,6 +183,21 @@ int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct 
 int64_t pp_engine_fetched(const struct pp_engine *e)
 {
 	return e->fetched;
+}
+
+bool pp_engine_blob_progress(const struct pp_engine *e, const char *digest, int64_t *have,
+			     int64_t *fetched)
+{
+	for (size_t i = 0; i < e->n_blobs; i++) {
+		const struct blob *b = e->blobs[i];
+		if (strcmp(b->digest, digest) != 0)
+			continue;
+		int64_t h = b->state == BLOB_DONE ? b->size : b->fetched + b->resumed;
+		*have = h > b->size ? b->size : h;
+		*fetched = b->fetched;
+		return true;
+	}
+	return false;
 }
 
 static int64_t pick_chunk_size(const struct pp_engine *e, int64_t size)
@@ -337,7 +354,8 @@ static void fail_blob(struct pp_engine *e, struct blob *b, const struct pp_error
 	close_blob(b, true);
 	b->state = BLOB_FAILED;
 	b->err = *err;
-	pp_error_log("%s", err->msg);
+	/* The images that wanted the blob report the failure, once each. */
+	pp_debug("%s", err->msg);
 	notify(b, &b->err);
 }
 
@@ -725,6 +743,7 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userdata)
 	}
 	c->received += (int64_t)len;
 	x->got += (int64_t)len;
+	x->last_byte = pp_now();
 	b->fetched += (int64_t)len;
 	x->e->fetched += (int64_t)len;
 	if (c->received - c->checkpoint >= checkpoint_every(b) && c->received < c->len)
@@ -783,8 +802,7 @@ static int start_chunk(struct pp_engine *e, struct blob *b, size_t ci, struct pp
 	curl_easy_setopt(x->h, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(x->h, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
-	curl_easy_setopt(x->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(x->h, CURLOPT_LOW_SPEED_TIME, (long)e->opts->stall_seconds);
+	x->last_byte = pp_now();
 	curl_multi_add_handle(e->multi, x->h);
 	c->state = CHUNK_ACTIVE;
 	b->active++;
@@ -826,7 +844,10 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 static void describe_failure(const struct xfer *x, CURLcode rc, struct pp_error *err)
 {
 	const struct chunk *c = &x->b->chunks[x->chunk];
-	if (x->bad_reply[0]) {
+	if (x->stalled) {
+		pp_error_set(err, PP_ENET, "no bytes for %.0f s: request cancelled",
+			     x->e->opts->stall_seconds);
+	} else if (x->bad_reply[0]) {
 		pp_error_set(err, PP_EPROTO, "%s", x->bad_reply);
 	} else if (rc != CURLE_OK && !x->error_status) {
 		pp_curl_error(err, rc, x->errbuf, x->via_cdn ? "redirect target" : x->b->url);
@@ -922,7 +943,9 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, CURLcode rc)
 		fail_blob(e, b, &err);
 		return;
 	}
-	if (x->via_cdn && status >= 400 && status < 500) {
+	long redirects = 0;
+	curl_easy_getinfo(x->h, CURLINFO_REDIRECT_COUNT, &redirects);
+	if ((x->via_cdn || redirects > 0) && status >= 400 && status < 500 && status != 429) {
 		/* A signed URL expired: go back to the registry for a new one. */
 		pp_info("blob %s: redirect target answered %ld; asking the registry again",
 			pp_short_digest(b->digest), status);
@@ -964,6 +987,27 @@ static void finish_xfer(struct pp_engine *e, struct xfer *x, CURLcode rc)
 	else
 		chunk_failed(e, x, rc);
 	xfer_destroy(x);
+}
+
+/* Cancels requests that have received nothing for --stall-timeout (curl's
+ * low-speed check averages over a window, so a burst then silence would
+ * outlive it); their chunks go back to the queue and resume where they
+ * stopped. */
+static void cancel_stalled(struct pp_engine *e)
+{
+	double now = pp_now();
+	for (;;) {
+		struct xfer *x = NULL;
+		for (int i = 0; i < e->n_xfers && !x; i++)
+			if (now - e->xfers[i]->last_byte > e->opts->stall_seconds)
+				x = e->xfers[i];
+		if (!x)
+			return;
+		x->stalled = true;
+		xfer_detach(e, x);
+		chunk_failed(e, x, CURLE_OPERATION_TIMEDOUT);
+		xfer_destroy(x);
+	}
 }
 
 static bool blob_open(const struct blob *b)
@@ -1124,6 +1168,7 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 			finish_xfer(e, x, msg->data.result);
 		}
+		cancel_stalled(e);
 		if (e->progress)
 			pp_progress_tick(e->progress, e->fetched + e->resumed);
 		int timeout_ms = 200;

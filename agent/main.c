@@ -120,10 +120,7 @@ static void on_blob(void *ctx, const char *digest, int64_t size, int64_t fetched
 	struct image_ctx *ic = ctx;
 	struct pp_image *img = ic->img;
 	if (err) {
-		if (!img->failed) {
-			img->failed = true;
-			img->err = *err;
-		}
+		image_fail(ic->run, img, err);
 		return;
 	}
 	img->pending--;
@@ -268,13 +265,7 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 	for (size_t i = 0; i < run.n_images; i++) {
 		struct pp_image *img = &run.images[i];
 		if (img->failed) {
-			/* A blob failure was recorded by the callback; report it once. */
-			if (img->err.msg[0] && img->manifest_digest) {
-				struct pp_error e = img->err;
-				img->failed = false;
-				image_fail(&run, img, &e);
-			}
-			failed++;
+			failed++; /* reported when it happened */
 			continue;
 		}
 		if (!img->manifest_digest || img->pending > 0)

@@ -31,7 +31,7 @@ fi
 # Runs ctest in a build dir and adds its counts to the totals.
 run_ctest() { # BUILD_DIR
   local log="$1/ctest.log" rc=0
-  ctest --test-dir "$1" --output-on-failure -j 2 2>&1 | tee "$log" || rc=$?
+  ctest --test-dir "$1" --output-on-failure -j "${CTEST_JOBS:-3}" 2>&1 | tee "$log" || rc=$?
   local line
   line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -n 1)
   if [ -z "$line" ]; then

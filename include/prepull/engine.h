@@ -36,6 +36,13 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err);
 /* Bytes downloaded so far (all blobs). */
 int64_t pp_engine_fetched(const struct pp_engine *e);
 
+/* How far a queued blob has come, for progress displays: *have is the
+ * bytes landed (this run and resumed from earlier ones, at most its size),
+ * *fetched the bytes this run downloaded for it.  False when the digest
+ * was never queued (the store had it). */
+bool pp_engine_blob_progress(const struct pp_engine *e, const char *digest, int64_t *have,
+			     int64_t *fetched);
+
 void pp_engine_free(struct pp_engine *e);
 
 /* Set from a signal handler: the loop stops at its next turn. */

@@ -728,3 +728,196 @@ reset_log() { : >"$1"; }
 
 # Let nginx finish writing the last access-log lines (written at request end).
 settle() { sleep "${1:-0.3}"; }
+
+# ---------------------------------------------------------------- fault server, background runs
+# (added for the fault, kill, disk and bad-input tests)
+
+# start_faultserver [FAULTSERVER OPTIONS...] — tests/integration/faultserver.py on a free
+# port, fronting the registry started by start_registry (REG_ADDR, REG_ROOT) when there
+# is one. Sets FS_PORT, FS_ADDR, FS_URL, FS_LOG (JSON lines), FS_PID.
+start_faultserver() {
+  FS_PORT=$(free_port)
+  FS_ADDR=127.0.0.1:$FS_PORT
+  FS_URL=http://$FS_ADDR
+  FS_LOG=$T/logs/faultserver.jsonl
+  local up=()
+  [ -n "${REG_ADDR:-}" ] && up=(--registry "$REG_ADDR" --storage "$REG_ROOT")
+  bg faultserver "$PY" "$IT_DIR/faultserver.py" --port "$FS_PORT" --log "$FS_LOG" "${up[@]}" "$@"
+  FS_PID=$LAST_PID
+  wait_http "$FS_URL/healthz" "$FS_PID"
+  log "fault server on $FS_ADDR (pid $FS_PID)"
+}
+
+# fs_rules JSON — replace the fault rules (see faultserver.py), e.g.
+#   fs_rules '{"rules": [{"fault": "reset", "count": 2}]}'
+fs_rules() {
+  curl -sf -X POST --data-binary "$1" "$FS_URL/_fault" >"$T/logs/fs-rules.json" ||
+    fail "fault server: cannot set rules $1"
+}
+
+# fs_canned JSON — add canned routes {"routes": {PATH: SPEC}}.
+fs_canned() {
+  curl -sf -X POST --data-binary "$1" "$FS_URL/_canned" >/dev/null ||
+    fail "fault server: cannot add canned routes"
+}
+
+# fs_applied -> how many times each rule fired, space separated ("2 0 1")
+fs_applied() {
+  curl -sf "$FS_URL/_fault" | "$PY" -c 'import json,sys; print(" ".join(str(r["applied"]) for r in json.load(sys.stdin)["rules"]))'
+}
+
+# fs_live_bytes PATH_SUBSTRING -> body bytes sent so far (live, also mid-request)
+fs_live_bytes() {
+  curl -sf "$FS_URL/_stats" | "$PY" -c '
+import json, sys
+o = json.load(sys.stdin)
+print(sum(v for k, v in o["bytes"].items() if sys.argv[1] in k))' "$1"
+}
+
+fs_tokens_issued() {
+  curl -sf "$FS_URL/_stats" | jget - 'o["tokens_issued"]'
+}
+
+# fs_query EXPR [ARG...] — evaluate a Python expression over the fault server's log:
+# L is the list of records (dicts), A the extra arguments. Prints the result.
+#   fs_query 'sum(r["bytes"] for r in L if A[0] in r["path"])' "$DIGEST"
+fs_query() {
+  local expr=$1
+  shift
+  "$PY" - "$FS_LOG" "$expr" "$@" <<'PYEOF'
+import json, sys
+L = []
+try:
+    for line in open(sys.argv[1]):
+        line = line.strip()
+        if line:
+            L.append(json.loads(line))
+except FileNotFoundError:
+    pass
+A = sys.argv[3:]
+r = eval(sys.argv[2])
+print(r if not isinstance(r, (dict, list)) else json.dumps(r, sort_keys=True))
+PYEOF
+}
+
+# fs_blob_bytes DIGEST -> body bytes served for GETs of that blob (log: finished requests)
+fs_blob_bytes() {
+  fs_query 'sum(r["bytes"] for r in L if r["method"] == "GET" and r["path"].endswith(A[0]))' "$1"
+}
+
+# Truncate the fault server's log (it appends, line-buffered).
+fs_reset_log() { : >"$FS_LOG"; }
+
+# start_prepull_bg ARGS... — run prepull in the background (no timeout wrapper, so a
+# signal reaches prepull itself). Sets PP_PID; output in $T/run.N.out/.err.
+start_prepull_bg() {
+  RUN_N=$((RUN_N + 1))
+  PP_OUTF=$T/run.$RUN_N.out
+  PP_ERRF=$T/run.$RUN_N.err
+  log "prepull $* (background)"
+  "$PREPULL" "$@" >"$PP_OUTF" 2>"$PP_ERRF" </dev/null &
+  PP_PID=$!
+  PIDS+=("$PP_PID")
+}
+
+# wait_prepull [TIMEOUT_S] — wait for the background prepull; sets RC, OUT, ERR.
+# After TIMEOUT_S (default 120) it is killed and the test fails.
+wait_prepull() {
+  local lim=${1:-120} i=0
+  while kill -0 "$PP_PID" 2>/dev/null; do
+    # a zombie still answers kill -0; wait reaps it below
+    if [ "$(ps -o stat= -p "$PP_PID" 2>/dev/null | cut -c1)" = Z ]; then break; fi
+    sleep 0.1
+    i=$((i + 1))
+    if [ "$i" -ge $((lim * 10)) ]; then
+      kill -9 "$PP_PID" 2>/dev/null
+      wait "$PP_PID" 2>/dev/null || true
+      fail "prepull (pid $PP_PID) still running after ${lim}s; stderr: $(tail -n 5 "$PP_ERRF")"
+    fi
+  done
+  set +e
+  wait "$PP_PID"
+  RC=$?
+  set -e
+  _forget_pid "$PP_PID"
+  OUT=$(cat "$PP_OUTF")
+  ERR=$(cat "$PP_ERRF")
+  if [ "${VERBOSE:-0}" = 1 ] || [ "$RC" -ne 0 ]; then
+    sed 's/^/#   stdout: /' "$PP_OUTF" | head -n 40
+    sed 's/^/#   stderr: /' "$PP_ERRF" | head -n 40
+  fi
+  log "exit $RC"
+}
+
+# _forget_pid PID — a reaped child leaves PIDS (its number may be reused later).
+_forget_pid() {
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+# kill_prepull SIGNAL — signal the background prepull and reap it (sets RC, OUT, ERR).
+kill_prepull() {
+  kill -s "$1" "$PP_PID" 2>/dev/null || true
+  wait_prepull 30
+}
+
+# wait_until TIMEOUT_S CMD... — poll CMD every 0.05 s until it succeeds; 1 on timeout.
+wait_until() {
+  local lim=$1 i=0
+  shift
+  while ! "$@"; do
+    sleep 0.05
+    i=$((i + 1))
+    [ "$i" -lt $((lim * 20)) ] || return 1
+  done
+}
+
+# assert_store_clean DIR WHAT — every file in DIR/blobs/sha256 hashes to its name
+# (an absent or empty blobs dir is clean).
+assert_store_clean() {
+  local bad=""
+  if [ -d "$1/blobs/sha256" ] && [ -n "$(ls -A "$1/blobs/sha256")" ]; then
+    bad=$(verify_blob_hashes "$1")
+  fi
+  [ -z "$bad" ] || fail "$2: blobs that do not hash to their names: $bad"
+  ok "$2: every blob in the store hashes to its name"
+}
+
+# assert_no_index_entry DIR WHAT — index.json absent or without entries
+assert_no_index_entry() {
+  local e=""
+  [ -f "$1/index.json" ] && e=$(index_entries "$1")
+  assert_eq "" "$e" "$2: no index.json entry"
+}
+
+# blob_count DIR -> number of files in DIR/blobs/sha256 (0 when absent)
+blob_count() {
+  if [ -d "$1/blobs/sha256" ]; then find "$1/blobs/sha256" -maxdepth 1 -type f | wc -l; else echo 0; fi
+}
+
+# elapsed_since START (from date +%s.%N) -> seconds with 2 decimals
+elapsed_since() {
+  awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'
+}
+
+# add_exit_hook CMD — run CMD (a shell string) on exit, before the harness cleans up
+# (e.g. unmount a tmpfs inside $T). Hooks run in order; their failures are ignored.
+EXIT_HOOKS=()
+_run_exit_hooks() {
+  local h
+  for h in "${EXIT_HOOKS[@]}"; do eval "$h" || true; done
+}
+add_exit_hook() {
+  EXIT_HOOKS+=("$1")
+  trap '_pp_rc=$?; set +e; _run_exit_hooks; (exit $_pp_rc); _cleanup' EXIT
+}
+
+# use_direct_python — point PY at the interpreter itself rather than a wrapper on PATH
+# (a pyenv shim costs a few hundred ms per call; the fault tests call Python often).
+use_direct_python() {
+  local exe
+  exe=$("$PY" -c 'import sys; print(sys.executable)' 2>/dev/null) || return 0
+  [ -x "$exe" ] && PY=$exe
+  return 0
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Faults that never go away (tests/integration/faultserver.py): every range request for
+# a blob answered 500, or with a wrong Content-Range, or reset mid-body. The pull must
+# give up after its bounded retries (8 attempts per chunk, backoff from 0.5 s) with
+# exit 1 and one line naming the image and the blob; nothing of that blob committed, no
+# index entry, the store clean. The three run at the same time (the backoff alone takes
+# 30-60 s per run).
+source "$(dirname "$0")/lib.sh"
+need_prepull
+use_direct_python
+
+start_registry
+declare -A BLOB
+for k in e500 crange reset; do
+  seed=$((${#k} * 7 + 3))
+  [ "$k" = reset ] && seed=99
+  mkimage "$T/src" "$k" --layer "random:none:3M:$seed" --label "$k"
+  push_layout "$T/src" "$k" "$REG_ADDR/test/giveup-$k:v1"
+  BLOB[$k]=$(img_field "$k" 'o["platforms"]["linux/amd64"]["layers"][0]')
+done
+start_faultserver
+fs_rules "{\"rules\": [
+  {\"path\": \"${BLOB[e500]}\", \"fault\": \"status\", \"status\": 500, \"count\": -1},
+  {\"path\": \"${BLOB[crange]}\", \"fault\": \"badrange\", \"count\": -1},
+  {\"path\": \"${BLOB[reset]}\", \"fault\": \"reset\", \"after\": 0, \"count\": -1}]}"
+
+declare -A PPID_ PPERR
+t0=$(date +%s.%N)
+for k in e500 crange reset; do
+  start_prepull_bg pull --store "oci:$T/oci-$k" --state-dir "$T/state-$k" -j 4 --chunk-size 1M "$FS_ADDR/test/giveup-$k:v1"
+  PPID_[$k]=$PP_PID
+  PPERR[$k]=$PP_ERRF
+done
+for k in e500 crange reset; do
+  PP_PID=${PPID_[$k]}
+  PP_OUTF=${PPERR[$k]%.err}.out
+  PP_ERRF=${PPERR[$k]}
+  wait_prepull 100
+  secs=$(elapsed_since "$t0")
+  log "$k: exit $RC after ${secs}s"
+  b=${BLOB[$k]}
+  assert_eq 1 "$RC" "$k for ever: exit 1"
+  errl=$(printf '%s\n' "$ERR" | grep -i "error" | grep -F "test/giveup-$k" | grep -F "${b:7:12}" || true)
+  assert_ne "" "$errl" "$k for ever: one error line names the image and the blob"
+  log "$k: $(printf '%s\n' "$errl" | tail -n 1)"
+  [ ! -e "$T/oci-$k/blobs/sha256/${b#sha256:}" ] || fail "$k for ever: the blob was committed"
+  ok "$k for ever: the blob was not committed"
+  assert_store_clean "$T/oci-$k" "$k for ever"
+  assert_no_index_entry "$T/oci-$k" "$k for ever"
+done
+assert_contains "$(cat "${PPERR[e500]}")" "500" "500 for ever: the error says HTTP 500"
+assert_contains "$(cat "${PPERR[crange]}")" "Content-Range" "wrong Content-Range for ever: the error names Content-Range"
+# 8 attempts per chunk: no more requests than that per chunk (4 chunks: 3 MiB + a tail).
+settle
+for k in e500 crange reset; do
+  n=$(fs_query 'sum(1 for r in L if r["path"].endswith(A[0]) and r["fault"])' "${BLOB[$k]}")
+  assert_num "$n" -le 32 "$k for ever: bounded retries ($n faulted requests for 4 chunks, 8 attempts each)"
+done
