@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "prepull/config.h"
 #include "prepull/engine.h"
 #include "prepull/error.h"
 #include "prepull/image.h"
@@ -27,6 +28,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_DEADLINE = 3 };
 
 static const char usage_text[] =
 	"Usage: prepull pull [OPTIONS] IMAGE...\n"
+	"       prepull pull --config FILE [OPTIONS] [IMAGE...]\n"
 	"       prepull status [--state-dir DIR]\n"
 	"       prepull --help | --version\n"
 	"\n"
@@ -35,6 +37,10 @@ static const char usage_text[] =
 	"store, so the workload starts without a pull.\n"
 	"\n"
 	"Options for pull:\n"
+	"  --config FILE          images and options from a JSON file; options and\n"
+	"                         images on the command line take precedence. With\n"
+	"                         no image and no --config, " PP_DEFAULT_CONFIG "\n"
+	"                         is read when it exists\n"
 	"  --store STORE          oci:DIR, or auto (default: oci:<state-dir>/oci)\n"
 	"  --namespace NS         containerd namespace (default k8s.io)\n"
 	"  --snapshotter NAME     containerd snapshotter to unpack into (default overlayfs)\n"
@@ -153,7 +159,7 @@ static void write_ready_file(const struct run *run)
 	free(text);
 }
 
-static int pull(struct pp_options *opts, char **refs, int n_refs)
+static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
 {
 	struct pp_error err = {0};
 	struct run run = {.opts = opts};
@@ -197,6 +203,7 @@ static int pull(struct pp_options *opts, char **refs, int n_refs)
 		exit_code = EXIT_FAILED;
 		goto done;
 	}
+	pp_progress_set_engine(run.progress, engine);
 
 	/* Resolve every image first; then one fetch loop moves all their blobs. */
 	for (size_t i = 0; i < run.n_images && !pp_should_stop(); i++) {
@@ -373,6 +380,7 @@ enum {
 	OPT_DEADLINE,
 	OPT_STALL,
 	OPT_READY_FILE,
+	OPT_CONFIG,
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -395,6 +403,7 @@ static const struct option long_options[] = {
 	{"deadline", required_argument, NULL, OPT_DEADLINE},
 	{"stall-timeout", required_argument, NULL, OPT_STALL},
 	{"ready-file", required_argument, NULL, OPT_READY_FILE},
+	{"config", required_argument, NULL, OPT_CONFIG},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{NULL, 0, NULL, 0},
@@ -427,10 +436,31 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "pull") != 0 && strcmp(cmd, "status") != 0)
 		return usage_error("unknown command \"%s\"", cmd);
 
-	optind = 2;
-	opterr = 0;
+	/* Options come from the defaults, then the config file, then the
+	 * command line, each overriding the one before.  A first pass looks
+	 * only for --config and for images on the command line; getopt is
+	 * given argv from the command word on, so optind = 0 restarts it. */
+	int ac = argc - 1;
+	char **av = argv + 1;
+	const char *config_path = NULL;
 	int c;
-	while ((c = getopt_long(argc, argv, ":j:qv", long_options, NULL)) != -1) {
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(ac, av, ":j:qv", long_options, NULL)) != -1)
+		if (c == OPT_CONFIG)
+			config_path = optarg;
+	bool default_config = false;
+	if (!config_path && (strcmp(cmd, "status") == 0 || optind >= ac) &&
+	    access(PP_DEFAULT_CONFIG, F_OK) == 0) {
+		config_path = PP_DEFAULT_CONFIG;
+		default_config = true;
+	}
+	__attribute__((cleanup(pp_config_free))) struct pp_config cfg = {0};
+	if (config_path && pp_config_load(&cfg, config_path, &opts, &err) < 0)
+		return usage_error("%s", err.msg);
+
+	optind = 0;
+	while ((c = getopt_long(ac, av, ":j:qv", long_options, NULL)) != -1) {
 		switch (c) {
 		case OPT_STORE:
 			opts.store = optarg;
@@ -509,6 +539,8 @@ int main(int argc, char **argv)
 		case OPT_READY_FILE:
 			opts.ready_file = optarg;
 			break;
+		case OPT_CONFIG:
+			break; /* read above */
 		case OPT_HELP:
 			fputs(usage_text, stdout);
 			return EXIT_OK;
@@ -516,9 +548,9 @@ int main(int argc, char **argv)
 			printf("prepull %s\n", PREPULL_VERSION);
 			return EXIT_OK;
 		case ':':
-			return usage_error("option %s needs a value", argv[optind - 1]);
+			return usage_error("option %s needs a value", av[optind - 1]);
 		default:
-			return usage_error("unknown option %s", argv[optind - 1]);
+			return usage_error("unknown option %s", av[optind - 1]);
 		}
 	}
 	if (opts.per_host == 0 || opts.per_host > opts.connections)
@@ -530,8 +562,21 @@ int main(int argc, char **argv)
 
 	if (strcmp(cmd, "status") == 0)
 		return status(opts.state_dir);
-	if (optind >= argc)
+	/* Images named on the command line replace the file's list. */
+	const char *const *refs = (const char *const *)(av + optind);
+	int n_refs = ac - optind;
+	if (n_refs == 0 && cfg.n_images > 0) {
+		refs = cfg.images;
+		n_refs = (int)cfg.n_images;
+	}
+	if (n_refs == 0 && config_path)
+		return usage_error("pull: no image given, neither on the command line nor in "
+				   "\"images\" of %s",
+				   config_path);
+	if (n_refs == 0)
 		return usage_error("%s", "pull: no image given");
+	if (default_config && !opts.quiet)
+		fprintf(stderr, "prepull: no image given; reading %s\n", config_path);
 
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigemptyset(&sa.sa_mask);
@@ -540,7 +585,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	srand((unsigned)(getpid() ^ (unsigned)(pp_now() * 1000)));
-	int rc = pull(&opts, argv + optind, argc - optind);
+	int rc = pull(&opts, refs, n_refs);
 	curl_global_cleanup();
 	return rc;
 }

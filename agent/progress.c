@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "prepull/engine.h"
 #include "prepull/image.h"
 #include "prepull/options.h"
 #include "prepull/progress.h"
@@ -13,6 +14,13 @@
 
 #define LINE_INTERVAL 5.0 /* seconds between progress lines without a terminal */
 #define TTY_INTERVAL 0.25
+
+/* An image on the display, with its own rate. */
+struct shown_image {
+	const struct pp_image *img;
+	int64_t last_fetched;
+	double rate;
+};
 
 struct pp_progress {
 	bool json;
@@ -23,7 +31,8 @@ struct pp_progress {
 	int64_t planned;
 	int64_t last_fetched;
 	double rate; /* smoothed bytes/s */
-	const struct pp_image **images;
+	const struct pp_engine *engine;
+	struct shown_image *images;
 	size_t n_images;
 	int drawn; /* lines of the live display on screen */
 };
@@ -91,7 +100,7 @@ void pp_progress_resolved(struct pp_progress *p, const struct pp_image *img)
 	p->images = realloc(p->images, (p->n_images + 1) * sizeof(*p->images));
 	if (!p->images)
 		abort();
-	p->images[p->n_images++] = img;
+	p->images[p->n_images++] = (struct shown_image){.img = img};
 	say(p, "%s: %s (%s), %zu layers, %s", img->ref.full, pp_short_digest(img->manifest_digest),
 	    plat, img->manifest.n_layers,
 	    pp_format_bytes(sz, sizeof(sz), (double)img->total_bytes));
@@ -135,6 +144,36 @@ void pp_progress_plan(struct pp_progress *p, int64_t bytes)
 	p->planned += bytes;
 }
 
+void pp_progress_set_engine(struct pp_progress *p, const struct pp_engine *engine)
+{
+	p->engine = engine;
+}
+
+/* An image's bytes in the store or landed so far, and the bytes this run
+ * downloaded for it.  Blobs the engine never saw were in the store. */
+static void image_bytes(const struct pp_progress *p, const struct pp_image *img, int64_t *have,
+			int64_t *fetched)
+{
+	*fetched = 0;
+	if (!p->engine) {
+		*have = img->done_bytes;
+		return;
+	}
+	*have = img->manifest.config.size;
+	for (size_t i = 0; i < img->manifest.n_layers; i++) {
+		const struct pp_descriptor *d = &img->manifest.layers[i];
+		int64_t h, f;
+		if (pp_engine_blob_progress(p->engine, d->digest, &h, &f)) {
+			*have += h;
+			*fetched += f;
+		} else {
+			*have += d->size;
+		}
+	}
+	if (*have > img->total_bytes)
+		*have = img->total_bytes;
+}
+
 static void format_eta(char *buf, size_t n, double secs)
 {
 	if (secs < 0 || secs > 360000)
@@ -147,40 +186,90 @@ static void format_eta(char *buf, size_t n, double secs)
 		snprintf(buf, n, "%.0fs", secs);
 }
 
+static double smooth(double old, double inst)
+{
+	return old == 0 ? inst : 0.7 * old + 0.3 * inst;
+}
+
+/* "100.0 MiB of 200.0 MiB (50%), 20.1 MB/s, ETA 5s" */
+static const char *format_status(char *buf, size_t n, int64_t have, int64_t total, double rate)
+{
+	char h[32], t[32], eta[32];
+	int pct = total > 0 ? (int)(100.0 * (double)have / (double)total) : 100;
+	format_eta(eta, sizeof(eta), rate > 0 ? (double)(total - have) / rate : -1);
+	snprintf(buf, n, "%s of %s (%d%%), %.1f MB/s, ETA %s",
+		 pp_format_bytes(h, sizeof(h), (double)have),
+		 pp_format_bytes(t, sizeof(t), (double)total), pct, rate / 1e6, eta);
+	return buf;
+}
+
 void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 {
 	double now = pp_now();
 	double interval = p->tty ? TTY_INTERVAL : LINE_INTERVAL;
 	if (p->quiet || now - p->last < interval)
 		return;
-	double inst = (double)(fetched - p->last_fetched) / (now - p->last);
-	p->rate = p->rate == 0 ? inst : 0.7 * p->rate + 0.3 * inst;
+	double dt = now - p->last;
+	/* Rates count only bytes downloaded now, not those resumed from disk. */
+	int64_t downloaded = p->engine ? pp_engine_fetched(p->engine) : fetched;
+	p->rate = smooth(p->rate, (double)(downloaded - p->last_fetched) / dt);
 	p->last = now;
-	p->last_fetched = fetched;
-	char done[32], total[32], eta[32];
-	int64_t left = p->planned - fetched;
-	format_eta(eta, sizeof(eta), p->rate > 0 ? (double)left / p->rate : -1);
-	pp_format_bytes(done, sizeof(done), (double)fetched);
-	pp_format_bytes(total, sizeof(total), (double)p->planned);
-	int pct = p->planned > 0 ? (int)(100.0 * (double)fetched / (double)p->planned) : 100;
+	p->last_fetched = downloaded;
+
+	char line[256];
+	size_t pending = 0;
+	for (size_t i = 0; i < p->n_images; i++) {
+		struct shown_image *s = &p->images[i];
+		int64_t have, got;
+		image_bytes(p, s->img, &have, &got);
+		s->rate = smooth(s->rate, (double)(got - s->last_fetched) / dt);
+		s->last_fetched = got;
+		if (have < s->img->total_bytes && !s->img->failed)
+			pending++;
+	}
+
 	if (!p->tty) {
-		fprintf(stderr, "prepull: progress: %s of %s (%d%%), %.1f MB/s, ETA %s\n", done,
-			total, pct, p->rate / 1e6, eta);
+		/* One line per image still coming, then the total when it adds
+		 * something: short lines that journald keeps whole. */
+		for (size_t i = 0; i < p->n_images; i++) {
+			const struct shown_image *s = &p->images[i];
+			int64_t have, got;
+			image_bytes(p, s->img, &have, &got);
+			if (have >= s->img->total_bytes || s->img->failed)
+				continue;
+			fprintf(stderr, "prepull: progress: %s: %s\n", s->img->ref.full,
+				format_status(line, sizeof(line), have, s->img->total_bytes,
+					      s->rate));
+		}
+		if (pending != 1)
+			fprintf(stderr, "prepull: progress: %s\n",
+				format_status(line, sizeof(line), fetched, p->planned, p->rate));
 		return;
 	}
 	clear_display(p);
 	for (size_t i = 0; i < p->n_images; i++) {
-		const struct pp_image *img = p->images[i];
-		char d[32], t[32];
-		fprintf(stderr, "  %-50.50s %10s / %-10s\n", img->ref.full,
-			pp_format_bytes(d, sizeof(d), (double)img->done_bytes),
-			pp_format_bytes(t, sizeof(t), (double)img->total_bytes));
+		const struct shown_image *s = &p->images[i];
+		int64_t have, got;
+		image_bytes(p, s->img, &have, &got);
+		if (s->img->failed)
+			snprintf(line, sizeof(line), "failed");
+		else if (have >= s->img->total_bytes)
+			snprintf(line, sizeof(line), "done");
+		else
+			format_status(line, sizeof(line), have, s->img->total_bytes, s->rate);
+		fprintf(stderr, "  %-40.40s %s\n", s->img->ref.full, line);
 		p->drawn++;
 	}
+	char done[32], total[32], eta[32];
+	format_eta(eta, sizeof(eta), p->rate > 0 ? (double)(p->planned - fetched) / p->rate : -1);
+	int pct = p->planned > 0 ? (int)(100.0 * (double)fetched / (double)p->planned) : 100;
+	if (pct > 100)
+		pct = 100;
 	int bar = 30, fill = pct * bar / 100;
 	fprintf(stderr, "  [%.*s%*s] %3d%%  %s / %s  %.1f MB/s  ETA %s\n", fill,
-		"##############################", bar - fill, "", pct, done, total, p->rate / 1e6,
-		eta);
+		"##############################", bar - fill, "", pct,
+		pp_format_bytes(done, sizeof(done), (double)fetched),
+		pp_format_bytes(total, sizeof(total), (double)p->planned), p->rate / 1e6, eta);
 	p->drawn++;
 }
 

@@ -11,6 +11,7 @@ PACKAGES=(
   libfuzzer-14-dev libclang-rt-14-dev
   docker-registry nginx skopeo aria2 busybox-static apache2-utils openssl zstd python3
   ca-certificates curl containerd runc docker.io
+  cloud-init packer systemd dpkg-dev man-db util-linux
 )
 
 missing=()

@@ -24,6 +24,10 @@ void pp_progress_image_failed(struct pp_progress *p, const char *image, const ch
 
 /* Adds to the total the engine is working towards. */
 void pp_progress_plan(struct pp_progress *p, int64_t bytes);
+/* Lets the display ask the engine how far each image's blobs have come
+ * (per-image bytes and rates).  The engine must outlive its use here. */
+struct pp_engine;
+void pp_progress_set_engine(struct pp_progress *p, const struct pp_engine *engine);
 /* Called from the fetch loop with the bytes downloaded so far (rate-limited inside). */
 void pp_progress_tick(struct pp_progress *p, int64_t fetched);
 

@@ -1,0 +1,305 @@
+/* The JSON configuration file (see config.h).  Each key is checked by its
+ * own small function with the same bounds as the command-line option of
+ * the same name, and every message names the file and the key. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "prepull/config.h"
+#include "prepull/error.h"
+#include "prepull/options.h"
+#include "prepull/util.h"
+
+#define CONFIG_MAX_BYTES (1 << 20)
+
+struct key_ctx {
+	struct pp_config *cfg;
+	struct pp_options *opts;
+	const char *key;
+	json_t *value;
+	struct pp_error *err;
+};
+
+static int bad_value(struct key_ctx *k, const char *expected)
+{
+	char shown[64];
+	cleanup_free char *text = json_dumps(k->value, JSON_ENCODE_ANY | JSON_COMPACT);
+	return pp_error_set(k->err, PP_EUSAGE, "config %s: \"%s\": expected %s, got %s",
+			    k->cfg->path, k->key, expected,
+			    pp_printable(shown, sizeof(shown), text ? text : "?"));
+}
+
+/* A non-empty string, or an error naming the key. */
+static int want_string(struct key_ctx *k, const char **out)
+{
+	const char *s = json_string_value(k->value);
+	if (!s || !*s)
+		return bad_value(k, "a non-empty string");
+	*out = s;
+	return 0;
+}
+
+static int want_int(struct key_ctx *k, long min, long max, int *out)
+{
+	double v = json_is_integer(k->value) ? (double)json_integer_value(k->value) : -1;
+	if (!json_is_integer(k->value) || v < min || v > max) {
+		char what[64];
+		snprintf(what, sizeof(what), "an integer from %ld to %ld", min, max);
+		return bad_value(k, what);
+	}
+	*out = (int)v;
+	return 0;
+}
+
+/* Seconds as a number, or a duration string as on the command line. */
+static int want_duration(struct key_ctx *k, double min, double *out)
+{
+	double v = -1;
+	if (json_is_number(k->value))
+		v = json_number_value(k->value);
+	else if (json_is_string(k->value))
+		v = pp_parse_duration(json_string_value(k->value));
+	if (!(v >= min) || !isfinite(v))
+		return bad_value(k, "a duration in seconds or a string like \"90s\" or \"10m\"");
+	*out = v;
+	return 0;
+}
+
+static int want_bool(struct key_ctx *k, bool *out)
+{
+	if (!json_is_boolean(k->value))
+		return bad_value(k, "true or false");
+	*out = json_is_true(k->value);
+	return 0;
+}
+
+static int key_images(struct key_ctx *k)
+{
+	if (!json_is_array(k->value))
+		return bad_value(k, "an array of image references");
+	size_t n = json_array_size(k->value);
+	const char **images = pp_xcalloc(n ? n : 1, sizeof(*images));
+	for (size_t i = 0; i < n; i++) {
+		const char *s = json_string_value(json_array_get(k->value, i));
+		if (!s || !*s) {
+			free(images);
+			return pp_error_set(k->err, PP_EUSAGE,
+					    "config %s: \"images\"[%zu]: expected a non-empty "
+					    "string (an image reference)",
+					    k->cfg->path, i);
+		}
+		images[i] = s;
+	}
+	free(k->cfg->images);
+	k->cfg->images = images;
+	k->cfg->n_images = n;
+	return 0;
+}
+
+static int key_store(struct key_ctx *k)
+{
+	return want_string(k, &k->opts->store);
+}
+
+static int key_namespace(struct key_ctx *k)
+{
+	return want_string(k, &k->opts->namespace);
+}
+
+static int key_snapshotter(struct key_ctx *k)
+{
+	return want_string(k, &k->opts->snapshotter);
+}
+
+static int key_platform(struct key_ctx *k)
+{
+	const char *s = NULL;
+	struct pp_error perr = {0};
+	if (want_string(k, &s) < 0)
+		return PP_EUSAGE;
+	if (pp_platform_parse(&k->opts->platform, s, &perr) < 0)
+		return pp_error_set(k->err, PP_EUSAGE, "config %s: \"platform\": %s", k->cfg->path,
+				    perr.msg);
+	return 0;
+}
+
+static int key_connections(struct key_ctx *k)
+{
+	return want_int(k, 1, 256, &k->opts->connections);
+}
+
+static int key_per_host(struct key_ctx *k)
+{
+	return want_int(k, 1, 256, &k->opts->per_host);
+}
+
+static int key_chunk_size(struct key_ctx *k)
+{
+	int64_t v = -1;
+	if (json_is_integer(k->value))
+		v = (int64_t)json_integer_value(k->value);
+	else if (json_is_string(k->value))
+		v = pp_parse_size(json_string_value(k->value));
+	if (v < 64 * 1024 || v > (1LL << 30))
+		return bad_value(k, "a size from 64K to 1G (bytes, or a string like \"8M\")");
+	k->opts->chunk_size = v;
+	return 0;
+}
+
+static int key_state_dir(struct key_ctx *k)
+{
+	return want_string(k, &k->opts->state_dir);
+}
+
+static int key_deadline(struct key_ctx *k)
+{
+	return want_duration(k, 0.001, &k->opts->deadline);
+}
+
+static int key_stall_timeout(struct key_ctx *k)
+{
+	return want_duration(k, 1, &k->opts->stall_seconds);
+}
+
+static int key_ready_file(struct key_ctx *k)
+{
+	return want_string(k, &k->opts->ready_file);
+}
+
+static int key_plain_http(struct key_ctx *k)
+{
+	return want_bool(k, &k->opts->plain_http);
+}
+
+static int key_insecure(struct key_ctx *k)
+{
+	return want_bool(k, &k->opts->insecure);
+}
+
+static int key_ca_cert(struct key_ctx *k)
+{
+	const char *s = NULL;
+	if (want_string(k, &s) < 0)
+		return PP_EUSAGE;
+	if (access(s, R_OK) < 0)
+		return pp_error_set(k->err, PP_EUSAGE, "config %s: \"ca_cert\": cannot read %s: %s",
+				    k->cfg->path, s, strerror(errno));
+	k->opts->ca_cert = s;
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int (*apply)(struct key_ctx *k);
+} keys[] = {
+	{"images", key_images},
+	{"store", key_store},
+	{"namespace", key_namespace},
+	{"snapshotter", key_snapshotter},
+	{"platform", key_platform},
+	{"connections", key_connections},
+	{"per_host", key_per_host},
+	{"chunk_size", key_chunk_size},
+	{"state_dir", key_state_dir},
+	{"deadline", key_deadline},
+	{"stall_timeout", key_stall_timeout},
+	{"ready_file", key_ready_file},
+	{"plain_http", key_plain_http},
+	{"insecure", key_insecure},
+	{"ca_cert", key_ca_cert},
+};
+
+static int unknown_key(const struct pp_config *cfg, const char *key, struct pp_error *err)
+{
+	char shown[80];
+	/* "chunk-size" (the option's spelling) is the likely slip: say so. */
+	cleanup_free char *alt = pp_xstrdup(key);
+	for (char *c = alt; *c; c++)
+		if (*c == '-')
+			*c = '_';
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(alt, keys[i].name) == 0)
+			return pp_error_set(err, PP_EUSAGE,
+					    "config %s: unknown key \"%s\" (did you mean \"%s\"?)",
+					    cfg->path, pp_printable(shown, sizeof(shown), key),
+					    keys[i].name);
+	return pp_error_set(err, PP_EUSAGE, "config %s: unknown key \"%s\"", cfg->path,
+			    pp_printable(shown, sizeof(shown), key));
+}
+
+int pp_config_parse(struct pp_config *cfg, const char *path, const char *text, size_t len,
+		    struct pp_options *opts, struct pp_error *err)
+{
+	json_error_t jerr;
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->path = pp_xstrdup(path);
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return pp_error_set(err, PP_EUSAGE, "config %s: line %d, column %d: %s", path,
+				    jerr.line, jerr.column, jerr.text);
+	cfg->root = root;
+	if (!json_is_object(root))
+		return pp_error_set(err, PP_EUSAGE,
+				    "config %s: expected a JSON object ({\"images\": [...], ...})",
+				    path);
+	const char *key;
+	json_t *value;
+	json_object_foreach(root, key, value)
+	{
+		size_t i, n = sizeof(keys) / sizeof(keys[0]);
+		for (i = 0; i < n && strcmp(key, keys[i].name) != 0; i++)
+			;
+		if (i == n)
+			return unknown_key(cfg, key, err);
+		struct key_ctx k = {cfg, opts, keys[i].name, value, err};
+		int r = keys[i].apply(&k);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int pp_config_load(struct pp_config *cfg, const char *path, struct pp_options *opts,
+		   struct pp_error *err)
+{
+	struct pp_buf text = {.limit = CONFIG_MAX_BYTES};
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		memset(cfg, 0, sizeof(*cfg));
+		return pp_error_set(err, PP_ENOTFOUND, "config %s: cannot read: %s", path,
+				    strerror(errno));
+	}
+	char buf[8192];
+	size_t n;
+	int r = 0;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		if (pp_buf_append(&text, buf, n) < 0) {
+			r = -1;
+			break;
+		}
+	bool read_error = ferror(f);
+	fclose(f);
+	if (r < 0 || read_error) {
+		memset(cfg, 0, sizeof(*cfg));
+		pp_buf_free(&text);
+		return pp_error_set(err, PP_EUSAGE, "config %s: %s", path,
+				    read_error ? "read error" : "larger than 1 MiB");
+	}
+	r = pp_config_parse(cfg, path, text.data ? text.data : "", text.len, opts, err);
+	pp_buf_free(&text);
+	return r;
+}
+
+void pp_config_free(struct pp_config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->path);
+	free(cfg->images);
+	if (cfg->root)
+		json_decref(cfg->root);
+	memset(cfg, 0, sizeof(*cfg));
+}
