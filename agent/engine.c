@@ -808,8 +808,8 @@ static int start_chunk(struct pp_engine *e, struct blob *b, size_t ci, struct pp
 	b->active++;
 	(*host_slot(e, b->reg))++;
 	e->xfers[e->n_xfers++] = x;
-	pp_debug("blob %s: chunk %zu: GET %s bytes %lld-%lld", pp_short_digest(b->digest), ci,
-		 x->via_cdn ? "(cdn)" : "", (long long)start, (long long)end);
+	pp_debug("blob %s: chunk %zu: GET%s bytes %lld-%lld", pp_short_digest(b->digest), ci,
+		 x->via_cdn ? " (redirect target)" : "", (long long)start, (long long)end);
 	return 0;
 }
 
@@ -890,6 +890,8 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 		b->cdn_url = pp_xstrdup(eff);
 		b->cdn_since = pp_now();
 	}
+	/* Start writing the chunk back now, so the fsync at commit has little left. */
+	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
 	if (pp_journal_append_done(b->jfd, b->journal, x->chunk, c->digest, &err) < 0) {
 		fail_blob(e, b, &err);
 		return;
@@ -1161,18 +1163,21 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 					    curl_multi_strerror(mc));
 		CURLMsg *msg;
 		int left;
+		bool finished = false;
 		while ((msg = curl_multi_info_read(e->multi, &left))) {
 			if (msg->msg != CURLMSG_DONE)
 				continue;
 			struct xfer *x = NULL;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 			finish_xfer(e, x, msg->data.result);
+			finished = true;
 		}
 		cancel_stalled(e);
 		if (e->progress)
 			pp_progress_tick(e->progress, e->fetched + e->resumed);
 		int timeout_ms = 200;
-		if (more_hashing) {
+		if (more_hashing || finished) {
+			/* Start the next chunks (or hash, or finish) without waiting. */
 			timeout_ms = 0;
 		} else if (e->n_xfers == 0 && wake > 0) {
 			double d = wake - pp_now();
