@@ -917,6 +917,11 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, CURLcode rc)
 		fail_blob(e, b, &err);
 		return;
 	}
+	long long unsat_total;
+	if (status == 416 && x->resp.content_range &&
+	    sscanf(x->resp.content_range, "bytes */%lld", &unsat_total) == 1 &&
+	    unsat_total != b->size)
+		x->wrong_size = unsat_total; /* the range is past the end of a shorter blob */
 	if (x->wrong_size >= 0) {
 		/* Not a transient fault: the registry and the manifest disagree. */
 		pp_error_set(&err, PP_EPROTO,
