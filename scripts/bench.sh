@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # prepull benchmark (by hand, not a test):
 #   bash scripts/bench.sh [--size 1536M] [--small 64M] [--big 3G] [-j 16]
-#                         [--reps 2] [--prepull PATH] [--no-big] [--timeout SECONDS]
+#                         [--reps 2] [--prepull PATH] [--no-big] [--timeout SECONDS] [--stores]
 #
 # Starts the distribution registry on loopback, builds an image from local files with
 # tests/integration/mkimage.py (one incompressible layer of --size, like model
@@ -49,6 +49,7 @@ while [ $# -gt 0 ]; do
   --no-big) DO_BIG=0; shift ;;
   --timeout) RUN_TIMEOUT=$2; shift 2 ;;
   --reps) REPS=$2; shift 2 ;;
+  --stores) DO_STORES=1; shift ;;
   -h | --help) usage 0 ;;
   *) echo "bench.sh: unknown option $1" >&2; usage 2 >&2 ;;
   esac
@@ -534,3 +535,9 @@ echo "aria2c's file checked against the blob digest after its first run:${ARIA_C
 echo "Load average (1/5/15 min) at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs; other work on the machine skews the numbers)."
 echo
 say "total bench time $(($(date +%s) - BENCH_T0)) s"
+
+# --stores: also time prepull into containerd and Docker against ctr and docker
+# pull, each against fresh private daemons (scripts/bench-stores.sh).
+if [ "${DO_STORES:-0}" = 1 ]; then
+  bash "$ROOT/scripts/bench-stores.sh" --size "$SIZE" --prepull "$PREPULL"
+fi
