@@ -84,7 +84,7 @@ start_dockerd() {
   DOCKER=("$DOCKER_CLI" -H "unix://$DOCKER_SOCK")
   local i
   for i in $(seq 1 300); do
-    if curl -s --max-time 1 --unix-socket "$DOCKER_SOCK" http://docker/_ping 2>/dev/null | grep -q OK; then
+    if curl -s --max-time 1 --unix-socket "$DOCKER_SOCK" http://docker/_ping 2>/dev/null | grep OK >/dev/null; then
       log "dockerd $("${DOCKER[@]}" version --format '{{.Server.Version}}' 2>/dev/null) on $DOCKER_SOCK (pid $DOCKERD_PID), up after $((i / 10)).$((i % 10)) s"
       return 0
     fi

@@ -102,7 +102,9 @@ assert_ne() { # UNEXPECTED ACTUAL WHAT
 }
 
 assert_contains() { # HAYSTACK NEEDLE WHAT  (case-insensitive, extended regex)
-  if printf '%s' "$1" | grep -Eqi -- "$2"; then
+  # A here-string, not a pipe: with pipefail, grep -q quitting early can
+  # make the printf die of SIGPIPE and the match count as a failure.
+  if grep -Eqi -- "$2" <<<"$1"; then
     ok "$3"
   else
     fail "$3: /$2/ not found in: $(printf '%s' "$1" | head -c 2000)"
@@ -110,7 +112,7 @@ assert_contains() { # HAYSTACK NEEDLE WHAT  (case-insensitive, extended regex)
 }
 
 assert_not_contains() { # HAYSTACK NEEDLE WHAT  (fixed string)
-  if printf '%s' "$1" | grep -Fq -- "$2"; then
+  if grep -Fq -- "$2" <<<"$1"; then
     fail "$3: [$2] found in: $(printf '%s' "$1" | head -c 2000)"
   else
     ok "$3"
@@ -403,8 +405,8 @@ registry_digest() {
   local repo=${rest%:*} tag=${rest##*:}
   local a=()
   [ -n "$creds" ] && a=(-u "$creds")
-  if [ -n "$creds" ] && curl -s -o /dev/null -w '%{http_code}' "http://$host/v2/" | grep -q 401 &&
-    curl -sI "http://$host/v2/" | grep -qi 'www-authenticate: bearer'; then
+  if [ -n "$creds" ] && curl -s -o /dev/null -w '%{http_code}' "http://$host/v2/" | grep 401 >/dev/null &&
+    curl -sI "http://$host/v2/" | grep -i 'www-authenticate: bearer' >/dev/null; then
     skopeo inspect --raw --tls-verify=false --creds "$creds" "docker://$ref" | sha256sum | sed 's/^/sha256:/; s/ .*//'
     return
   fi

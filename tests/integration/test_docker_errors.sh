@@ -16,7 +16,7 @@ fake_daemon() {
   shift
   bg "$name" "$PY" "$IT_DIR/fake_dockerd.py" --socket "$T/$name.sock" "$@"
   for _ in $(seq 1 100); do
-    curl -s --max-time 1 --unix-socket "$T/$name.sock" http://docker/_ping 2>/dev/null | grep -q OK && return 0
+    curl -s --max-time 1 --unix-socket "$T/$name.sock" http://docker/_ping 2>/dev/null | grep OK >/dev/null && return 0
     sleep 0.1
   done
   fail "fake daemon $name not answering"
