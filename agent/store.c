@@ -1,10 +1,16 @@
 /* Choosing and opening a store from its spec. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "prepull/docker_api.h"
+#include "prepull/digest.h"
 #include "prepull/error.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
@@ -69,4 +75,64 @@ void pp_store_free(struct pp_store *s)
 	free(s->desc);
 	free(s->stage_dir);
 	free(s);
+}
+
+char *pp_blob_dir_path(const char *blob_dir, const char *digest)
+{
+	return pp_xasprintf("%s/%s", blob_dir, pp_digest_hex(digest));
+}
+
+bool pp_blob_dir_has(const char *blob_dir, const char *digest, int64_t size)
+{
+	cleanup_free char *p = pp_blob_dir_path(blob_dir, digest);
+	struct stat st;
+	return stat(p, &st) == 0 && S_ISREG(st.st_mode) && (size < 0 || st.st_size == size);
+}
+
+int pp_blob_dir_read(const char *blob_dir, const char *digest, int64_t max, char **out, size_t *len,
+		     struct pp_error *err)
+{
+	cleanup_free char *p = pp_blob_dir_path(blob_dir, digest);
+	cleanup_close int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return pp_error_errno(err, "open %s", p);
+	struct pp_buf b = {.limit = (size_t)max};
+	char tmp[65536];
+	ssize_t n;
+	while ((n = read(fd, tmp, sizeof(tmp))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			pp_buf_free(&b);
+			return pp_error_errno(err, "read %s", p);
+		}
+		if (pp_buf_append(&b, tmp, (size_t)n) < 0) {
+			pp_buf_free(&b);
+			return pp_error_set(err, PP_EIO, "%s is larger than %lld bytes", p,
+					    (long long)max);
+		}
+	}
+	*out = b.data ? b.data : pp_xstrdup("");
+	*len = b.len;
+	return 0;
+}
+
+int pp_blob_dir_commit(const char *blob_dir, const char *digest, const char *path,
+		       struct pp_error *err)
+{
+	cleanup_free char *p = pp_blob_dir_path(blob_dir, digest);
+	if (rename(path, p) < 0)
+		return pp_error_errno(err, "rename %s to %s", path, p);
+	if (pp_fsync_dir(blob_dir) < 0)
+		return pp_error_errno(err, "sync %s", blob_dir);
+	return 0;
+}
+
+int pp_blob_dir_put(const char *blob_dir, const char *digest, const void *data, size_t len,
+		    struct pp_error *err)
+{
+	if (pp_blob_dir_has(blob_dir, digest, (int64_t)len))
+		return 0;
+	cleanup_free char *p = pp_blob_dir_path(blob_dir, digest);
+	return pp_write_file_atomic(p, data, len, err);
 }

@@ -155,9 +155,7 @@ static char *blob_path(const struct ctd *c, const char *digest)
 
 static bool blob_present(const struct ctd *c, const char *digest, int64_t size)
 {
-	cleanup_free char *p = blob_path(c, digest);
-	struct stat st;
-	return stat(p, &st) == 0 && S_ISREG(st.st_mode) && (size < 0 || st.st_size == size);
+	return pp_blob_dir_has(c->blob_dir, digest, size);
 }
 
 /* Content.Update of some labels of a blob. */
@@ -259,29 +257,8 @@ static int ctd_has_blob(struct pp_store *s, const char *digest, int64_t size, bo
 static int ctd_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out,
 			 size_t *len, struct pp_error *err)
 {
-	cleanup_free char *p = blob_path(s->priv, digest);
-	cleanup_close int fd = open(p, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return pp_error_errno(err, "open %s", p);
-	struct pp_buf b = {.limit = (size_t)max};
-	char tmp[65536];
-	ssize_t n;
-	while ((n = read(fd, tmp, sizeof(tmp))) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			pp_buf_free(&b);
-			return pp_error_errno(err, "read %s", p);
-		}
-		if (pp_buf_append(&b, tmp, (size_t)n) < 0) {
-			pp_buf_free(&b);
-			return pp_error_set(err, PP_EIO, "%s is larger than %lld bytes", p,
-					    (long long)max);
-		}
-	}
-	*out = b.data ? b.data : pp_xstrdup("");
-	*len = b.len;
-	return 0;
+	const struct ctd *c = s->priv;
+	return pp_blob_dir_read(c->blob_dir, digest, max, out, len, err);
 }
 
 /* Marks a layer present in every image that has it; wakes the worker. */

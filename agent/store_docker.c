@@ -58,11 +58,6 @@ struct docker {
 	size_t n_uses;
 };
 
-static char *blob_path(const struct docker *k, const char *digest)
-{
-	return pp_xasprintf("%s/%s", k->blob_dir, pp_digest_hex(digest));
-}
-
 static struct blob_use *find_use(struct docker *k, const char *digest, bool add)
 {
 	for (size_t i = 0; i < k->n_uses; i++)
@@ -81,9 +76,7 @@ static int docker_has_blob(struct pp_store *s, const char *digest, int64_t size,
 			   struct pp_error *err)
 {
 	struct docker *k = s->priv;
-	cleanup_free char *p = blob_path(k, digest);
-	struct stat st;
-	*out = stat(p, &st) == 0 && S_ISREG(st.st_mode) && (size < 0 || st.st_size == size);
+	*out = pp_blob_dir_has(k->blob_dir, digest, size);
 	return 0;
 }
 
@@ -91,51 +84,21 @@ static int docker_read_blob(struct pp_store *s, const char *digest, int64_t max,
 			    size_t *len, struct pp_error *err)
 {
 	struct docker *k = s->priv;
-	cleanup_free char *p = blob_path(k, digest);
-	cleanup_close int fd = open(p, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return pp_error_errno(err, "open %s", p);
-	struct pp_buf b = {.limit = (size_t)max};
-	char tmp[65536];
-	ssize_t n;
-	while ((n = read(fd, tmp, sizeof(tmp))) != 0) {
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 || pp_buf_append(&b, tmp, (size_t)n) < 0) {
-			int r = n < 0 ? pp_error_errno(err, "read %s", p)
-				      : pp_error_set(err, PP_EIO, "%s is larger than %lld bytes", p,
-						     (long long)max);
-			pp_buf_free(&b);
-			return r;
-		}
-	}
-	*out = b.data ? b.data : pp_xstrdup("");
-	*len = b.len;
-	return 0;
+	return pp_blob_dir_read(k->blob_dir, digest, max, out, len, err);
 }
 
 static int docker_commit_file(struct pp_store *s, const char *digest, const char *path,
 			      struct pp_error *err)
 {
 	struct docker *k = s->priv;
-	cleanup_free char *p = blob_path(k, digest);
-	if (rename(path, p) < 0)
-		return pp_error_errno(err, "rename %s to %s", path, p);
-	if (pp_fsync_dir(k->blob_dir) < 0)
-		return pp_error_errno(err, "sync %s", k->blob_dir);
-	return 0;
+	return pp_blob_dir_commit(k->blob_dir, digest, path, err);
 }
 
 static int docker_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
 			   struct pp_error *err)
 {
 	struct docker *k = s->priv;
-	bool have = false;
-	docker_has_blob(s, digest, (int64_t)len, &have, err);
-	if (have)
-		return 0;
-	cleanup_free char *p = blob_path(k, digest);
-	return pp_write_file_atomic(p, data, len, err);
+	return pp_blob_dir_put(k->blob_dir, digest, data, len, err);
 }
 
 /* "name:tag" as docker shows it, or NULL for a reference without a tag
@@ -267,7 +230,7 @@ static int plan_archive(struct docker *k, const struct pp_image *img, char **dif
 	*n_unzstd = 0;
 	for (size_t i = 0; i < m->n_layers; i++) {
 		const struct pp_descriptor *d = &m->layers[i];
-		char *path = blob_path(k, d->digest);
+		char *path = pp_blob_dir_path(k->blob_dir, d->digest);
 		struct stat st;
 		if (stat(path, &st) < 0 || st.st_size != d->size) {
 			r = pp_error_set(err, PP_ENOTFOUND, "layer %s is not in %s",
@@ -442,7 +405,7 @@ static void docker_free(struct pp_store *s)
 	for (size_t i = 0; i < k->n_uses; i++) {
 		struct blob_use *u = &k->uses[i];
 		if (u->loaded && u->unloaded == 0) {
-			cleanup_free char *p = blob_path(k, u->digest);
+			cleanup_free char *p = pp_blob_dir_path(k->blob_dir, u->digest);
 			if (unlink(p) < 0 && errno != ENOENT)
 				pp_warn("remove %s: %s", p, strerror(errno));
 		}

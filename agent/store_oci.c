@@ -24,18 +24,11 @@ struct oci {
 	char *blob_dir;
 };
 
-static char *blob_path(const struct oci *o, const char *digest)
-{
-	return pp_xasprintf("%s/%s", o->blob_dir, pp_digest_hex(digest));
-}
-
 static int oci_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
 			struct pp_error *err)
 {
 	struct oci *o = s->priv;
-	cleanup_free char *p = blob_path(o, digest);
-	struct stat st;
-	*out = stat(p, &st) == 0 && S_ISREG(st.st_mode) && (size < 0 || st.st_size == size);
+	*out = pp_blob_dir_has(o->blob_dir, digest, size);
 	return 0;
 }
 
@@ -43,53 +36,21 @@ static int oci_read_blob(struct pp_store *s, const char *digest, int64_t max, ch
 			 size_t *len, struct pp_error *err)
 {
 	struct oci *o = s->priv;
-	cleanup_free char *p = blob_path(o, digest);
-	cleanup_close int fd = open(p, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return pp_error_errno(err, "open %s", p);
-	struct pp_buf b = {.limit = (size_t)max};
-	char tmp[65536];
-	ssize_t n;
-	while ((n = read(fd, tmp, sizeof(tmp))) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			pp_buf_free(&b);
-			return pp_error_errno(err, "read %s", p);
-		}
-		if (pp_buf_append(&b, tmp, (size_t)n) < 0) {
-			pp_buf_free(&b);
-			return pp_error_set(err, PP_EIO, "%s is larger than %lld bytes", p,
-					    (long long)max);
-		}
-	}
-	*out = b.data ? b.data : pp_xstrdup("");
-	*len = b.len;
-	return 0;
+	return pp_blob_dir_read(o->blob_dir, digest, max, out, len, err);
 }
 
 static int oci_commit_file(struct pp_store *s, const char *digest, const char *path,
 			   struct pp_error *err)
 {
 	struct oci *o = s->priv;
-	cleanup_free char *p = blob_path(o, digest);
-	if (rename(path, p) < 0)
-		return pp_error_errno(err, "rename %s to %s", path, p);
-	if (pp_fsync_dir(o->blob_dir) < 0)
-		return pp_error_errno(err, "sync %s", o->blob_dir);
-	return 0;
+	return pp_blob_dir_commit(o->blob_dir, digest, path, err);
 }
 
 static int oci_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
 			struct pp_error *err)
 {
 	struct oci *o = s->priv;
-	bool have = false;
-	oci_has_blob(s, digest, (int64_t)len, &have, err);
-	if (have)
-		return 0;
-	cleanup_free char *p = blob_path(o, digest);
-	return pp_write_file_atomic(p, data, len, err);
+	return pp_blob_dir_put(o->blob_dir, digest, data, len, err);
 }
 
 static json_t *platform_json(const struct pp_platform *p)

@@ -54,6 +54,19 @@ int pp_store_open(struct pp_store **out, const char *spec, const struct pp_optio
 		  struct pp_error *err);
 void pp_store_free(struct pp_store *s);
 
+/* For stores that keep verified blobs as files named by their hex digest
+ * in one directory (blobs/sha256): the shared file operations. */
+char *pp_blob_dir_path(const char *blob_dir, const char *digest);
+bool pp_blob_dir_has(const char *blob_dir, const char *digest, int64_t size);
+int pp_blob_dir_read(const char *blob_dir, const char *digest, int64_t max, char **out, size_t *len,
+		     struct pp_error *err);
+/* Renames a verified partial file into the directory and fsyncs it. */
+int pp_blob_dir_commit(const char *blob_dir, const char *digest, const char *path,
+		       struct pp_error *err);
+/* Writes a small verified blob atomically, unless it is there already. */
+int pp_blob_dir_put(const char *blob_dir, const char *digest, const void *data, size_t len,
+		    struct pp_error *err);
+
 /* Constructors, one per store file.  `socket` is NULL for the default. */
 int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_options *opts,
 		      struct pp_error *err);
