@@ -26,7 +26,8 @@
 #define CHUNK_MIN (1 * MIB)
 #define CHUNK_MAX (16 * MIB)
 #define CHUNK_ATTEMPTS 7         /* tries without progress before the blob fails */
-#define DIGEST_RESTARTS 1        /* whole-blob refetches after a digest mismatch */
+#define REPAIR_PASSES 2          /* chunk-by-chunk refetches after a digest mismatch */
+#define REPAIR_AHEAD 2           /* chunks in flight past the hash while repairing */
 #define RECV_BUFFER (128 * 1024) /* curl's receive buffer: the per-connection memory */
 #define HASH_BUFFER (1 * MIB)    /* read-back buffer for the whole-blob hash */
 #define CDN_URL_MAX_AGE 300.0    /* reuse a redirect target this long at most */
@@ -52,7 +53,7 @@ struct chunk {
 	int attempts;
 	double not_before;
 	struct pp_sha256 *sha;              /* while receiving */
-	char digest[PP_DIGEST_STR_LEN + 1]; /* once done */
+	char digest[PP_DIGEST_STR_LEN + 1]; /* once done; while repairing, the last fetch's */
 	bool verify; /* done in an earlier run: its bytes must match `digest` first */
 	struct pp_sha256 *resume_hash; /* blob hash before this chunk, while verifying */
 	int64_t checkpoint;            /* `received` at the last journal checkpoint */
@@ -89,7 +90,12 @@ struct blob {
 	size_t hash_chunk;  /* the chunk `hashed` is in; earlier ones are DONE */
 	bool single_stream; /* the server ignores Range */
 	int active;
-	int restarts;
+	int repairs;             /* repair passes started after a digest mismatch */
+	bool repairing;          /* chunks come again in order, compared with their digests */
+	size_t changed;          /* chunks that came back different in this pass */
+	size_t check_from;       /* once the hash reaches this chunk, try the file as it is */
+	struct pp_sha256 *check; /* the blob hash over the rest of the file, while trying */
+	int64_t check_pos;       /* the file is hashed into `check` up to here */
 	enum blob_state state;
 	int64_t fetched; /* downloaded by this run */
 	int64_t resumed; /* done in earlier runs, verified or still to verify */
@@ -233,6 +239,10 @@ static void plan_chunks(struct pp_engine *e, struct blob *b, int64_t chunk_size)
 	b->hash_chunk = 0;
 	pp_sha256_free(b->hash);
 	b->hash = pp_sha256_new();
+	/* No chunk has an earlier digest to be compared with now. */
+	b->repairing = false;
+	b->changed = 0;
+	b->check_from = 0;
 }
 
 int pp_engine_add(struct pp_engine *e, struct pp_registry *reg, const char *repo,
@@ -340,6 +350,8 @@ static void close_blob(struct blob *b, bool discard)
 		unlink(b->partial);
 		unlink(b->journal);
 	}
+	pp_sha256_free(b->check);
+	b->check = NULL;
 	for (size_t i = 0; i < b->n_chunks; i++) {
 		pp_sha256_free(b->chunks[i].sha);
 		pp_sha256_free(b->chunks[i].resume_hash);
@@ -524,7 +536,7 @@ fail:
 	return r;
 }
 
-/* Starts a blob's journal over (a new chunk plan or a failed digest). */
+/* Starts a blob's journal over, for a new chunk plan. */
 static int restart_journal(struct blob *b, struct pp_error *err)
 {
 	if (b->jfd >= 0)
@@ -601,25 +613,10 @@ static int advance_hash(struct pp_engine *e, struct blob *b, int64_t *budget, st
 	return 0;
 }
 
-static void finish_blob(struct pp_engine *e, struct blob *b)
+/* Renames a verified blob into the store. */
+static void commit_blob(struct pp_engine *e, struct blob *b)
 {
 	struct pp_error err = {0};
-	char got[PP_DIGEST_STR_LEN + 1];
-	pp_sha256_final(b->hash, got);
-	if (strcmp(got, b->digest) != 0) {
-		if (b->restarts++ < DIGEST_RESTARTS) {
-			pp_warn("blob %s: content hashes to %s; fetching it again",
-				pp_short_digest(b->digest), pp_short_digest(got));
-			plan_chunks(e, b, b->single_stream ? b->size : 0);
-			if (restart_journal(b, &err) < 0)
-				fail_blob(e, b, &err);
-			return;
-		}
-		pp_error_set(&err, PP_EDIGEST, "blob %s from %s: content hashes to %s", b->digest,
-			     b->url, got);
-		fail_blob(e, b, &err);
-		return;
-	}
 	if (fsync(b->fd) < 0) {
 		pp_error_errno(&err, "sync %s", b->partial);
 		fail_blob(e, b, &err);
@@ -637,6 +634,134 @@ static void finish_blob(struct pp_engine *e, struct blob *b)
 	pp_debug("blob %s: verified and committed (%lld bytes fetched)", pp_short_digest(b->digest),
 		 (long long)b->fetched);
 	notify(b, NULL);
+}
+
+/* Where the blob's bytes came from, for an error: the registry URL, and
+ * the host a redirect sent us to (never its signed query). */
+static void name_source(const struct blob *b, char *buf, size_t n)
+{
+	char *host = NULL;
+	CURLU *u = b->cdn_url ? curl_url() : NULL;
+	if (u && curl_url_set(u, CURLUPART_URL, b->cdn_url, 0) == CURLUE_OK)
+		curl_url_get(u, CURLUPART_HOST, &host, 0);
+	if (host)
+		snprintf(buf, n, "%s (redirected to %s)", b->url, host);
+	else
+		snprintf(buf, n, "%s", b->url);
+	curl_free(host);
+	curl_url_cleanup(u);
+}
+
+/* The whole-blob hash did not match.  Every chunk's sha256 is known, so a
+ * repair pass fetches the chunks again in order, a few at a time, and
+ * replaces each in place: one that comes back with a different sha256 was
+ * (likely) the bad one, and the file is tried as it is as soon as the hash
+ * has passed it.  Fails after REPAIR_PASSES, or at once when a whole pass
+ * brought back exactly the same bytes. */
+static void repair_blob(struct pp_engine *e, struct blob *b, const char *got)
+{
+	struct pp_error err = {0};
+	char source[1024];
+	name_source(b, source, sizeof(source));
+	if (b->repairing && b->changed == 0) {
+		pp_error_set(&err, PP_EDIGEST,
+			     "blob %s from %s: content hashes to %s; every chunk fetched again "
+			     "came back the same, so the source serves these bytes",
+			     b->digest, source, got);
+		fail_blob(e, b, &err);
+		return;
+	}
+	if (b->repairs >= REPAIR_PASSES) {
+		pp_error_set(&err, PP_EDIGEST,
+			     "blob %s from %s: content hashes to %s after %d repair passes",
+			     b->digest, source, got, b->repairs);
+		fail_blob(e, b, &err);
+		return;
+	}
+	b->repairs++;
+	b->repairing = true;
+	b->changed = 0;
+	b->check_from = 0;
+	pp_warn("blob %s: content hashes to %s; fetching its chunks again to find the bad ones "
+		"(pass %d of %d)",
+		pp_short_digest(b->digest), pp_short_digest(got), b->repairs, REPAIR_PASSES);
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		struct chunk *c = &b->chunks[i];
+		/* `digest` stays: what the chunk's bytes hashed to last time. */
+		c->state = CHUNK_PENDING;
+		c->received = c->checkpoint = 0;
+		c->attempts = 0;
+		c->not_before = 0;
+		c->verify = false;
+		pp_sha256_free(c->sha);
+		c->sha = NULL;
+	}
+	/* Progress counts these bytes again as they come. */
+	e->resumed -= b->resumed;
+	b->resumed = 0;
+	b->first_pending = 0;
+	b->hashed = 0;
+	b->hash_chunk = 0;
+	pp_sha256_free(b->hash);
+	b->hash = pp_sha256_new();
+}
+
+static void finish_blob(struct pp_engine *e, struct blob *b)
+{
+	char got[PP_DIGEST_STR_LEN + 1];
+	pp_sha256_final(b->hash, got);
+	if (strcmp(got, b->digest) != 0)
+		repair_blob(e, b, got);
+	else
+		commit_blob(e, b);
+}
+
+/* A repaired chunk came back different and the hash has passed it: with
+ * none of the blob's transfers writing (none start past the replaced chunk
+ * meanwhile), hash the rest of the file as it is now. */
+static void start_check(struct blob *b)
+{
+	b->check = pp_sha256_new();
+	pp_sha256_copy(b->check, b->hash);
+	b->check_pos = b->hashed;
+	b->check_from = 0;
+	pp_debug("blob %s: trying the file with the replaced chunks, from byte %lld",
+		 pp_short_digest(b->digest), (long long)b->check_pos);
+}
+
+/* Hashes the file into `check`, within the budget.  Returns 1 when it
+ * stopped for the budget, 0 when the check is over (the blob is committed
+ * or the repair pass goes on), -1 on a read error. */
+static int advance_check(struct pp_engine *e, struct blob *b, int64_t *budget, struct pp_error *err)
+{
+	while (b->check_pos < b->size) {
+		if (*budget <= 0)
+			return 1;
+		size_t want = (size_t)(b->size - b->check_pos);
+		if (want > HASH_BUFFER)
+			want = HASH_BUFFER;
+		ssize_t n = pread(b->fd, e->hashbuf, want, b->check_pos);
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n == 0)
+				errno = EIO;
+			return pp_error_errno(err, "read %s", b->partial);
+		}
+		pp_sha256_update(b->check, e->hashbuf, (size_t)n);
+		b->check_pos += n;
+		*budget -= n;
+	}
+	char got[PP_DIGEST_STR_LEN + 1];
+	pp_sha256_final(b->check, got);
+	pp_sha256_free(b->check);
+	b->check = NULL;
+	if (strcmp(got, b->digest) == 0) {
+		pp_info("blob %s: repaired; %zu chunk(s) came back different",
+			pp_short_digest(b->digest), b->changed);
+		commit_blob(e, b);
+	}
+	return 0;
 }
 
 static bool reply_ok(struct xfer *x)
@@ -866,12 +991,16 @@ static void describe_failure(const struct xfer *x, CURLcode rc, struct pp_error 
 static int hash_blob(struct pp_engine *e, struct blob *b, int64_t *budget)
 {
 	struct pp_error err = {0};
-	int r = advance_hash(e, b, budget, &err);
+	int r = b->check ? advance_check(e, b, budget, &err) : advance_hash(e, b, budget, &err);
 	if (r < 0)
 		fail_blob(e, b, &err);
-	else if (r == 0 && b->hash_chunk == b->n_chunks)
-		finish_blob(e, b);
-	return r > 0;
+	else if (r == 0 && b->state == BLOB_RUNNING && !b->check) {
+		if (b->hash_chunk == b->n_chunks)
+			finish_blob(e, b);
+		else if (b->check_from > 0 && b->hash_chunk >= b->check_from && b->active == 0)
+			start_check(b);
+	}
+	return r > 0 || b->check != NULL;
 }
 
 static void chunk_done(struct pp_engine *e, struct xfer *x)
@@ -880,10 +1009,19 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 	struct chunk *c = &b->chunks[x->chunk];
 	struct pp_error err = {0};
 	char *eff = NULL;
+	char got[PP_DIGEST_STR_LEN + 1];
 	c->state = CHUNK_DONE;
-	pp_sha256_final(c->sha, c->digest);
+	pp_sha256_final(c->sha, got);
 	pp_sha256_free(c->sha);
 	c->sha = NULL;
+	if (b->repairing && strcmp(got, c->digest) != 0) {
+		pp_info("blob %s: chunk %zu came back different; replaced it",
+			pp_short_digest(b->digest), x->chunk);
+		b->changed++;
+		if (x->chunk + 1 > b->check_from)
+			b->check_from = x->chunk + 1;
+	}
+	memcpy(c->digest, got, sizeof(c->digest));
 	curl_easy_getinfo(x->h, CURLINFO_EFFECTIVE_URL, &eff);
 	if (!x->via_cdn && eff && strcmp(eff, b->url) != 0) {
 		free(b->cdn_url);
@@ -1030,7 +1168,7 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 		struct blob *b = e->blobs[i];
 		if (b->state != BLOB_RUNNING)
 			continue;
-		if (b->single_stream && b->active > 0)
+		if ((b->single_stream && b->active > 0) || b->check)
 			continue;
 		if (*host_slot(e, b->reg) >= e->opts->per_host)
 			continue;
@@ -1039,6 +1177,12 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 			b->first_pending++;
 		for (size_t k = b->first_pending; k < b->n_chunks; k++) {
 			struct chunk *c = &b->chunks[k];
+			/* A chunk past the bad one would be fetched for nothing: few
+			 * ahead of the hash, and none past a replaced chunk until the
+			 * file has been tried with it. */
+			if (b->repairing && (k >= b->hash_chunk + REPAIR_AHEAD ||
+					     (b->check_from > 0 && k >= b->check_from)))
+				break;
 			if (c->state != CHUNK_PENDING)
 				continue;
 			if (c->not_before > now) {
