@@ -1265,7 +1265,11 @@ static void stop_all(struct pp_engine *e)
 {
 	while (e->n_xfers > 0) {
 		struct xfer *x = e->xfers[0];
-		x->b->chunks[x->chunk].state = CHUNK_PENDING;
+		struct chunk *c = &x->b->chunks[x->chunk];
+		/* Keep what the request brought since its last checkpoint. */
+		if (x->b->jfd >= 0 && c->sha && c->received > c->checkpoint && c->received < c->len)
+			checkpoint(e, x->b, x->chunk);
+		c->state = CHUNK_PENDING;
 		xfer_free(e, x);
 	}
 	/* Partial files and journals stay for the next run; flushed, so a

@@ -319,9 +319,9 @@ static pid_t lock_holder(const char *partial)
 	return pid;
 }
 
-static int status(const char *state_dir)
+/* Lists the partial blobs in one directory; returns how many. */
+static int status_dir(const char *dir, bool show_dir)
 {
-	cleanup_free char *dir = pp_xasprintf("%s/partial", state_dir);
 	DIR *d = opendir(dir);
 	int n = 0;
 	struct dirent *de;
@@ -349,19 +349,43 @@ static int status(const char *state_dir)
 		}
 		char total[32], got[32];
 		pid_t pid = lock_holder(partial);
-		printf("%s  %5.1f%%  %s of %s%s", j.digest,
+		printf("%s  %5.1f%%  %s of %s", j.digest,
 		       j.size ? 100.0 * (double)done / (double)j.size : 100.0,
 		       pp_format_bytes(got, sizeof(got), (double)done),
-		       pp_format_bytes(total, sizeof(total), (double)j.size),
-		       pid ? "  (being fetched" : "");
+		       pp_format_bytes(total, sizeof(total), (double)j.size));
 		if (pid)
-			printf(" by pid %ld)", (long)pid);
+			printf("  (being fetched by pid %ld)", (long)pid);
+		if (show_dir)
+			printf("  in %s", dir);
 		putchar('\n');
 		pp_journal_free(&j);
 		n++;
 	}
 	if (d)
 		closedir(d);
+	return n;
+}
+
+/* The state dir's partial/, then the directories beside stores on other
+ * filesystems that runs with this state dir recorded. */
+static int status(const char *state_dir)
+{
+	cleanup_free char *own = pp_xasprintf("%s/partial", state_dir);
+	int n = status_dir(own, false);
+	cleanup_free char *list = pp_xasprintf("%s/%s", state_dir, PP_STAGE_DIRS_FILE);
+	FILE *f = fopen(list, "re");
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	while (f && (len = getline(&line, &cap, f)) > 0) {
+		if (line[len - 1] == '\n')
+			line[--len] = '\0';
+		if (len > 0)
+			n += status_dir(line, true);
+	}
+	free(line);
+	if (f)
+		fclose(f);
 	if (!n)
 		printf("no partial downloads in %s\n", state_dir);
 	return EXIT_OK;

@@ -35,8 +35,8 @@ static bool socket_accepts(const char *path)
 	return ok;
 }
 
-int pp_store_open(struct pp_store **out, const char *spec, const struct pp_options *opts,
-		  struct pp_error *err)
+static int open_spec(struct pp_store **out, const char *spec, const struct pp_options *opts,
+		     struct pp_error *err)
 {
 	if (strncmp(spec, "oci:", 4) == 0) {
 		if (!spec[4])
@@ -64,6 +64,51 @@ int pp_store_open(struct pp_store **out, const char *spec, const struct pp_optio
 			    "--store %s: unknown store (expected oci:DIR, containerd[:SOCKET], "
 			    "docker[:SOCKET] or auto)",
 			    spec);
+}
+
+/* A store whose blobs are on another filesystem than the state dir keeps
+ * its partial files beside them.  The state dir lists those directories
+ * (one per line in `stage-dirs`), so `prepull status` finds every partial
+ * blob from the state dir alone. */
+static void remember_stage_dir(const char *state_dir, const char *stage_dir)
+{
+	cleanup_free char *own = pp_xasprintf("%s/partial", state_dir);
+	if (!stage_dir || strcmp(own, stage_dir) == 0)
+		return;
+	cleanup_free char *list = pp_xasprintf("%s/%s", state_dir, PP_STAGE_DIRS_FILE);
+	FILE *f = fopen(list, "re");
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	bool known = false;
+	while (f && !known && (n = getline(&line, &cap, f)) > 0) {
+		if (line[n - 1] == '\n')
+			line[n - 1] = '\0';
+		known = strcmp(line, stage_dir) == 0;
+	}
+	free(line);
+	if (f)
+		fclose(f);
+	if (known)
+		return;
+	/* One short write with O_APPEND: runs that add at once cannot interleave. */
+	cleanup_free char *entry = pp_xasprintf("%s\n", stage_dir);
+	int fd = open(list, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0 || write(fd, entry, strlen(entry)) != (ssize_t)strlen(entry))
+		pp_warn("cannot record %s in %s: %s; `prepull status` will not list its partial "
+			"blobs",
+			stage_dir, list, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+int pp_store_open(struct pp_store **out, const char *spec, const struct pp_options *opts,
+		  struct pp_error *err)
+{
+	int r = open_spec(out, spec, opts, err);
+	if (r == 0 && opts->state_dir)
+		remember_stage_dir(opts->state_dir, (*out)->stage_dir);
+	return r;
 }
 
 void pp_store_free(struct pp_store *s)

@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* In the state dir: the partial-file directories outside it, one per line. */
+#define PP_STAGE_DIRS_FILE "stage-dirs"
+
 struct pp_error;
 struct pp_image;
 struct pp_options;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `prepull status` from the state dir alone, also when the store is on another
+# filesystem: the state dir is on its own tmpfs, so the OCI store keeps its partial
+# files in <layout>/.prepull-partial, and the state dir records that directory.
+# A pull stopped by --deadline is listed with its percentage and where it is, and keeps
+# every byte it downloaded; after the next run completes, status says there is nothing
+# partial.
+source "$(dirname "$0")/lib.sh"
+need_prepull
+use_direct_python
+
+[ "$(id -u)" = 0 ] || fail "needs root to mount a tmpfs for the state dir"
+STATE=$T/state
+mkdir -p "$STATE"
+mount -t tmpfs -o size=16m prepull-test-status "$STATE" 2>"$T/logs/mount.log" ||
+  fail "cannot mount a tmpfs: $(cat "$T/logs/mount.log")"
+add_exit_hook "umount '$STATE' 2>/dev/null || umount -l '$STATE'"
+[ "$(stat -c %d "$STATE")" != "$(stat -c %d "$T")" ] || fail "the tmpfs is not a separate filesystem"
+ok "state dir on its own tmpfs"
+
+start_registry
+mkimage "$T/src" v1 --layer random:none:24M:131
+push_layout "$T/src" v1 "$REG_ADDR/test/status:v1"
+BIG=$(img_field v1 'o["platforms"]["linux/amd64"]["layers"][0]')
+start_faultserver --rate $((2 * 1024 * 1024)) # 4 x 2 MiB/s: ~3 s for the blob
+ARGS=(pull --store "oci:$T/oci" --state-dir "$STATE" -j 4 --chunk-size 1M "$FS_ADDR/test/status:v1")
+
+run_prepull status --state-dir "$STATE"
+assert_eq 0 "$RC" "status with no run yet: exit 0"
+assert_contains "$OUT" "no partial downloads" "status with no run yet: nothing partial"
+
+run_prepull "${ARGS[@]}" --deadline 1s
+assert_eq 3 "$RC" "a pull stopped by --deadline 1s exits 3"
+got=$(sed -n 's/.* \([0-9.]*\) \([KM]i\)B downloaded.*/\1 \2/p' <<<"$ERR" | awk '{ print ($2 == "Ki" ? $1 / 1024 : $1) }')
+assert_ne "" "$got" "the deadline run says how much it downloaded"
+partial=$(find "$T/oci/.prepull-partial" -name "${BIG#sha256:}.partial" 2>/dev/null)
+assert_ne "" "$partial" "the partial file is beside the store, not in the state dir"
+assert_eq "" "$(find "$STATE" -name '*.partial')" "no partial file in the state dir"
+assert_eq "$T/oci/.prepull-partial" "$(cat "$STATE/stage-dirs")" "the state dir records where the partial files are"
+
+run_prepull status --state-dir "$STATE"
+assert_eq 0 "$RC" "status: exit 0"
+line=$(grep -F "$BIG" <<<"$OUT" || true)
+assert_ne "" "$line" "status lists the partial blob [$OUT]"
+assert_contains "$line" " [0-9]+\.[0-9]%  " "status shows its percentage"
+assert_contains "$line" "in $T/oci/.prepull-partial" "status says where the partial blob is"
+pct=$(awk '{ print int($2) }' <<<"$line")
+assert_num "$pct" -gt 0 "some of the blob was kept ($pct%)"
+assert_num "$pct" -lt 100 "the blob was not complete ($pct%)"
+# A clean stop checkpoints the requests in flight: what was downloaded is kept, not just
+# the finished chunks (at 4 connections that would lose up to 4 x 1 MiB).
+kept=$(awk '{ print $3 }' <<<"$line")
+assert_num "$(awk -v k="$kept" -v g="$got" 'BEGIN { print (k >= g - 0.05) }')" -eq 1 "everything downloaded before the deadline is kept ($kept of $got MiB)"
+
+prepull_ok "the next run completes" "${ARGS[@]}"
+verify_layout "$T/oci" v1
+run_prepull "${ARGS[@]}"
+assert_eq 1 "$(grep -c . "$STATE/stage-dirs")" "a second run does not record the directory twice"
+run_prepull status --state-dir "$STATE"
+assert_contains "$OUT" "no partial downloads" "after the pull completes, status lists nothing partial"
