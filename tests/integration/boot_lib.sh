@@ -10,7 +10,7 @@ BUILD_DIR=$(cd "$(dirname "$PREPULL")" && pwd)
 # reused by later tests while nothing it is made from changed; --fresh always
 # runs cpack (the packaging test does).
 build_deb() {
-  [ -f "$BUILD_DIR/CPackConfig.cmake" ] || skip_all "no CPackConfig.cmake in $BUILD_DIR (not a CMake build dir)"
+  [ -f "$BUILD_DIR/CPackConfig.cmake" ] || cannot_run "no CPackConfig.cmake in $BUILD_DIR (not a CMake build dir)"
   command -v cpack >/dev/null || fail "cpack not found"
   local cache=$BUILD_DIR/prepull-test-deb cached
   cached=$(ls "$cache"/prepull_*.deb 2>/dev/null | head -n 1 || true)
@@ -91,8 +91,8 @@ EOF
 # $T stays shared for results. systemctl is a stub (see above); its log and the
 # output of the units it runs go to $SANDBOX_LOG_DIR (default $T/sandbox-logs).
 sandbox() {
-  command -v unshare >/dev/null || skip_all "unshare not found"
-  [ "$(id -u)" = 0 ] || skip_all "the sandbox needs root (mount namespaces, overlayfs)"
+  command -v unshare >/dev/null || cannot_run "unshare not found"
+  [ "$(id -u)" = 0 ] || cannot_run "the sandbox needs root (mount namespaces, overlayfs)"
   export SANDBOX_LOG_DIR=${SANDBOX_LOG_DIR:-$T/sandbox-logs}
   mkdir -p "$SANDBOX_LOG_DIR" "$T/sbx"
   _write_systemctl_stub "$T/systemctl-stub"
@@ -121,7 +121,7 @@ sandbox() {
 sandbox_check() {
   local marker=/etc/prepull-sandbox-probe.$$
   if ! sandbox bash -c "echo probe >$marker && cat $marker && [ ! -e /run/lock/x ]" >"$T/logs/sandbox-probe.log" 2>&1; then
-    skip_all "cannot make the overlay sandbox here: $(tail -n 3 "$T/logs/sandbox-probe.log")"
+    cannot_run "cannot make the overlay sandbox here: $(tail -n 3 "$T/logs/sandbox-probe.log")"
   fi
   [ ! -e "$marker" ] || {
     rm -f "$marker"

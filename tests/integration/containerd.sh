@@ -3,8 +3,8 @@
 # of its own) that coexists with any system one. Source after lib.sh.
 
 command -v containerd >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null ||
-  skip_all "containerd, ctr and runc are needed (scripts/deps.sh installs them)"
-[ "$(id -u)" = 0 ] || skip_all "containerd tests need root"
+  cannot_run "containerd, ctr and runc are needed (scripts/deps.sh installs them)"
+[ "$(id -u)" = 0 ] || cannot_run "containerd tests need root"
 
 # start_containerd [NAME] -> CTD_DIR, CTD_SOCK, CTD_ROOT, CTD_PID
 # The CRI plugin and the snapshotters that cannot work here are disabled: they

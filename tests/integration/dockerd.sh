@@ -63,9 +63,9 @@ _dockerd_exit() {
 
 # start_dockerd [EXTRA DOCKERD ARGS...]
 start_dockerd() {
-  [ "$(id -u)" = 0 ] || skip_all "dockerd needs root"
-  [ -x "$DOCKERD_BIN" ] || skip_all "dockerd not installed (package docker.io)"
-  [ -x "$DOCKER_CLI" ] || skip_all "docker CLI $DOCKER_CLI not installed (package docker.io)"
+  [ "$(id -u)" = 0 ] || cannot_run "dockerd needs root"
+  [ -x "$DOCKERD_BIN" ] || cannot_run "dockerd not installed (package docker.io)"
+  [ -x "$DOCKER_CLI" ] || cannot_run "docker CLI $DOCKER_CLI not installed (package docker.io)"
   DOCKERD_DIR=$T/dockerd
   mkdir -p "$DOCKERD_DIR"
   echo '{}' >"$DOCKERD_DIR/daemon.json"

@@ -87,7 +87,16 @@ fail() {
   exit 1
 }
 
-# Skip the whole test (ctest counts it as passed; the message says why).
+# The test cannot run here: a daemon, a tool or a privilege it needs is missing.  That
+# fails the test: the test command installs what the tests need, and a missing part must
+# not pass as green.
+cannot_run() {
+  echo "FAIL: $TEST_NAME cannot run here: $*"
+  exit 1
+}
+
+# Skip the whole test when it does not apply here (another architecture, a daemon
+# version the test is not about); ctest counts it as passed, the message says why.
 skip_all() {
   echo "SKIP: $TEST_NAME: $*"
   exit 0

@@ -10,7 +10,7 @@ need_prepull
 UNIT_SRC=$PREPULL_SRC/scripts/systemd/prepull.service
 VERSION=$(sed -n 's/^project(prepull VERSION \([0-9.]*\).*/\1/p' "$PREPULL_SRC/CMakeLists.txt")
 PREFIX=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$BUILD_DIR/CMakeCache.txt")
-[ -n "$PREFIX" ] || skip_all "no CMakeCache.txt in $BUILD_DIR"
+[ -n "$PREFIX" ] || cannot_run "no CMakeCache.txt in $BUILD_DIR"
 
 # ---- the unit as shipped
 u=$(cat "$UNIT_SRC")
@@ -52,7 +52,7 @@ dpkg-deb -x "$DEB" "$T/root"
 assert_contains "$("$T/root$PREFIX/bin/prepull" --version)" "^prepull $VERSION " "prepull --version from the extracted .deb"
 
 # ---- installed for real (sandbox), then systemd-analyze verify
-command -v systemd-analyze >/dev/null || skip_all "systemd-analyze not installed"
+command -v systemd-analyze >/dev/null || cannot_run "systemd-analyze not installed"
 cat >"$T/verify.sh" <<EOF
 set -u
 dpkg -i "$DEB" >"$T/dpkg.log" 2>&1; echo \$? >"$T/dpkg.rc"

@@ -7,7 +7,7 @@
 # - -q: nothing but the summary, on a terminal too.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-command -v script >/dev/null || skip_all "script (util-linux) not installed"
+command -v script >/dev/null || cannot_run "script (util-linux) not installed"
 
 start_registry
 NP=$(free_port)

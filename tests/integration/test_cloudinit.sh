@@ -11,7 +11,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/boot_lib.sh"
 need_prepull
-command -v cloud-init >/dev/null || skip_all "cloud-init not installed (scripts/deps.sh installs it)"
+command -v cloud-init >/dev/null || cannot_run "cloud-init not installed (scripts/deps.sh installs it)"
 CI_DIR=$PREPULL_SRC/cloud-init
 
 # ---- schema

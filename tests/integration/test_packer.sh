@@ -9,7 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/boot_lib.sh"
 need_prepull
-command -v packer >/dev/null || skip_all "packer not installed (scripts/deps.sh installs it)"
+command -v packer >/dev/null || cannot_run "packer not installed (scripts/deps.sh installs it)"
 TEMPLATE=$PREPULL_SRC/scripts/packer/prepull.json
 # Packer must not phone home (no network here), and keeps its files in $T.
 export CHECKPOINT_DISABLE=1 PACKER_CACHE_DIR=$T/packer_cache HOME=$T/home PACKER_NO_COLOR=1
