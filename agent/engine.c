@@ -436,6 +436,26 @@ static bool resume_from_journal(struct pp_engine *e, struct blob *b)
 	return true;
 }
 
+/* Reads the partial file at [pos, end) into the hash buffer, as much as
+ * fits.  Returns the bytes read (> 0), or -1 with err set. */
+static ssize_t read_back(struct pp_engine *e, struct blob *b, int64_t pos, int64_t end,
+			 struct pp_error *err)
+{
+	size_t want = (size_t)(end - pos);
+	if (want > HASH_BUFFER)
+		want = HASH_BUFFER;
+	for (;;) {
+		ssize_t n = pread(b->fd, e->hashbuf, want, pos);
+		if (n > 0)
+			return n;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			errno = EIO; /* the file is shorter than the blob */
+		return pp_error_errno(err, "read %s", b->partial);
+	}
+}
+
 /* A chunk an earlier run had partly received continues where its last
  * checkpoint was, once the bytes on disk still hash to what it recorded;
  * the chunk's hash state is then the one to continue with. */
@@ -447,17 +467,10 @@ static int verify_checkpoints(struct pp_engine *e, struct blob *b, struct pp_err
 			continue;
 		struct pp_sha256 *h = pp_sha256_new();
 		for (int64_t pos = c->off; pos < c->off + c->received;) {
-			size_t want = (size_t)(c->off + c->received - pos);
-			if (want > HASH_BUFFER)
-				want = HASH_BUFFER;
-			ssize_t n = pread(b->fd, e->hashbuf, want, pos);
-			if (n <= 0) {
-				if (n < 0 && errno == EINTR)
-					continue;
+			ssize_t n = read_back(e, b, pos, c->off + c->received, err);
+			if (n < 0) {
 				pp_sha256_free(h);
-				if (n == 0)
-					errno = EIO;
-				return pp_error_errno(err, "read %s", b->partial);
+				return -1;
 			}
 			pp_sha256_update(h, e->hashbuf, (size_t)n);
 			pos += n;
@@ -565,17 +578,9 @@ static int advance_hash(struct pp_engine *e, struct blob *b, int64_t *budget, st
 		while (b->hashed < end) {
 			if (*budget <= 0)
 				return 1;
-			size_t want = (size_t)(end - b->hashed);
-			if (want > HASH_BUFFER)
-				want = HASH_BUFFER;
-			ssize_t n = pread(b->fd, e->hashbuf, want, b->hashed);
-			if (n <= 0) {
-				if (n < 0 && errno == EINTR)
-					continue;
-				if (n == 0)
-					errno = EIO;
-				return pp_error_errno(err, "read %s", b->partial);
-			}
+			ssize_t n = read_back(e, b, b->hashed, end, err);
+			if (n < 0)
+				return -1;
 			pp_sha256_update(b->hash, e->hashbuf, (size_t)n);
 			if (c->verify)
 				pp_sha256_update(c->sha, e->hashbuf, (size_t)n);
@@ -737,17 +742,9 @@ static int advance_check(struct pp_engine *e, struct blob *b, int64_t *budget, s
 	while (b->check_pos < b->size) {
 		if (*budget <= 0)
 			return 1;
-		size_t want = (size_t)(b->size - b->check_pos);
-		if (want > HASH_BUFFER)
-			want = HASH_BUFFER;
-		ssize_t n = pread(b->fd, e->hashbuf, want, b->check_pos);
-		if (n <= 0) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n == 0)
-				errno = EIO;
-			return pp_error_errno(err, "read %s", b->partial);
-		}
+		ssize_t n = read_back(e, b, b->check_pos, b->size, err);
+		if (n < 0)
+			return -1;
 		pp_sha256_update(b->check, e->hashbuf, (size_t)n);
 		b->check_pos += n;
 		*budget -= n;

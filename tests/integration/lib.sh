@@ -884,6 +884,16 @@ wait_until() {
   done
 }
 
+# mount_tmpfs DIR SIZE — a private tmpfs at DIR (created), unmounted when the test ends.
+mount_tmpfs() {
+  [ "$(id -u)" = 0 ] || cannot_run "needs root to mount a tmpfs"
+  mkdir -p "$1"
+  mount -t tmpfs -o "size=$2" "prepull-$TEST_NAME" "$1" 2>"$T/logs/mount.log" ||
+    cannot_run "cannot mount a tmpfs: $(cat "$T/logs/mount.log")"
+  add_exit_hook "umount '$1' 2>/dev/null || umount -l '$1'"
+  ok "$2 tmpfs mounted at $1"
+}
+
 # assert_store_clean DIR WHAT — every file in DIR/blobs/sha256 hashes to its name
 # (an absent or empty blobs dir is clean).
 assert_store_clean() {

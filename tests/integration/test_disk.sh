@@ -8,13 +8,8 @@ source "$(dirname "$0")/lib.sh"
 need_prepull
 use_direct_python
 
-[ "$(id -u)" = 0 ] || cannot_run "needs root to mount a tmpfs"
 DISK=$T/disk
-mkdir -p "$DISK"
-mount -t tmpfs -o size=64m prepull-test-disk "$DISK" 2>"$T/logs/mount.log" ||
-  cannot_run "cannot mount a tmpfs: $(cat "$T/logs/mount.log")"
-add_exit_hook "umount '$DISK' 2>/dev/null || umount -l '$DISK'"
-ok "64 MiB tmpfs mounted at $DISK"
+mount_tmpfs "$DISK" 64m
 
 start_registry
 mkimage "$T/src" v1 --layer random:none:20M:121 --layer random:none:100M:122

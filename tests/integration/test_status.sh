@@ -9,14 +9,9 @@ source "$(dirname "$0")/lib.sh"
 need_prepull
 use_direct_python
 
-[ "$(id -u)" = 0 ] || fail "needs root to mount a tmpfs for the state dir"
 STATE=$T/state
-mkdir -p "$STATE"
-mount -t tmpfs -o size=16m prepull-test-status "$STATE" 2>"$T/logs/mount.log" ||
-  fail "cannot mount a tmpfs: $(cat "$T/logs/mount.log")"
-add_exit_hook "umount '$STATE' 2>/dev/null || umount -l '$STATE'"
+mount_tmpfs "$STATE" 16m
 [ "$(stat -c %d "$STATE")" != "$(stat -c %d "$T")" ] || fail "the tmpfs is not a separate filesystem"
-ok "state dir on its own tmpfs"
 
 start_registry
 mkimage "$T/src" v1 --layer random:none:24M:131
