@@ -239,8 +239,11 @@ static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
 		for (size_t l = 0; l < img->manifest.n_layers; l++) {
 			const struct pp_descriptor *d = &img->manifest.layers[l];
 			bool have = false;
-			if (run.store->ops->has_blob(run.store, d->digest, d->size, &have, &err) <
-			    0) {
+			int hr = run.store->ops->has_layer
+					 ? run.store->ops->has_layer(run.store, img, l, &have, &err)
+					 : run.store->ops->has_blob(run.store, d->digest, d->size,
+								    &have, &err);
+			if (hr < 0) {
 				image_fail(&run, img, &err);
 				break;
 			}

@@ -670,3 +670,14 @@ done:
 	json_decref(root);
 	return ret;
 }
+
+void pp_chain_id(const char *parent, const char *diff_id, char out[PP_DIGEST_STR_LEN + 1])
+{
+	if (!parent) {
+		snprintf(out, PP_DIGEST_STR_LEN + 1, "%s", diff_id);
+		return;
+	}
+	char text[2 * PP_DIGEST_STR_LEN + 2];
+	int len = snprintf(text, sizeof(text), "%s %s", parent, diff_id);
+	pp_sha256_digest(text, (size_t)len, out);
+}

@@ -546,16 +546,9 @@ static void *worker_main(void *arg)
 
 static void chain_ids(struct layer *layers, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (i == 0) {
-			memcpy(layers[i].chain_id, layers[i].diff_id, sizeof(layers[i].chain_id));
-			continue;
-		}
-		char text[2 * PP_DIGEST_STR_LEN + 2];
-		int len = snprintf(text, sizeof(text), "%s %s", layers[i - 1].chain_id,
-				   layers[i].diff_id);
-		pp_sha256_digest(text, (size_t)len, layers[i].chain_id);
-	}
+	for (size_t i = 0; i < n; i++)
+		pp_chain_id(i ? layers[i - 1].chain_id : NULL, layers[i].diff_id,
+			    layers[i].chain_id);
 }
 
 static void cimage_free(struct cimage *ci)

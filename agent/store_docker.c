@@ -49,6 +49,8 @@ struct blob_use {
 	bool loaded;  /* some image of this run that needs it was loaded */
 };
 
+typedef char pp_digest_str[PP_DIGEST_STR_LEN + 1];
+
 struct docker {
 	struct pp_docker *d;
 	char *dir;
@@ -56,6 +58,11 @@ struct docker {
 	int lock_fd;
 	struct blob_use *uses;
 	size_t n_uses;
+	pp_digest_str *chains; /* chain IDs of the layer stacks Docker holds */
+	size_t n_chains;
+	bool chains_read;
+	char img_config[PP_DIGEST_STR_LEN + 1]; /* the image img_chains is for */
+	pp_digest_str *img_chains;              /* its layers' chain IDs */
 };
 
 static struct blob_use *find_use(struct docker *k, const char *digest, bool add)
@@ -111,26 +118,37 @@ static char *repo_tag(const struct pp_image *img)
 	return pp_xasprintf("%s:%s", name, img->ref.tag);
 }
 
+/* GET a JSON document from the Engine API; *out = NULL for a 404. */
+static int get_json(struct docker *k, const char *path, json_t **out, struct pp_error *err)
+{
+	struct pp_buf body = {0};
+	long status = 0;
+	*out = NULL;
+	int r = pp_docker_request(k->d, "GET", path, &body, &status, err);
+	if (r == 0 && status != 200 && status != 404)
+		r = pp_error_set(err, PP_EPROTO, "docker GET %s: HTTP %ld", path, status);
+	if (r == 0 && status == 200) {
+		json_error_t je;
+		*out = json_loadb(body.data, body.len, 0, &je);
+		if (!*out)
+			r = pp_error_set(err, PP_EPROTO, "docker GET %s: %s", path, je.text);
+	}
+	pp_buf_free(&body);
+	return r;
+}
+
 /* GET /images/<id>/json: *found, and *tagged when `want_tag` is among
  * its RepoTags. */
 static int inspect_image(struct docker *k, const char *id, const char *want_tag, bool *found,
 			 bool *tagged, struct pp_error *err)
 {
 	cleanup_free char *path = pp_xasprintf("/images/%s/json", id);
-	struct pp_buf body = {0};
-	long status = 0;
-	int r = pp_docker_request(k->d, "GET", path, &body, &status, err);
+	json_t *j;
 	*found = *tagged = false;
-	if (r < 0)
-		goto done;
-	if (status == 404)
-		goto done;
-	if (status != 200) {
-		r = pp_error_set(err, PP_EPROTO, "docker GET %s: HTTP %ld", path, status);
-		goto done;
-	}
+	int r = get_json(k, path, &j, err);
+	if (r < 0 || !j)
+		return r;
 	*found = true;
-	json_t *j = json_loadb(body.data, body.len, 0, NULL);
 	json_t *t;
 	size_t i;
 	json_array_foreach(json_object_get(j, "RepoTags"), i, t)
@@ -139,8 +157,123 @@ static int inspect_image(struct docker *k, const char *id, const char *want_tag,
 			*tagged = true;
 	}
 	json_decref(j);
-done:
-	pp_buf_free(&body);
+	return 0;
+}
+
+static bool docker_has_chain(const struct docker *k, const char *chain)
+{
+	for (size_t i = 0; i < k->n_chains; i++)
+		if (strcmp(k->chains[i], chain) == 0)
+			return true;
+	return false;
+}
+
+/* The chain IDs of every layer stack Docker holds, from each image's
+ * RootFS.Layers (GET /images/json?all=1, then one /images/<id>/json per
+ * image); read once per run.  A layer whose stack Docker has needs no
+ * download: docker load takes the layer it has and never opens the file.
+ * On an error Docker is taken to hold nothing, which only costs bytes. */
+static void read_docker_chains(struct docker *k)
+{
+	if (k->chains_read)
+		return;
+	k->chains_read = true;
+	struct pp_error err = {0};
+	json_t *list;
+	if (get_json(k, "/images/json?all=1", &list, &err) < 0) {
+		pp_warn("cannot list Docker's images (%s); layers it has will be fetched anyway",
+			err.msg);
+		return;
+	}
+	size_t i;
+	json_t *it;
+	json_array_foreach(list, i, it)
+	{
+		const char *id = json_string_value(json_object_get(it, "Id"));
+		if (!id || pp_digest_validate(id, NULL) < 0)
+			continue;
+		cleanup_free char *path = pp_xasprintf("/images/%s/json", id);
+		json_t *img;
+		if (get_json(k, path, &img, &err) < 0 || !img) {
+			pp_debug("docker image %s: %s", pp_short_digest(id),
+				 err.msg[0] ? err.msg : "gone");
+			pp_error_clear(&err);
+			continue;
+		}
+		json_t *layers = json_object_get(json_object_get(img, "RootFS"), "Layers");
+		size_t j;
+		json_t *l;
+		char chain[PP_DIGEST_STR_LEN + 1] = "";
+		json_array_foreach(layers, j, l)
+		{
+			const char *diff_id = json_string_value(l);
+			if (!diff_id || pp_digest_validate(diff_id, NULL) < 0)
+				break; /* the stack above a layer we cannot name is unknown */
+			pp_chain_id(j ? chain : NULL, diff_id, chain);
+			if (docker_has_chain(k, chain))
+				continue;
+			k->chains = realloc(k->chains, (k->n_chains + 1) * sizeof(*k->chains));
+			if (!k->chains)
+				abort();
+			memcpy(k->chains[k->n_chains++], chain, sizeof(chain));
+		}
+		json_decref(img);
+	}
+	json_decref(list);
+	pp_debug("docker holds %zu layer stacks", k->n_chains);
+}
+
+/* The chain IDs of an image's layers, in k->img_chains. */
+static int image_chains(struct docker *k, const struct pp_image *img, struct pp_error *err)
+{
+	const struct pp_manifest *m = &img->manifest;
+	if (k->img_chains && strcmp(k->img_config, m->config.digest) == 0)
+		return 0;
+	char **diff_ids = NULL;
+	size_t n = 0;
+	int r = pp_config_diff_ids(&diff_ids, &n, img->config_bytes.data, img->config_bytes.len,
+				   err);
+	if (r == 0 && n != m->n_layers)
+		r = pp_error_set(err, PP_EPROTO, "config lists %zu diff_ids for %zu layers", n,
+				 m->n_layers);
+	if (r == 0) {
+		free(k->img_chains);
+		k->img_chains = pp_xcalloc(n ? n : 1, sizeof(*k->img_chains));
+		for (size_t i = 0; i < n; i++)
+			pp_chain_id(i ? k->img_chains[i - 1] : NULL, diff_ids[i], k->img_chains[i]);
+		snprintf(k->img_config, sizeof(k->img_config), "%s", m->config.digest);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(diff_ids[i]);
+	free(diff_ids);
+	return r;
+}
+
+/* Docker holds layer `index` of the image with every layer below it. */
+static int docker_holds_layer(struct docker *k, const struct pp_image *img, size_t index, bool *out,
+			      struct pp_error *err)
+{
+	*out = false;
+	int r = image_chains(k, img, err);
+	if (r < 0)
+		return r;
+	read_docker_chains(k);
+	*out = docker_has_chain(k, k->img_chains[index]);
+	return 0;
+}
+
+static int docker_has_layer(struct pp_store *s, const struct pp_image *img, size_t index, bool *out,
+			    struct pp_error *err)
+{
+	struct docker *k = s->priv;
+	const struct pp_descriptor *d = &img->manifest.layers[index];
+	*out = pp_blob_dir_has(k->blob_dir, d->digest, d->size);
+	if (*out)
+		return 0;
+	int r = docker_holds_layer(k, img, index, out, err);
+	if (r == 0 && *out)
+		pp_info("%s: layer %s: Docker has it (chain %s); not fetched", img->ref.full,
+			pp_short_digest(d->digest), pp_short_digest(k->img_chains[index]));
 	return r;
 }
 
@@ -233,10 +366,20 @@ static int plan_archive(struct docker *k, const struct pp_image *img, char **dif
 		char *path = pp_blob_dir_path(k->blob_dir, d->digest);
 		struct stat st;
 		if (stat(path, &st) < 0 || st.st_size != d->size) {
-			r = pp_error_set(err, PP_ENOTFOUND, "layer %s is not in %s",
-					 pp_short_digest(d->digest), k->blob_dir);
 			free(path);
-			break;
+			bool held = false;
+			if ((r = docker_holds_layer(k, img, i, &held, err)) < 0)
+				break;
+			if (!held) {
+				r = pp_error_set(err, PP_ENOTFOUND, "layer %s is not in %s",
+						 pp_short_digest(d->digest), k->blob_dir);
+				break;
+			}
+			/* Named in manifest.json, not sent: Docker has it by chain ID. */
+			cleanup_free char *name =
+				pp_xasprintf("blobs/sha256/%s", pp_digest_hex(d->digest));
+			json_array_append_new(layers, json_string(name));
+			continue;
 		}
 		bool unzstd = !k->d->zstd_layers && pp_file_is_zstd(path);
 		const char *content = unzstd ? diff_ids[i] : d->digest;
@@ -412,6 +555,8 @@ static void docker_free(struct pp_store *s)
 		free(u->digest);
 	}
 	free(k->uses);
+	free(k->chains);
+	free(k->img_chains);
 	pp_docker_free(k->d);
 	if (k->lock_fd >= 0)
 		close(k->lock_fd);
@@ -423,6 +568,7 @@ static void docker_free(struct pp_store *s)
 static const struct pp_store_ops docker_ops = {
 	.name = "docker",
 	.has_blob = docker_has_blob,
+	.has_layer = docker_has_layer,
 	.read_blob = docker_read_blob,
 	.commit_file = docker_commit_file,
 	.put_blob = docker_put_blob,

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prepull/digest.h"
+
 struct pp_error;
 
 #define PP_MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
@@ -82,5 +84,10 @@ int pp_index_select(const struct pp_manifest *m, const struct pp_platform *want,
 /* Reads rootfs.diff_ids from an image config.  Caller frees each and the array. */
 int pp_config_diff_ids(char ***out, size_t *n_out, const char *body, size_t len,
 		       struct pp_error *err);
+
+/* The chain ID of a layer stack: the first layer's is its diff ID, each
+ * next one sha256("<parent chain ID> <diff ID>").  `parent` is NULL for the
+ * bottom layer. */
+void pp_chain_id(const char *parent, const char *diff_id, char out[PP_DIGEST_STR_LEN + 1]);
 
 #endif

@@ -30,6 +30,11 @@ struct pp_store_ops {
 	/* Writes a small verified blob held in memory (manifest, index, config). */
 	int (*put_blob)(struct pp_store *s, const char *digest, const void *data, size_t len,
 			struct pp_error *err);
+	/* Optional: *out = true when the store has layer `index` of an image,
+	 * as a blob or in a form that needs no blob (Docker holding the layer
+	 * stack by chain ID).  Without it, has_blob decides for layers too. */
+	int (*has_layer)(struct pp_store *s, const struct pp_image *img, size_t index, bool *out,
+			 struct pp_error *err);
 	/* Optional (NULL when not needed): told about an image once it is
 	 * resolved and before any of its layers is fetched, so a store can
 	 * prepare (a lease, the layer order for unpacking as layers land).

@@ -584,6 +584,25 @@ static void test_config_diff_ids(void **state)
 	}
 }
 
+/* The chain ID rule of the OCI image spec (layer stacks in Docker and
+ * containerd snapshots): values worked out independently with Python's
+ * hashlib. */
+static void test_chain_id(void **state)
+{
+	(void)state;
+	const char *a = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+	const char *b = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+	char c0[PP_DIGEST_STR_LEN + 1], c1[PP_DIGEST_STR_LEN + 1], c2[PP_DIGEST_STR_LEN + 1];
+	pp_chain_id(NULL, a, c0);
+	assert_string_equal(c0, a);
+	pp_chain_id(c0, b, c1);
+	assert_string_equal(
+		c1, "sha256:ccd722928bd92476ba1745586fed6e45a102504185ad88cd89e01ff116fd146c");
+	pp_chain_id(c1, a, c2);
+	assert_string_equal(
+		c2, "sha256:406364a4bd8d39df8107071d4494fa73814420337124657ec5999b072e5d3352");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -602,6 +621,7 @@ int main(void)
 		cmocka_unit_test(test_platform_parse_format),
 		cmocka_unit_test(test_platform_default),
 		cmocka_unit_test(test_config_diff_ids),
+		cmocka_unit_test(test_chain_id),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
