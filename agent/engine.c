@@ -915,6 +915,10 @@ static int start_chunk(struct pp_engine *e, struct blob *b, size_t ci, struct pp
 	if (!c->sha)
 		c->sha = pp_sha256_new();
 	pp_registry_setup_handle(b->reg, x->h);
+	/* One range per connection, so HTTP/2's multiplexing buys nothing here,
+	 * and its framing costs CPU on both ends: a 1 GiB blob over TLS from
+	 * nginx took 7.1 s with HTTP/2 and 5.6 s with HTTP/1.1 (-j 16, 2 cores). */
+	curl_easy_setopt(x->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(x->h, CURLOPT_URL, x->via_cdn ? b->cdn_url : b->url);
 	curl_easy_setopt(x->h, CURLOPT_HTTPHEADER, x->hdrs);
 	curl_easy_setopt(x->h, CURLOPT_ERRORBUFFER, x->errbuf);
