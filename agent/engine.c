@@ -86,9 +86,10 @@ struct blob {
 	struct chunk *chunks;
 	size_t first_pending; /* chunks before it are not PENDING */
 	struct pp_sha256 *hash;
-	int64_t hashed;     /* whole-blob hash covers [0, hashed) */
-	size_t hash_chunk;  /* the chunk `hashed` is in; earlier ones are DONE */
-	bool single_stream; /* the server ignores Range */
+	int64_t hashed;             /* whole-blob hash covers [0, hashed) */
+	size_t hash_chunk;          /* the chunk `hashed` is in; earlier ones are DONE */
+	struct pp_sha256 *frontier; /* the blob hash at the start of chunk hash_chunk */
+	bool single_stream;         /* the server ignores Range */
 	int active;
 	int repairs;             /* repair passes started after a digest mismatch */
 	bool repairing;          /* chunks come again in order, compared with their digests */
@@ -98,6 +99,7 @@ struct blob {
 	int64_t check_pos;       /* the file is hashed into `check` up to here */
 	enum blob_state state;
 	int64_t fetched; /* downloaded by this run */
+	int64_t redone;  /* of those, bytes a repair pass is fetching again */
 	int64_t resumed; /* done in earlier runs, verified or still to verify */
 	double started;
 	struct waiter *waiters;
@@ -145,6 +147,7 @@ struct pp_engine {
 	size_t n_hosts;
 	int64_t fetched;
 	int64_t resumed;
+	int64_t redone; /* what repair passes fetch again, left out of progress */
 	unsigned char *hashbuf;
 	struct pp_sha256 *scratch; /* for digests of a running hash */
 };
@@ -198,7 +201,7 @@ bool pp_engine_blob_progress(const struct pp_engine *e, const char *digest, int6
 		const struct blob *b = e->blobs[i];
 		if (strcmp(b->digest, digest) != 0)
 			continue;
-		int64_t h = b->state == BLOB_DONE ? b->size : b->fetched + b->resumed;
+		int64_t h = b->state == BLOB_DONE ? b->size : b->fetched - b->redone + b->resumed;
 		*have = h > b->size ? b->size : h;
 		*fetched = b->fetched;
 		return true;
@@ -220,11 +223,24 @@ static int64_t pick_chunk_size(const struct pp_engine *e, int64_t size)
 	return c;
 }
 
+/* The whole-blob hash starts over from byte 0. */
+static void restart_hash(struct blob *b)
+{
+	b->hashed = 0;
+	b->hash_chunk = 0;
+	pp_sha256_free(b->hash);
+	pp_sha256_free(b->frontier);
+	b->hash = pp_sha256_new();
+	b->frontier = pp_sha256_new();
+}
+
 /* Cuts a blob into chunks of chunk_size (0: chosen here). */
 static void plan_chunks(struct pp_engine *e, struct blob *b, int64_t chunk_size)
 {
-	for (size_t i = 0; i < b->n_chunks; i++)
+	for (size_t i = 0; i < b->n_chunks; i++) {
 		pp_sha256_free(b->chunks[i].sha);
+		pp_sha256_free(b->chunks[i].resume_hash);
+	}
 	free(b->chunks);
 	b->chunk_size = chunk_size > 0 ? chunk_size : pick_chunk_size(e, b->size);
 	b->n_chunks = b->size ? (size_t)((b->size + b->chunk_size - 1) / b->chunk_size) : 0;
@@ -235,10 +251,7 @@ static void plan_chunks(struct pp_engine *e, struct blob *b, int64_t chunk_size)
 		c->len = c->off + b->chunk_size > b->size ? b->size - c->off : b->chunk_size;
 	}
 	b->first_pending = 0;
-	b->hashed = 0;
-	b->hash_chunk = 0;
-	pp_sha256_free(b->hash);
-	b->hash = pp_sha256_new();
+	restart_hash(b);
 	/* No chunk has an earlier digest to be compared with now. */
 	b->repairing = false;
 	b->changed = 0;
@@ -614,6 +627,7 @@ static int advance_hash(struct pp_engine *e, struct blob *b, int64_t *budget, st
 				break;
 		}
 		b->hash_chunk++;
+		pp_sha256_copy(b->frontier, b->hash);
 	}
 	return 0;
 }
@@ -701,14 +715,17 @@ static void repair_blob(struct pp_engine *e, struct blob *b, const char *got)
 		pp_sha256_free(c->sha);
 		c->sha = NULL;
 	}
-	/* Progress counts these bytes again as they come. */
+	/* Progress shows the pass as the blob coming again from zero. */
 	e->resumed -= b->resumed;
 	b->resumed = 0;
+	e->redone += b->fetched - b->redone;
+	b->redone = b->fetched;
 	b->first_pending = 0;
-	b->hashed = 0;
-	b->hash_chunk = 0;
-	pp_sha256_free(b->hash);
-	b->hash = pp_sha256_new();
+	restart_hash(b);
+	/* The redirect target may be what served the bad bytes: ask the
+	 * registry again. */
+	free(b->cdn_url);
+	b->cdn_url = NULL;
 }
 
 static void finish_blob(struct pp_engine *e, struct blob *b)
@@ -947,10 +964,16 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 	struct chunk *c = &b->chunks[ci];
 	c->state = CHUNK_PENDING;
 	if (c->received == c->len) {
-		/* Every byte came but the request still failed: take none of it. */
+		/* Every byte came but the request still failed: take none of it,
+		 * and neither may the blob hash, which had them if the chunk was
+		 * at its frontier. */
 		c->received = c->checkpoint = 0;
 		pp_sha256_free(c->sha);
 		c->sha = NULL;
+		if (b->hash_chunk == ci && b->hashed > c->off) {
+			pp_sha256_copy(b->hash, b->frontier);
+			b->hashed = c->off;
+		}
 	}
 	if (ci < b->first_pending)
 		b->first_pending = ci;
@@ -1069,8 +1092,8 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, CURLcode rc)
 		fail_blob(e, b, &err);
 		return;
 	}
-	if (x->got > 0)
-		b->chunks[ci].attempts = 0; /* it was moving: count failures afresh */
+	if (x->got > 0 && b->chunks[ci].received < b->chunks[ci].len)
+		b->chunks[ci].attempts = 0; /* it moved and keeps that: count failures afresh */
 	if (x->range_ignored) {
 		/* The server sends whole bodies: fetch this blob as one stream. */
 		pp_warn("blob %s: server ignored Range; fetching it as one stream",
@@ -1328,7 +1351,7 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 		}
 		cancel_stalled(e);
 		if (e->progress)
-			pp_progress_tick(e->progress, e->fetched + e->resumed);
+			pp_progress_tick(e->progress, e->fetched - e->redone + e->resumed);
 		int timeout_ms = 200;
 		if (more_hashing || finished) {
 			/* Start the next chunks (or hash, or finish) without waiting. */
@@ -1355,6 +1378,7 @@ void pp_engine_free(struct pp_engine *e)
 			pp_sha256_free(b->chunks[k].sha);
 		free(b->chunks);
 		pp_sha256_free(b->hash);
+		pp_sha256_free(b->frontier);
 		while (b->waiters) {
 			struct waiter *w = b->waiters;
 			b->waiters = w->next;

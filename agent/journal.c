@@ -91,9 +91,14 @@ int pp_journal_parse(struct pp_journal *out, const char *text, size_t len, struc
 			continue;
 		struct pp_journal_chunk *c = &out->chunks[idx];
 		int64_t len = idx == n - 1 ? out->size - idx * out->chunk_size : out->chunk_size;
+		/* A later line wins: a checkpoint after a `done` line is a chunk
+		 * being fetched again (a repair), whose bytes are changing. */
 		if (done) {
 			memcpy(c->done, digest, sizeof(digest));
-		} else if (part_len > 0 && part_len < len && !c->done[0]) {
+			c->part_len = 0;
+			c->part[0] = '\0';
+		} else if (part_len > 0 && part_len < len) {
+			c->done[0] = '\0';
 			c->part_len = part_len;
 			memcpy(c->part, digest, sizeof(digest));
 		}

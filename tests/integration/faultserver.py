@@ -13,6 +13,8 @@ It listens on 127.0.0.1 and fronts a real distribution registry:
 Faults (rule field "fault"):
   reset      headers + `after` body bytes, then a TCP reset (SO_LINGER 0)
   short      headers with the full Content-Length + `after` bytes, then a clean close
+  overlong   Content-Length one more than the body, every byte of the body, then a
+             clean close: the client has all it asked for, yet the response failed
   flip       the full body with one byte (body index `at`, default the middle) XOR 0xff
   norange    the Range header is ignored: 200 with the whole blob
   badrange   206 with the right bytes but a Content-Range shifted by one byte
@@ -531,7 +533,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 else:
                     cr_s, cr_e = max(0, start - 1), end - 1
             hs = base + [("Content-Range", "bytes %d-%d/%d" % (cr_s, cr_e, size))]
-        self._status(code, hs, length)
+        self._status(code, hs, length + 1 if fault == "overlong" else length)
         if self.command == "HEAD":
             return
         if fault == "stall":
@@ -567,7 +569,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 break
         if fault == "reset":
             self._rst()
-        elif fault == "short":
+        elif fault in ("short", "overlong"):
             self.close_connection = True
 
     def _proxy(self):

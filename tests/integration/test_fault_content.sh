@@ -93,6 +93,16 @@ assert_contains "$ERR" "hash|digest|verif|sha256" "flipped byte for ever: the er
 assert_num "$(fs_blob_bytes "$BIG")" -le $((BIG_SIZE * 4)) "flipped byte for ever: gave up after a bounded number of refetches (<= 4x the blob)"
 assert_num "$(awk -v s="$SECS" 'BEGIN { print (s < 30) }')" -eq 1 "flipped byte for ever: gave up in ${SECS}s (< 30s)"
 
+# ---- chunk 0 arrives whole but its response fails (Content-Length one byte longer than
+# the body), and the retry brings a flipped byte. The bytes of the failed response were
+# already in the blob hash (chunk 0 is at its frontier): they must leave it with the
+# chunk, or the hash would vouch for the good bytes while the file holds the bad ones.
+OFF0=$((MIB / 2))
+pull_with "{\"rules\": [{\"path\": \"$BIG\", \"fault\": \"overlong\", \"offset\": $OFF0}, {\"path\": \"$BIG\", \"fault\": \"flip\", \"offset\": $OFF0}]}" "whole chunk then failure, then a flipped byte" --chunk-size 1M -v
+assert_eq "1 1" "$(fs_applied)" "overlong then flip: both faults were served"
+expect_recovered "overlong then flip, repaired" $((BIG_SIZE + 3 * MIB))
+assert_contains "$ERR" "chunk 0 came back different" "overlong then flip: the flipped chunk was found and replaced"
+
 # ---- a different bad byte in chunk 8 every time: each repair pass replaces the chunk, and
 # the blob never verifies.  prepull stops after its bounded number of repair passes (2),
 # naming the blob and the source; the blob was fetched at most 3 times.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Faults that never go away (tests/integration/faultserver.py): every range request for
-# a blob answered 500, or with a wrong Content-Range, or reset mid-body. The pull must
+# a blob answered 500, or with a wrong Content-Range, or reset mid-body, or with every
+# byte of the range but one byte short of its Content-Length ("overlong": the chunk's
+# bytes all arrive, yet the response fails, so none of them may be kept). The pull must
 # give up after its bounded retries (8 attempts per chunk, backoff from 0.5 s) with
 # exit 1 and one line naming the image and the blob; nothing of that blob committed, no
-# index entry, the store clean. The three run at the same time (the backoff alone takes
+# index entry, the store clean. The four run at the same time (the backoff alone takes
 # 30-60 s per run).
 source "$(dirname "$0")/lib.sh"
 need_prepull
@@ -11,7 +13,7 @@ use_direct_python
 
 start_registry
 declare -A BLOB
-for k in e500 crange reset; do
+for k in e500 crange reset overlong; do
   seed=$((${#k} * 7 + 3))
   [ "$k" = reset ] && seed=99
   mkimage "$T/src" "$k" --layer "random:none:3M:$seed" --label "$k"
@@ -22,16 +24,17 @@ start_faultserver
 fs_rules "{\"rules\": [
   {\"path\": \"${BLOB[e500]}\", \"fault\": \"status\", \"status\": 500, \"count\": -1},
   {\"path\": \"${BLOB[crange]}\", \"fault\": \"badrange\", \"count\": -1},
-  {\"path\": \"${BLOB[reset]}\", \"fault\": \"reset\", \"after\": 0, \"count\": -1}]}"
+  {\"path\": \"${BLOB[reset]}\", \"fault\": \"reset\", \"after\": 0, \"count\": -1},
+  {\"path\": \"${BLOB[overlong]}\", \"fault\": \"overlong\", \"count\": -1}]}"
 
 declare -A PPID_ PPERR
 t0=$(date +%s.%N)
-for k in e500 crange reset; do
+for k in e500 crange reset overlong; do
   start_prepull_bg pull --store "oci:$T/oci-$k" --state-dir "$T/state-$k" -j 4 --chunk-size 1M "$FS_ADDR/test/giveup-$k:v1"
   PPID_[$k]=$PP_PID
   PPERR[$k]=$PP_ERRF
 done
-for k in e500 crange reset; do
+for k in e500 crange reset overlong; do
   PP_PID=${PPID_[$k]}
   PP_OUTF=${PPERR[$k]%.err}.out
   PP_ERRF=${PPERR[$k]}
@@ -52,7 +55,7 @@ assert_contains "$(cat "${PPERR[e500]}")" "500" "500 for ever: the error says HT
 assert_contains "$(cat "${PPERR[crange]}")" "Content-Range" "wrong Content-Range for ever: the error names Content-Range"
 # 8 attempts per chunk: no more requests than that per chunk (4 chunks: 3 MiB + a tail).
 settle
-for k in e500 crange reset; do
+for k in e500 crange reset overlong; do
   n=$(fs_query 'sum(1 for r in L if r["path"].endswith(A[0]) and r["fault"])' "${BLOB[$k]}")
   assert_num "$n" -le 32 "$k for ever: bounded retries ($n faulted requests for 4 chunks, 8 attempts each)"
 done
