@@ -34,6 +34,7 @@
 #define ERROR_BODY_MAX 4096
 #define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
 #define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
+#define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
 
 volatile int pp_stop_requested;
 double pp_deadline_at;
@@ -80,6 +81,7 @@ struct blob {
 	int fd;
 	int jfd;
 	pid_t held_by; /* another prepull holds this blob's partial file */
+	int moved;     /* times the partial file changed between our open and our lock */
 	double next_try;
 	int64_t chunk_size;
 	size_t n_chunks;
@@ -354,15 +356,17 @@ static void cancel_blob_xfers(struct pp_engine *e, struct blob *b)
  * too (a failed blob); otherwise they stay for the next run. */
 static void close_blob(struct blob *b, bool discard)
 {
+	if (discard && b->partial && b->fd >= 0) {
+		/* Before the close drops our lock, so no other run takes over
+		 * files that are about to go. */
+		unlink(b->journal);
+		unlink(b->partial);
+	}
 	if (b->fd >= 0)
 		close(b->fd); /* also drops our lock on it */
 	if (b->jfd >= 0)
 		close(b->jfd);
 	b->fd = b->jfd = -1;
-	if (discard && b->partial) {
-		unlink(b->partial);
-		unlink(b->journal);
-	}
 	pp_sha256_free(b->check);
 	b->check = NULL;
 	for (size_t i = 0; i < b->n_chunks; i++) {
@@ -508,7 +512,7 @@ static int verify_checkpoints(struct pp_engine *e, struct blob *b, struct pp_err
 
 /* Opens a blob's partial file (locked against other prepull runs) and
  * journal, resuming an earlier run's work when it is there.  Returns 1
- * when another process holds the blob. */
+ * when another process holds the blob, 2 when the store may have it now. */
 static int open_blob(struct pp_engine *e, struct blob *b, struct pp_error *err)
 {
 	if (!b->partial) {
@@ -533,7 +537,28 @@ static int open_blob(struct pp_engine *e, struct blob *b, struct pp_error *err)
 		return pp_error_errno(err, "lock %s", b->partial);
 	}
 	b->held_by = 0;
-	int r;
+	/* Between our open and our lock, the run that held the file may have
+	 * committed it (renamed it into the store) or failed it (deleted it):
+	 * only the file the path still names is a partial blob.  And a blob
+	 * the store has by now needs no partial file at all. */
+	struct stat fst, pst;
+	if (fstat(b->fd, &fst) < 0 || stat(b->partial, &pst) < 0 || fst.st_dev != pst.st_dev ||
+	    fst.st_ino != pst.st_ino) {
+		close(b->fd);
+		b->fd = -1;
+		return 2;
+	}
+	bool have = false;
+	int r = e->store->ops->has_blob(e->store, b->digest, b->size, &have, err);
+	if (r < 0 || have) {
+		if (have) {
+			unlink(b->journal); /* while still locked: nobody works on these */
+			unlink(b->partial);
+		}
+		close(b->fd);
+		b->fd = -1;
+		return r < 0 ? r : 2;
+	}
 	if (resume_from_journal(e, b)) {
 		r = pp_journal_open_append(&b->jfd, b->journal, err);
 		if (r == 0)
@@ -1260,6 +1285,16 @@ static void activate(struct pp_engine *e, struct blob *b, double now)
 	int r = open_blob(e, b, &err);
 	if (r < 0) {
 		fail_blob(e, b, &err);
+	} else if (r == 2) {
+		/* The file moved on under us: look at the store, then again. */
+		if (++b->moved > MOVED_MAX) {
+			pp_error_set(&err, PP_EIO, "%s keeps being replaced by another process",
+				     b->partial);
+			fail_blob(e, b, &err);
+			return;
+		}
+		b->held_by = b->held_by ? b->held_by : -1;
+		b->next_try = now + 0.1;
 	} else if (r > 0) {
 		if (!before)
 			pp_warn("blob %s is being fetched by another prepull run (pid %ld); "

@@ -61,7 +61,7 @@ int pp_journal_parse(struct pp_journal *out, const char *text, size_t len, struc
 	if (parse_digest(&p, nl, out->digest) < 0 || p >= nl || *p++ != ' ' ||
 	    parse_u64(&p, nl, &out->size) < 0 || p >= nl || *p++ != ' ' ||
 	    parse_u64(&p, nl, &out->chunk_size) < 0 || p != nl || out->chunk_size <= 0 ||
-	    out->size > (1LL << 40))
+	    out->size > (1LL << 40) || out->chunk_size > (1LL << 40))
 		return pp_error_set(err, PP_EPROTO, "journal: malformed header");
 	int64_t n = out->size ? (out->size + out->chunk_size - 1) / out->chunk_size : 0;
 	if (n > PP_JOURNAL_MAX_CHUNKS)

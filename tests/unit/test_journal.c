@@ -106,12 +106,38 @@ static void test_torn_and_bad_lines(void **state)
 	free(path);
 }
 
+/* A header whose numbers would overflow the chunk count is refused (the
+ * blob then starts over), not trusted. */
+static void test_absurd_header(void **state)
+{
+	(void)state;
+	const char *bad[] = {
+		"prepull-journal 1 " BLOB " 250 9223372036854775799\n",
+		"prepull-journal 1 " BLOB " 250 0\n",
+		"prepull-journal 1 " BLOB " 2199023255553 1048576\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char path[] = "/tmp/prepull-test-journal-XXXXXX";
+		int fd = mkstemp(path);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, bad[i], strlen(bad[i])), (ssize_t)strlen(bad[i]));
+		close(fd);
+		struct pp_journal j = {0};
+		struct pp_error err = {0};
+		assert_true(pp_journal_load(&j, path, &err) < 0);
+		assert_non_null(strstr(err.msg, "malformed header"));
+		pp_journal_free(&j);
+		unlink(path);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_later_line_wins),
 		cmocka_unit_test(test_torn_and_bad_lines),
+		cmocka_unit_test(test_absurd_header),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
