@@ -225,6 +225,7 @@ static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
 			}
 			if (complete) {
 				img->already_complete = true;
+				img->planned = true;
 				img->done_bytes = img->total_bytes;
 				continue;
 			}
@@ -260,6 +261,7 @@ static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
 			img->pending++;
 			pp_progress_plan(run.progress, d->size);
 		}
+		img->planned = !img->failed;
 	}
 
 	int r = pp_should_stop() ? 0 : pp_engine_run(engine, &err);
@@ -280,8 +282,8 @@ static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
 			failed++; /* reported when it happened */
 			continue;
 		}
-		if (!img->manifest_digest || img->pending > 0)
-			continue; /* stopped early */
+		if (!img->planned || img->pending > 0)
+			continue; /* stopped early: resolved in part, or blobs missing */
 		pp_error_clear(&err);
 		if (!img->already_complete &&
 		    run.store->ops->register_image(run.store, img, &err) < 0) {

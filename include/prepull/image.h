@@ -39,6 +39,7 @@ struct pp_image {
 	int64_t done_bytes;    /* of those, in the store */
 	int pending;           /* layers not yet in the store */
 	bool already_complete; /* the store had the whole image */
+	bool planned;          /* resolved, and its blobs handed to the engine */
 	bool failed;
 	struct pp_error err;
 };
