@@ -34,6 +34,7 @@
 #define ERROR_BODY_MAX 4096
 #define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
 #define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
+#define RETRY_AFTER_MAX 120.0  /* longest wait a Retry-After gets */
 #define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
 
 volatile int pp_stop_requested;
@@ -1167,6 +1168,8 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, CURLcode rc)
 	double wait = (status == 429 || status == 503) && x->resp.retry_after >= 0
 			      ? x->resp.retry_after
 			      : pp_backoff(b->chunks[ci].attempts);
+	if (wait > RETRY_AFTER_MAX)
+		wait = RETRY_AFTER_MAX; /* a server's word, not a reason to wait for ever */
 	retry_chunk(e, b, ci, wait, &err);
 }
 
@@ -1393,9 +1396,7 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 			timeout_ms = 0;
 		} else if (e->n_xfers == 0 && wake > 0) {
 			double d = wake - pp_now();
-			timeout_ms = d <= 0 ? 0 : (int)(d * 1000) + 1;
-			if (timeout_ms > 1000)
-				timeout_ms = 1000;
+			timeout_ms = d <= 0 ? 0 : d >= 1 ? 1000 : (int)(d * 1000) + 1;
 		}
 		curl_multi_poll(e->multi, NULL, 0, timeout_ms, NULL);
 	}

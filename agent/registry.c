@@ -199,9 +199,14 @@ int pp_http_status_error(struct pp_error *err, const struct pp_http_response *re
 		json_t *first = json_is_array(errors) ? json_array_get(errors, 0) : NULL;
 		const char *code = json_string_value(json_object_get(first, "code"));
 		const char *msg = json_string_value(json_object_get(first, "message"));
-		if (code || msg)
-			snprintf(detail, sizeof(detail), ": %s%s%s", code ? code : "",
-				 code && msg ? " " : "", msg ? msg : "");
+		if (code || msg) {
+			/* Server text, shown in our messages: no control characters. */
+			char c[128], m[300];
+			snprintf(detail, sizeof(detail), ": %s%s%s",
+				 code ? pp_printable(c, sizeof(c), code) : "",
+				 code && msg ? " " : "",
+				 msg ? pp_printable(m, sizeof(m), msg) : "");
+		}
 		json_decref(root);
 	}
 	int code = PP_EGENERIC;
@@ -357,6 +362,13 @@ static int fetch_token(struct pp_registry *reg, const char *repo, struct pp_erro
 				   c->realm);
 		goto done;
 	}
+	if (strpbrk(tok, "\r\n")) {
+		/* It goes into a header line as it is. */
+		json_decref(root);
+		ret = pp_error_set(err, PP_EPROTO,
+				   "token server %s answered a token with a line break", c->realm);
+		goto done;
+	}
 	json_t *exp = json_object_get(root, "expires_in");
 	double expires_in = json_is_integer(exp) ? (double)json_integer_value(exp) : 60;
 	if (expires_in < 60)
@@ -450,13 +462,19 @@ int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 	return 0;
 }
 
+/* Sleeps s seconds, in slices, so a signal or the deadline cuts it short. */
 static void sleep_seconds(double s)
 {
-	if (s <= 0)
-		return;
-	struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	double until = pp_now() + s;
+	while (!pp_should_stop()) {
+		double left = until - pp_now();
+		if (left <= 0)
+			return;
+		if (left > 0.2)
+			left = 0.2;
+		struct timespec ts = {0, (long)(left * 1e9)};
+		nanosleep(&ts, NULL);
+	}
 }
 
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
@@ -493,6 +511,8 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)reg->opts->stall_seconds);
 		CURLcode rc = curl_easy_perform(h);
+		long redirects = 0;
+		curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects);
 		curl_slist_free_all(hdrs);
 		curl_easy_cleanup(h);
 
@@ -507,7 +527,9 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 			    err->code == PP_EDEADLINE)
 				return err->code;
 			wait = pp_backoff(attempt);
-		} else if (resp->status == 401 && auth_tries++ < 2) {
+		} else if (resp->status == 401 && redirects == 0 && auth_tries++ < 2) {
+			/* Only the registry's own challenge: one from a redirect
+			 * target would send our credentials wherever it names. */
 			r = pp_registry_unauthorized(reg, repo, resp->www_authenticate, authz, err);
 			if (r < 0)
 				return r;

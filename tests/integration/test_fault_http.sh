@@ -93,3 +93,26 @@ ok "persistent 503: the blob was not committed"
 assert_store_clean "$STORE" "persistent 503"
 assert_no_index_entry "$STORE" "persistent 503"
 assert_num "$(awk -v s="$SECS" 'BEGIN { print (s < 20) }')" -eq 1 "persistent 503 with Retry-After: 0 gives up in ${SECS}s (< 20s)"
+
+# ---- an absurd Retry-After: the wait is capped (120 s) and a stop cuts it short, both
+# for a blob range (the engine) and for the config (a registry request).  An image
+# stopped before its config arrived is not registered: nothing (no empty config) is
+# written for it.
+CONFIG=$(img_field v1 'o["platforms"]["linux/amd64"]["config"]')
+for what in blob config; do
+  target=$BIG
+  [ "$what" = config ] && target=$CONFIG
+  N=$((N + 1))
+  fs_rules "{\"rules\": [{\"path\": \"$target\", \"fault\": \"status\", \"status\": 503, \"retry_after\": 99999999999, \"count\": -1}]}"
+  start_prepull_bg pull --store "oci:$T/oci-$N" --state-dir "$T/state-$N" -j "$CONNS" --chunk-size "$CHUNK" "$REF"
+  wait_until 20 grep -q "retry" "$PP_ERRF" || fail "Retry-After $what: no retry announced"
+  assert_contains "$(cat "$PP_ERRF")" "in 120\.0 s" "Retry-After $what: the wait is capped at 120 s"
+  t0=$(date +%s.%N)
+  kill_prepull TERM
+  secs=$(elapsed_since "$t0")
+  assert_eq 1 "$RC" "Retry-After $what: SIGTERM during the wait exits 1"
+  assert_num "$(awk -v s="$secs" 'BEGIN { print (s < 3) }')" -eq 1 "Retry-After $what: stopped ${secs}s after SIGTERM (< 3 s)"
+  assert_store_clean "$T/oci-$N" "Retry-After $what"
+  assert_no_index_entry "$T/oci-$N" "Retry-After $what"
+  assert_not_contains "$(cat "$PP_ERRF")" ": done" "Retry-After $what: the stopped image is not reported done"
+done

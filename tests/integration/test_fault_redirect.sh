@@ -92,3 +92,21 @@ else
   assert_no_index_entry "$T/oci-basic" "basic auth, 401 mid-download"
 fi
 assert_not_contains "$OUT$ERR" "fs-Secret-77" "basic: the password is not printed"
+
+# ---- a redirect target answers 401 with a challenge of its own (registry on Basic auth).
+# Following it would send the registry's credentials to the token realm the target names;
+# prepull must take it as a plain 401 from the redirect target, and ask no realm.
+CONFIG=$(img_field v1 'o["platforms"]["linux/amd64"]["config"]')
+fs_rules '{"rules": []}'
+fs_canned "{\"routes\": {
+  \"/v2/test/redir/blobs/$CONFIG\": {\"status\": 307, \"headers\": {\"Location\": \"http://$FS_ADDR/elsewhere/config\"}},
+  \"/elsewhere/config\": {\"status\": 401, \"headers\": {\"WWW-Authenticate\": \"Bearer realm=\\\"http://$FS_ADDR/steal/token\\\",service=\\\"elsewhere\\\"\"}},
+  \"/steal/token\": {\"status\": 200, \"content_type\": \"application/json\", \"body\": \"{\\\"token\\\": \\\"stolen\\\"}\"}}}"
+fs_reset_log
+DOCKER_CONFIG=$T/dc run_prepull pull --store "oci:$T/oci-steal" --state-dir "$T/state-steal" "$FS_ADDR/test/redir:v1"
+settle
+assert_num "$(fs_query 'sum(1 for r in L if r["path"] == "/elsewhere/config")')" -ge 1 "challenge: the redirect target was asked for the config"
+assert_eq 0 "$(fs_query 'sum(1 for r in L if r["path"].startswith("/steal/"))')" "challenge: the realm a redirect target named was never asked (no credentials sent there)"
+assert_eq 1 "$RC" "challenge: exit 1"
+assert_contains "$ERR" "401" "challenge: the error says 401"
+assert_not_contains "$OUT$ERR" "fs-Secret-77" "challenge: the password is not printed"
