@@ -2,6 +2,7 @@
  * own small function with the same bounds as the command-line option of
  * the same name, and every message names the file and the key. */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -266,29 +267,20 @@ int pp_config_load(struct pp_config *cfg, const char *path, struct pp_options *o
 		   struct pp_error *err)
 {
 	struct pp_buf text = {.limit = CONFIG_MAX_BYTES};
-	FILE *f = fopen(path, "re");
-	if (!f) {
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
 		memset(cfg, 0, sizeof(*cfg));
 		return pp_error_set(err, PP_ENOTFOUND, "config %s: cannot read: %s", path,
 				    strerror(errno));
 	}
-	char buf[8192];
-	size_t n;
-	int r = 0;
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		if (pp_buf_append(&text, buf, n) < 0) {
-			r = -1;
-			break;
-		}
-	bool read_error = ferror(f);
-	fclose(f);
-	if (r < 0 || read_error) {
+	if (pp_buf_read_fd(&text, fd) < 0) {
+		bool too_big = errno == EFBIG;
 		memset(cfg, 0, sizeof(*cfg));
 		pp_buf_free(&text);
 		return pp_error_set(err, PP_EUSAGE, "config %s: %s", path,
-				    read_error ? "read error" : "larger than 1 MiB");
+				    too_big ? "larger than 1 MiB" : "read error");
 	}
-	r = pp_config_parse(cfg, path, text.data ? text.data : "", text.len, opts, err);
+	int r = pp_config_parse(cfg, path, text.data ? text.data : "", text.len, opts, err);
 	pp_buf_free(&text);
 	return r;
 }

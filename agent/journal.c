@@ -121,19 +121,11 @@ int pp_journal_load(struct pp_journal *out, const char *path, struct pp_error *e
 		return pp_error_errno(err, "open %s", path);
 	}
 	struct pp_buf b = {.limit = PP_JOURNAL_MAX_BYTES};
-	char tmp[65536];
-	ssize_t n;
-	while ((n = read(fd, tmp, sizeof(tmp))) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			pp_buf_free(&b);
-			return pp_error_errno(err, "read %s", path);
-		}
-		if (pp_buf_append(&b, tmp, (size_t)n) < 0) {
-			pp_buf_free(&b);
-			return pp_error_set(err, PP_EPROTO, "%s: journal too large", path);
-		}
+	if (pp_buf_read_fd(&b, fd) < 0) {
+		int r = errno == EFBIG ? pp_error_set(err, PP_EPROTO, "%s: journal too large", path)
+				       : pp_error_errno(err, "read %s", path);
+		pp_buf_free(&b);
+		return r;
 	}
 	int r = pp_journal_parse(out, b.data ? b.data : "", b.len, err);
 	pp_buf_free(&b);

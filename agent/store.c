@@ -142,20 +142,12 @@ int pp_blob_dir_read(const char *blob_dir, const char *digest, int64_t max, char
 	if (fd < 0)
 		return pp_error_errno(err, "open %s", p);
 	struct pp_buf b = {.limit = (size_t)max};
-	char tmp[65536];
-	ssize_t n;
-	while ((n = read(fd, tmp, sizeof(tmp))) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			pp_buf_free(&b);
-			return pp_error_errno(err, "read %s", p);
-		}
-		if (pp_buf_append(&b, tmp, (size_t)n) < 0) {
-			pp_buf_free(&b);
-			return pp_error_set(err, PP_EIO, "%s is larger than %lld bytes", p,
-					    (long long)max);
-		}
+	if (pp_buf_read_fd(&b, fd) < 0) {
+		int r = errno == EFBIG ? pp_error_set(err, PP_EIO, "%s is larger than %lld bytes",
+						      p, (long long)max)
+				       : pp_error_errno(err, "read %s", p);
+		pp_buf_free(&b);
+		return r;
 	}
 	*out = b.data ? b.data : pp_xstrdup("");
 	*len = b.len;
@@ -180,4 +172,30 @@ int pp_blob_dir_put(const char *blob_dir, const char *digest, const void *data, 
 		return 0;
 	cleanup_free char *p = pp_blob_dir_path(blob_dir, digest);
 	return pp_write_file_atomic(p, data, len, err);
+}
+
+int pp_store_dir_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
+			  struct pp_error *err)
+{
+	(void)err;
+	*out = pp_blob_dir_has(s->blob_dir, digest, size);
+	return 0;
+}
+
+int pp_store_dir_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out,
+			   size_t *len, struct pp_error *err)
+{
+	return pp_blob_dir_read(s->blob_dir, digest, max, out, len, err);
+}
+
+int pp_store_dir_commit_file(struct pp_store *s, const char *digest, const char *path,
+			     struct pp_error *err)
+{
+	return pp_blob_dir_commit(s->blob_dir, digest, path, err);
+}
+
+int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
+			  struct pp_error *err)
+{
+	return pp_blob_dir_put(s->blob_dir, digest, data, len, err);
 }

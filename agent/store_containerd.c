@@ -254,13 +254,6 @@ static int ctd_has_blob(struct pp_store *s, const char *digest, int64_t size, bo
 	return 0;
 }
 
-static int ctd_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out,
-			 size_t *len, struct pp_error *err)
-{
-	const struct ctd *c = s->priv;
-	return pp_blob_dir_read(c->blob_dir, digest, max, out, len, err);
-}
-
 /* Marks a layer present in every image that has it; wakes the worker. */
 static void mark_present(struct ctd *c, const char *digest)
 {
@@ -860,7 +853,7 @@ static void ctd_free(struct pp_store *s)
 static const struct pp_store_ops ctd_ops = {
 	.name = "containerd",
 	.has_blob = ctd_has_blob,
-	.read_blob = ctd_read_blob,
+	.read_blob = pp_store_dir_read_blob,
 	.commit_file = ctd_commit_file,
 	.put_blob = ctd_put_blob,
 	.prepare_image = ctd_prepare_image,
@@ -1066,6 +1059,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	if ((r = introspect(c, err)) < 0)
 		goto fail;
 	c->blob_dir = pp_xasprintf("%s/blobs/sha256", c->content_root);
+	s->blob_dir = c->blob_dir;
 	if (pp_mkdir_p(c->blob_dir, 0755) < 0 || access(c->blob_dir, W_OK) < 0) {
 		r = errno == EACCES
 			    ? pp_error_set(err, PP_EAUTH,

@@ -79,35 +79,6 @@ static struct blob_use *find_use(struct docker *k, const char *digest, bool add)
 	return &k->uses[k->n_uses++];
 }
 
-static int docker_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
-			   struct pp_error *err)
-{
-	struct docker *k = s->priv;
-	*out = pp_blob_dir_has(k->blob_dir, digest, size);
-	return 0;
-}
-
-static int docker_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out,
-			    size_t *len, struct pp_error *err)
-{
-	struct docker *k = s->priv;
-	return pp_blob_dir_read(k->blob_dir, digest, max, out, len, err);
-}
-
-static int docker_commit_file(struct pp_store *s, const char *digest, const char *path,
-			      struct pp_error *err)
-{
-	struct docker *k = s->priv;
-	return pp_blob_dir_commit(k->blob_dir, digest, path, err);
-}
-
-static int docker_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
-			   struct pp_error *err)
-{
-	struct docker *k = s->priv;
-	return pp_blob_dir_put(k->blob_dir, digest, data, len, err);
-}
-
 /* "name:tag" as docker shows it, or NULL for a reference without a tag
  * (docker load takes no digest references). */
 static char *repo_tag(const struct pp_image *img)
@@ -567,11 +538,11 @@ static void docker_free(struct pp_store *s)
 
 static const struct pp_store_ops docker_ops = {
 	.name = "docker",
-	.has_blob = docker_has_blob,
+	.has_blob = pp_store_dir_has_blob,
 	.has_layer = docker_has_layer,
-	.read_blob = docker_read_blob,
-	.commit_file = docker_commit_file,
-	.put_blob = docker_put_blob,
+	.read_blob = pp_store_dir_read_blob,
+	.commit_file = pp_store_dir_commit_file,
+	.put_blob = pp_store_dir_put_blob,
 	.prepare_image = docker_prepare_image,
 	.register_image = docker_register_image,
 	.free = docker_free,
@@ -660,6 +631,7 @@ int pp_store_docker_open(struct pp_store **out, const char *socket, const struct
 	struct pp_store *s = pp_xcalloc(1, sizeof(*s));
 	s->ops = &docker_ops;
 	s->priv = k;
+	s->blob_dir = k->blob_dir;
 	s->desc = pp_xasprintf("docker:%s", d->socket);
 	if (pp_mkdir_p(k->blob_dir, 0755) < 0) {
 		r = pp_error_errno(err, "create %s", k->blob_dir);

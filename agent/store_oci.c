@@ -24,35 +24,6 @@ struct oci {
 	char *blob_dir;
 };
 
-static int oci_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
-			struct pp_error *err)
-{
-	struct oci *o = s->priv;
-	*out = pp_blob_dir_has(o->blob_dir, digest, size);
-	return 0;
-}
-
-static int oci_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out,
-			 size_t *len, struct pp_error *err)
-{
-	struct oci *o = s->priv;
-	return pp_blob_dir_read(o->blob_dir, digest, max, out, len, err);
-}
-
-static int oci_commit_file(struct pp_store *s, const char *digest, const char *path,
-			   struct pp_error *err)
-{
-	struct oci *o = s->priv;
-	return pp_blob_dir_commit(o->blob_dir, digest, path, err);
-}
-
-static int oci_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
-			struct pp_error *err)
-{
-	struct oci *o = s->priv;
-	return pp_blob_dir_put(o->blob_dir, digest, data, len, err);
-}
-
 static json_t *platform_json(const struct pp_platform *p)
 {
 	json_t *j = json_pack("{s:s, s:s}", "architecture", p->arch, "os", p->os);
@@ -66,14 +37,14 @@ static int oci_register_image(struct pp_store *s, const struct pp_image *img, st
 	struct oci *o = s->priv;
 	int r;
 	/* Everything the entry points at goes in first, byte-exact as fetched. */
-	if ((r = oci_put_blob(s, img->manifest.config.digest, img->config_bytes.data,
-			      img->config_bytes.len, err)) < 0 ||
-	    (r = oci_put_blob(s, img->manifest_digest, img->manifest_bytes.data,
-			      img->manifest_bytes.len, err)) < 0)
+	if ((r = pp_store_dir_put_blob(s, img->manifest.config.digest, img->config_bytes.data,
+				       img->config_bytes.len, err)) < 0 ||
+	    (r = pp_store_dir_put_blob(s, img->manifest_digest, img->manifest_bytes.data,
+				       img->manifest_bytes.len, err)) < 0)
 		return r;
 	if (strcmp(img->top_digest, img->manifest_digest) != 0 &&
-	    (r = oci_put_blob(s, img->top_digest, img->top_bytes.data, img->top_bytes.len, err)) <
-		    0)
+	    (r = pp_store_dir_put_blob(s, img->top_digest, img->top_bytes.data, img->top_bytes.len,
+				       err)) < 0)
 		return r;
 
 	/* Read-modify-write of index.json under a lock, so two prepull runs
@@ -125,10 +96,10 @@ static void oci_free(struct pp_store *s)
 
 static const struct pp_store_ops oci_ops = {
 	.name = "oci",
-	.has_blob = oci_has_blob,
-	.read_blob = oci_read_blob,
-	.commit_file = oci_commit_file,
-	.put_blob = oci_put_blob,
+	.has_blob = pp_store_dir_has_blob,
+	.read_blob = pp_store_dir_read_blob,
+	.commit_file = pp_store_dir_commit_file,
+	.put_blob = pp_store_dir_put_blob,
 	.register_image = oci_register_image,
 	.free = oci_free,
 };
@@ -171,6 +142,7 @@ int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_op
 	struct pp_store *s = pp_xcalloc(1, sizeof(*s));
 	s->ops = &oci_ops;
 	s->priv = o;
+	s->blob_dir = o->blob_dir;
 	s->desc = pp_xasprintf("oci:%s", abs);
 	int r = 0;
 	cleanup_free char *layout = pp_xasprintf("%s/oci-layout", abs);

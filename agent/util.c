@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static void oom(void)
 {
@@ -79,6 +80,24 @@ int pp_buf_append(struct pp_buf *b, const void *p, size_t n)
 	b->len += n;
 	b->data[b->len] = '\0';
 	return 0;
+}
+
+int pp_buf_read_fd(struct pp_buf *b, int fd)
+{
+	char tmp[65536];
+	for (;;) {
+		ssize_t n = read(fd, tmp, sizeof(tmp));
+		if (n == 0)
+			return 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (pp_buf_append(b, tmp, (size_t)n) < 0) {
+			errno = EFBIG;
+			return -1;
+		}
+	}
 }
 
 void pp_buf_free(struct pp_buf *b)

@@ -50,8 +50,9 @@ struct pp_store_ops {
 
 struct pp_store {
 	const struct pp_store_ops *ops;
-	char *desc;      /* "oci:/abs/dir", shown to the user */
-	char *stage_dir; /* where partial files go: same filesystem as the blobs */
+	char *desc;           /* "oci:/abs/dir", shown to the user */
+	char *stage_dir;      /* where partial files go: same filesystem as the blobs */
+	const char *blob_dir; /* the store's blobs/sha256, for the pp_store_dir_* ops */
 	void *priv;
 };
 
@@ -74,6 +75,16 @@ int pp_blob_dir_commit(const char *blob_dir, const char *digest, const char *pat
 /* Writes a small verified blob atomically, unless it is there already. */
 int pp_blob_dir_put(const char *blob_dir, const char *digest, const void *data, size_t len,
 		    struct pp_error *err);
+
+/* The same operations as store ops, on s->blob_dir. */
+int pp_store_dir_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
+			  struct pp_error *err);
+int pp_store_dir_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out,
+			   size_t *len, struct pp_error *err);
+int pp_store_dir_commit_file(struct pp_store *s, const char *digest, const char *path,
+			     struct pp_error *err);
+int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
+			  struct pp_error *err);
 
 /* Constructors, one per store file.  `socket` is NULL for the default. */
 int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_options *opts,

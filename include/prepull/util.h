@@ -30,6 +30,9 @@ struct pp_buf {
 
 int pp_buf_append(struct pp_buf *b, const void *p, size_t n); /* 0 or -1 (limit/ENOMEM) */
 void pp_buf_free(struct pp_buf *b);
+/* Appends all that fd has left to read.  0, or -1 with errno set (EFBIG
+ * past the buffer's limit); the buffer keeps what was read. */
+int pp_buf_read_fd(struct pp_buf *b, int fd);
 
 /* Allocation that aborts on failure: out of memory is not recoverable here. */
 void *pp_xmalloc(size_t n);
