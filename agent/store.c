@@ -199,3 +199,16 @@ int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *da
 {
 	return pp_blob_dir_put(s->blob_dir, digest, data, len, err);
 }
+
+char *pp_store_stage_dir(const char *state_dir, const char *blobs, const char *fallback,
+			 unsigned mode)
+{
+	struct stat a, b;
+	char *partial = pp_xasprintf("%s/partial", state_dir);
+	if (pp_mkdir_p(partial, 0755) == 0 && stat(partial, &a) == 0 && stat(blobs, &b) == 0 &&
+	    a.st_dev == b.st_dev)
+		return partial;
+	free(partial);
+	pp_mkdir_p(fallback, mode);
+	return pp_xstrdup(fallback);
+}

@@ -1013,23 +1013,6 @@ static int introspect(struct ctd *c, struct pp_error *err)
 	return 0;
 }
 
-/* Partial files on the content store's filesystem: the state dir's
- * partial/ when it is there, else a directory beside blobs/. */
-static char *choose_stage_dir(const char *state_dir, const char *content_root)
-{
-	struct stat a, b;
-	cleanup_free char *partial = pp_xasprintf("%s/partial", state_dir);
-	if (pp_mkdir_p(partial, 0755) == 0 && stat(partial, &a) == 0 &&
-	    stat(content_root, &b) == 0 && a.st_dev == b.st_dev) {
-		char *r = partial;
-		partial = NULL;
-		return r;
-	}
-	char *fallback = pp_xasprintf("%s/prepull-partial", content_root);
-	pp_mkdir_p(fallback, 0700);
-	return fallback;
-}
-
 int pp_store_containerd_open(struct pp_store **out, const char *socket,
 			     const struct pp_options *opts, struct pp_error *err)
 {
@@ -1071,7 +1054,9 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	}
 	if ((r = create_lease(c, err)) < 0)
 		goto fail;
-	s->stage_dir = choose_stage_dir(opts->state_dir, c->content_root);
+	char *fallback = pp_xasprintf("%s/prepull-partial", c->content_root);
+	s->stage_dir = pp_store_stage_dir(opts->state_dir, c->content_root, fallback, 0700);
+	free(fallback);
 	pp_debug("containerd: content store %s, staging in %s, lease %s", c->content_root,
 		 s->stage_dir, c->lease);
 	*out = s;

@@ -567,21 +567,6 @@ static int lock_dir(struct docker *k, struct pp_error *err)
 	return 0;
 }
 
-static char *choose_stage_dir(const char *state_dir, const char *store_dir, const char *blob_dir)
-{
-	struct stat a, b;
-	cleanup_free char *partial = pp_xasprintf("%s/partial", state_dir);
-	if (pp_mkdir_p(partial, 0755) == 0 && stat(partial, &a) == 0 && stat(blob_dir, &b) == 0 &&
-	    a.st_dev == b.st_dev) {
-		char *r = partial;
-		partial = NULL;
-		return r;
-	}
-	char *fallback = pp_xasprintf("%s/partial", store_dir);
-	pp_mkdir_p(fallback, 0755);
-	return fallback;
-}
-
 /* Docker keeps its images in containerd: the containerd store places
  * them in Docker's namespace.  The options must outlive the store, hence
  * static (one store per run). */
@@ -639,7 +624,9 @@ int pp_store_docker_open(struct pp_store **out, const char *socket, const struct
 	}
 	if ((r = lock_dir(k, err)) < 0)
 		goto fail;
-	s->stage_dir = choose_stage_dir(opts->state_dir, k->dir, k->blob_dir);
+	char *fallback = pp_xasprintf("%s/partial", k->dir);
+	s->stage_dir = pp_store_stage_dir(opts->state_dir, k->blob_dir, fallback, 0755);
+	free(fallback);
 	pp_debug("Docker %s (API %d.%d, classic image store%s)", d->version, d->api_major,
 		 d->api_minor, d->zstd_layers ? "" : ", zstd layers decompressed for it");
 	*out = s;

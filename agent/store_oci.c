@@ -112,22 +112,6 @@ static int ensure_file(const char *path, const char *content, struct pp_error *e
 	return pp_write_file_atomic(path, content, strlen(content), err);
 }
 
-/* Partial files must be on the blobs' filesystem, so committing is a rename. */
-static char *choose_stage_dir(const char *state_dir, const char *layout_dir, const char *blob_dir)
-{
-	struct stat a, b;
-	cleanup_free char *partial = pp_xasprintf("%s/partial", state_dir);
-	if (pp_mkdir_p(partial, 0755) == 0 && stat(partial, &a) == 0 && stat(blob_dir, &b) == 0 &&
-	    a.st_dev == b.st_dev) {
-		char *r = partial;
-		partial = NULL;
-		return r;
-	}
-	char *fallback = pp_xasprintf("%s/.prepull-partial", layout_dir);
-	pp_mkdir_p(fallback, 0755);
-	return fallback;
-}
-
 int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_options *opts,
 		      struct pp_error *err)
 {
@@ -157,7 +141,9 @@ int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_op
 			     "vnd.oci.image.index.v1+json\",\"manifests\":[]}",
 			     err)) < 0)
 		goto fail;
-	s->stage_dir = choose_stage_dir(opts->state_dir, abs, o->blob_dir);
+	char *fallback = pp_xasprintf("%s/.prepull-partial", abs);
+	s->stage_dir = pp_store_stage_dir(opts->state_dir, o->blob_dir, fallback, 0755);
+	free(fallback);
 	*out = s;
 	return 0;
 fail:

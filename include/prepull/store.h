@@ -76,6 +76,12 @@ int pp_blob_dir_commit(const char *blob_dir, const char *digest, const char *pat
 int pp_blob_dir_put(const char *blob_dir, const char *digest, const void *data, size_t len,
 		    struct pp_error *err);
 
+/* Where a store's partial files go: they must be on the filesystem of
+ * `blobs` so that committing is a rename.  <state_dir>/partial when it is,
+ * else `fallback` (created with `mode`).  Caller frees. */
+char *pp_store_stage_dir(const char *state_dir, const char *blobs, const char *fallback,
+			 unsigned mode);
+
 /* The same operations as store ops, on s->blob_dir. */
 int pp_store_dir_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
 			  struct pp_error *err);
