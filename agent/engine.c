@@ -34,7 +34,6 @@
 #define ERROR_BODY_MAX 4096
 #define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
 #define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
-#define RETRY_AFTER_MAX 120.0  /* longest wait a Retry-After gets */
 #define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
 
 volatile int pp_stop_requested;
@@ -1168,8 +1167,6 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, CURLcode rc)
 	double wait = (status == 429 || status == 503) && x->resp.retry_after >= 0
 			      ? x->resp.retry_after
 			      : pp_backoff(b->chunks[ci].attempts);
-	if (wait > RETRY_AFTER_MAX)
-		wait = RETRY_AFTER_MAX; /* a server's word, not a reason to wait for ever */
 	retry_chunk(e, b, ci, wait, &err);
 }
 

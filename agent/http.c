@@ -81,14 +81,14 @@ double pp_parse_retry_after(const char *value)
 		while (*end == ' ')
 			end++;
 		if (*end == '\0' && s >= 0)
-			return (double)s;
+			return s > PP_RETRY_AFTER_MAX ? PP_RETRY_AFTER_MAX : (double)s;
 		return -1;
 	}
 	time_t when = curl_getdate(value, NULL);
 	if (when < 0)
 		return -1;
 	double d = difftime(when, time(NULL));
-	return d < 0 ? 0 : d;
+	return d < 0 ? 0 : d > PP_RETRY_AFTER_MAX ? PP_RETRY_AFTER_MAX : d;
 }
 
 static int parse_i64(const char **p, int64_t *out)

@@ -545,8 +545,6 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 			return err->code;
 		if (pp_deadline_at > 0 && pp_now() + wait > pp_deadline_at)
 			wait = pp_deadline_at - pp_now();
-		if (wait > 120)
-			wait = 120;
 		pp_warn("%s: %s; retrying in %.1f s", url, err->msg, wait);
 		sleep_seconds(wait);
 	}

@@ -32,7 +32,12 @@ void pp_http_response_reset(struct pp_http_response *r);
  * Resets on each new status line so redirects leave only the last one. */
 size_t pp_http_header_cb(char *buf, size_t size, size_t n, void *userdata);
 
-/* Parses Retry-After (delta-seconds or HTTP-date); -1 when unparseable. */
+/* The longest wait a Retry-After gets: a server's word, not a reason to
+ * wait for ever (or to overflow a timeout). */
+#define PP_RETRY_AFTER_MAX 120.0
+
+/* Parses Retry-After (delta-seconds or HTTP-date) into seconds, at most
+ * PP_RETRY_AFTER_MAX; -1 when unparseable. */
 double pp_parse_retry_after(const char *value);
 
 /* Parses "bytes a-b/total" ("*" total allowed as -1).  0 or PP_EPROTO. */
