@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "prepull/docker_api.h"
-#include "prepull/engine.h"
+#include "prepull/stop.h"
 #include "prepull/error.h"
 #include "prepull/log.h"
 #include "prepull/util.h"

@@ -14,11 +14,13 @@
 #include "prepull/digest.h"
 #include "prepull/engine.h"
 #include "prepull/error.h"
+#include "prepull/http.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/progress.h"
 #include "prepull/registry.h"
+#include "prepull/stop.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
 
@@ -35,14 +37,6 @@
 #define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
 #define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
 #define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
-
-volatile int pp_stop_requested;
-double pp_deadline_at;
-
-bool pp_should_stop(void)
-{
-	return pp_stop_requested || (pp_deadline_at > 0 && pp_now() >= pp_deadline_at);
-}
 
 enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
 
@@ -549,7 +543,7 @@ static int open_blob(struct pp_engine *e, struct blob *b, struct pp_error *err)
 		return 2;
 	}
 	bool have = false;
-	int r = e->store->ops->has_blob(e->store, b->digest, b->size, &have, err);
+	int r = pp_store_has_blob(e->store, b->digest, b->size, &have, err);
 	if (r < 0 || have) {
 		if (have) {
 			unlink(b->journal); /* while still locked: nobody works on these */
@@ -666,7 +660,7 @@ static void commit_blob(struct pp_engine *e, struct blob *b)
 		fail_blob(e, b, &err);
 		return;
 	}
-	if (e->store->ops->commit_file(e->store, b->digest, b->partial, &err) < 0) {
+	if (pp_store_commit_file(e->store, b->digest, b->partial, &err) < 0) {
 		pp_error_wrap(&err, "blob %s", pp_short_digest(b->digest));
 		fail_blob(e, b, &err);
 		return;
@@ -1272,8 +1266,7 @@ static void activate(struct pp_engine *e, struct blob *b, double now)
 	struct pp_error err = {0};
 	if (b->held_by) {
 		bool have = false;
-		if (e->store->ops->has_blob(e->store, b->digest, b->size, &have, &err) == 0 &&
-		    have) {
+		if (pp_store_has_blob(e->store, b->digest, b->size, &have, &err) == 0 && have) {
 			pp_info("blob %s: committed by the other prepull run",
 				pp_short_digest(b->digest));
 			b->state = BLOB_DONE;

@@ -1,11 +1,13 @@
 /* Pieces of HTTP shared by the registry client and the fetch engine:
  * response header capture and the parsers for the headers we act on. */
 #include <ctype.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "prepull/error.h"
-#include "prepull/registry.h"
+#include "prepull/http.h"
+#include "prepull/stop.h"
 #include "prepull/util.h"
 
 void pp_http_response_reset(struct pp_http_response *r)
@@ -133,4 +135,56 @@ int pp_parse_content_range(const char *value, int64_t *start, int64_t *end, int6
 bad:
 	return pp_error_set(err, PP_EPROTO, "malformed Content-Range \"%.80s\"",
 			    value ? value : "");
+}
+
+int pp_curl_error(struct pp_error *err, CURLcode rc, const char *errbuf, const char *url)
+{
+	const char *detail = (errbuf && *errbuf) ? errbuf : curl_easy_strerror(rc);
+	if (rc == CURLE_ABORTED_BY_CALLBACK && pp_stop_requested)
+		return pp_error_set(err, PP_EINTR, "interrupted; run again to resume");
+	if (rc == CURLE_ABORTED_BY_CALLBACK && pp_should_stop())
+		return pp_error_set(err, PP_EDEADLINE,
+				    "deadline reached; progress kept for the next run");
+	switch (rc) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CERTPROBLEM:
+		return pp_error_set(
+			err, PP_ETLS,
+			"TLS error talking to %s: %s (trust a private CA with --ca-cert "
+			"FILE, or skip verification with --insecure)",
+			url, detail);
+	default:
+		return pp_error_set(err, PP_ENET, "%s: %s", url, detail);
+	}
+}
+
+int pp_http_status_error(struct pp_error *err, const struct pp_http_response *resp)
+{
+	char detail[512] = "";
+	if (resp->body.len) {
+		json_t *root = json_loadb(resp->body.data, resp->body.len, 0, NULL);
+		json_t *errors = root ? json_object_get(root, "errors") : NULL;
+		json_t *first = json_is_array(errors) ? json_array_get(errors, 0) : NULL;
+		const char *code = json_string_value(json_object_get(first, "code"));
+		const char *msg = json_string_value(json_object_get(first, "message"));
+		if (code || msg) {
+			/* Server text, shown in our messages: no control characters. */
+			char c[128], m[300];
+			snprintf(detail, sizeof(detail), ": %s%s%s",
+				 code ? pp_printable(c, sizeof(c), code) : "",
+				 code && msg ? " " : "",
+				 msg ? pp_printable(m, sizeof(m), msg) : "");
+		}
+		json_decref(root);
+	}
+	int code = PP_EGENERIC;
+	if (resp->status == 404)
+		code = PP_ENOTFOUND;
+	else if (resp->status == 401 || resp->status == 403)
+		code = PP_EAUTH;
+	pp_error_set(err, code, "HTTP %ld%s", resp->status, detail);
+	err->http_status = resp->status;
+	return code;
 }

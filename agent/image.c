@@ -4,6 +4,7 @@
 
 #include "prepull/digest.h"
 #include "prepull/error.h"
+#include "prepull/http.h"
 #include "prepull/image.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
@@ -82,13 +83,13 @@ static int get_config(struct pp_image *img, struct pp_store *store, struct pp_er
 		return pp_error_set(err, PP_EUNSUPPORTED, "config %s is %lld bytes (limit %d)",
 				    c->digest, (long long)c->size, CONFIG_MAX_BYTES);
 	bool have = false;
-	int r = store->ops->has_blob(store, c->digest, c->size, &have, err);
+	int r = pp_store_has_blob(store, c->digest, c->size, &have, err);
 	if (r < 0)
 		return r;
 	if (have) {
 		char *data = NULL;
 		size_t len = 0;
-		r = store->ops->read_blob(store, c->digest, CONFIG_MAX_BYTES, &data, &len, err);
+		r = pp_store_read_blob(store, c->digest, CONFIG_MAX_BYTES, &data, &len, err);
 		if (r < 0)
 			return r;
 		pp_buf_append(&img->config_bytes, data, len);

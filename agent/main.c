@@ -21,6 +21,7 @@
 #include "prepull/progress.h"
 #include "prepull/reference.h"
 #include "prepull/registry.h"
+#include "prepull/stop.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
 
@@ -217,18 +218,16 @@ static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
 			continue;
 		}
 		pp_progress_resolved(run.progress, img);
-		if (run.store->ops->prepare_image) {
-			bool complete = false;
-			if (run.store->ops->prepare_image(run.store, img, &complete, &err) < 0) {
-				image_fail(&run, img, &err);
-				continue;
-			}
-			if (complete) {
-				img->already_complete = true;
-				img->planned = true;
-				img->done_bytes = img->total_bytes;
-				continue;
-			}
+		bool complete = false;
+		if (pp_store_prepare_image(run.store, img, &complete, &err) < 0) {
+			image_fail(&run, img, &err);
+			continue;
+		}
+		if (complete) {
+			img->already_complete = true;
+			img->planned = true;
+			img->done_bytes = img->total_bytes;
+			continue;
 		}
 		const struct pp_descriptor *cfg = &img->manifest.config;
 		img->done_bytes = cfg->size;
@@ -240,10 +239,7 @@ static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
 		for (size_t l = 0; l < img->manifest.n_layers; l++) {
 			const struct pp_descriptor *d = &img->manifest.layers[l];
 			bool have = false;
-			int hr = run.store->ops->has_layer
-					 ? run.store->ops->has_layer(run.store, img, l, &have, &err)
-					 : run.store->ops->has_blob(run.store, d->digest, d->size,
-								    &have, &err);
+			int hr = pp_store_has_layer(run.store, img, l, &have, &err);
 			if (hr < 0) {
 				image_fail(&run, img, &err);
 				break;
@@ -285,8 +281,7 @@ static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
 		if (!img->planned || img->pending > 0)
 			continue; /* stopped early: resolved in part, or blobs missing */
 		pp_error_clear(&err);
-		if (!img->already_complete &&
-		    run.store->ops->register_image(run.store, img, &err) < 0) {
+		if (!img->already_complete && pp_store_register_image(run.store, img, &err) < 0) {
 			image_fail(&run, img, &err);
 			failed++;
 			continue;

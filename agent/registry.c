@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "prepull/auth.h"
-#include "prepull/engine.h"
+#include "prepull/stop.h"
 #include "prepull/error.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
@@ -165,58 +165,6 @@ void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h)
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
-}
-
-int pp_curl_error(struct pp_error *err, CURLcode rc, const char *errbuf, const char *url)
-{
-	const char *detail = (errbuf && *errbuf) ? errbuf : curl_easy_strerror(rc);
-	if (rc == CURLE_ABORTED_BY_CALLBACK && pp_stop_requested)
-		return pp_error_set(err, PP_EINTR, "interrupted; run again to resume");
-	if (rc == CURLE_ABORTED_BY_CALLBACK && pp_should_stop())
-		return pp_error_set(err, PP_EDEADLINE,
-				    "deadline reached; progress kept for the next run");
-	switch (rc) {
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_SSL_CERTPROBLEM:
-		return pp_error_set(
-			err, PP_ETLS,
-			"TLS error talking to %s: %s (trust a private CA with --ca-cert "
-			"FILE, or skip verification with --insecure)",
-			url, detail);
-	default:
-		return pp_error_set(err, PP_ENET, "%s: %s", url, detail);
-	}
-}
-
-int pp_http_status_error(struct pp_error *err, const struct pp_http_response *resp)
-{
-	char detail[512] = "";
-	if (resp->body.len) {
-		json_t *root = json_loadb(resp->body.data, resp->body.len, 0, NULL);
-		json_t *errors = root ? json_object_get(root, "errors") : NULL;
-		json_t *first = json_is_array(errors) ? json_array_get(errors, 0) : NULL;
-		const char *code = json_string_value(json_object_get(first, "code"));
-		const char *msg = json_string_value(json_object_get(first, "message"));
-		if (code || msg) {
-			/* Server text, shown in our messages: no control characters. */
-			char c[128], m[300];
-			snprintf(detail, sizeof(detail), ": %s%s%s",
-				 code ? pp_printable(c, sizeof(c), code) : "",
-				 code && msg ? " " : "",
-				 msg ? pp_printable(m, sizeof(m), msg) : "");
-		}
-		json_decref(root);
-	}
-	int code = PP_EGENERIC;
-	if (resp->status == 404)
-		code = PP_ENOTFOUND;
-	else if (resp->status == 401 || resp->status == 403)
-		code = PP_EAUTH;
-	pp_error_set(err, code, "HTTP %ld%s", resp->status, detail);
-	err->http_status = resp->status;
-	return code;
 }
 
 static void load_creds(struct pp_registry *reg)

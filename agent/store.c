@@ -12,6 +12,7 @@
 #include "prepull/docker_api.h"
 #include "prepull/digest.h"
 #include "prepull/error.h"
+#include "prepull/image.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/store.h"
@@ -211,4 +212,49 @@ char *pp_store_stage_dir(const char *state_dir, const char *blobs, const char *f
 	free(partial);
 	pp_mkdir_p(fallback, mode);
 	return pp_xstrdup(fallback);
+}
+
+int pp_store_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
+		      struct pp_error *err)
+{
+	return s->ops->has_blob(s, digest, size, out, err);
+}
+
+int pp_store_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out, size_t *len,
+		       struct pp_error *err)
+{
+	return s->ops->read_blob(s, digest, max, out, len, err);
+}
+
+int pp_store_commit_file(struct pp_store *s, const char *digest, const char *path,
+			 struct pp_error *err)
+{
+	return s->ops->commit_file(s, digest, path, err);
+}
+
+int pp_store_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
+		      struct pp_error *err)
+{
+	return s->ops->put_blob(s, digest, data, len, err);
+}
+
+int pp_store_has_layer(struct pp_store *s, const struct pp_image *img, size_t index, bool *out,
+		       struct pp_error *err)
+{
+	if (s->ops->has_layer)
+		return s->ops->has_layer(s, img, index, out, err);
+	const struct pp_descriptor *d = &img->manifest.layers[index];
+	return s->ops->has_blob(s, d->digest, d->size, out, err);
+}
+
+int pp_store_prepare_image(struct pp_store *s, const struct pp_image *img, bool *complete,
+			   struct pp_error *err)
+{
+	*complete = false;
+	return s->ops->prepare_image ? s->ops->prepare_image(s, img, complete, err) : 0;
+}
+
+int pp_store_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err)
+{
+	return s->ops->register_image(s, img, err);
 }

@@ -25,7 +25,7 @@
 
 #include "prepull/digest.h"
 #include "prepull/docker_api.h"
-#include "prepull/engine.h"
+#include "prepull/stop.h"
 #include "prepull/error.h"
 #include "prepull/image.h"
 #include "prepull/log.h"

@@ -45,11 +45,4 @@ bool pp_engine_blob_progress(const struct pp_engine *e, const char *digest, int6
 
 void pp_engine_free(struct pp_engine *e);
 
-/* Set from a signal handler: the loop stops at its next turn. */
-extern volatile int pp_stop_requested;
-/* pp_now() time at which everything stops (--deadline); 0 for none. */
-extern double pp_deadline_at;
-/* True once a signal came or the deadline passed. */
-bool pp_should_stop(void);
-
 #endif

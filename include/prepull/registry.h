@@ -9,40 +9,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "prepull/http.h"
 #include "prepull/util.h"
 
 struct pp_error;
 struct pp_options;
 struct pp_registry;
-
-/* What we keep of one HTTP response. */
-struct pp_http_response {
-	long status;
-	char *content_type;
-	char *docker_content_digest;
-	char *www_authenticate;
-	char *location;
-	double retry_after; /* seconds, -1 when absent */
-	char *content_range;
-	struct pp_buf body;
-};
-void pp_http_response_reset(struct pp_http_response *r);
-
-/* Header callback that fills a pp_http_response (pass it as HEADERDATA).
- * Resets on each new status line so redirects leave only the last one. */
-size_t pp_http_header_cb(char *buf, size_t size, size_t n, void *userdata);
-
-/* The longest wait a Retry-After gets: a server's word, not a reason to
- * wait for ever (or to overflow a timeout). */
-#define PP_RETRY_AFTER_MAX 120.0
-
-/* Parses Retry-After (delta-seconds or HTTP-date) into seconds, at most
- * PP_RETRY_AFTER_MAX; -1 when unparseable. */
-double pp_parse_retry_after(const char *value);
-
-/* Parses "bytes a-b/total" ("*" total allowed as -1).  0 or PP_EPROTO. */
-int pp_parse_content_range(const char *value, int64_t *start, int64_t *end, int64_t *total,
-			   struct pp_error *err);
 
 /* Returns the registry for a domain, creating it on first use.  Registries
  * live until pp_registry_free_all(). */
@@ -83,12 +55,5 @@ int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
 			const char *accept, size_t max_body, struct pp_http_response *resp,
 			struct pp_error *err);
-
-/* Turns a curl error into a prepull error with a helpful message. */
-int pp_curl_error(struct pp_error *err, CURLcode rc, const char *errbuf, const char *url);
-
-/* Message for an unexpected HTTP status, using the registry's JSON error
- * body when there is one. */
-int pp_http_status_error(struct pp_error *err, const struct pp_http_response *resp);
 
 #endif

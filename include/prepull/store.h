@@ -56,6 +56,33 @@ struct pp_store {
 	void *priv;
 };
 
+/* The door to a store: everything outside store*.c goes through these, never
+ * through ->ops, so optional operations are decided in one place.  Each
+ * returns 0 or a negative error code with err set. */
+
+/* *out = true when the store holds a blob with this digest and size. */
+int pp_store_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
+		      struct pp_error *err);
+/* Reads a small blob the store holds (at most `max` bytes).  Caller frees *out. */
+int pp_store_read_blob(struct pp_store *s, const char *digest, int64_t max, char **out, size_t *len,
+		       struct pp_error *err);
+/* Moves a verified, fsynced partial file at `path` into the store. */
+int pp_store_commit_file(struct pp_store *s, const char *digest, const char *path,
+			 struct pp_error *err);
+/* Writes a small verified blob held in memory. */
+int pp_store_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
+		      struct pp_error *err);
+/* *out = true when the store needs nothing fetched for layer `index` of
+ * `img` (a blob it holds, or a layer stack it has by another name). */
+int pp_store_has_layer(struct pp_store *s, const struct pp_image *img, size_t index, bool *out,
+		       struct pp_error *err);
+/* Told about a resolved image before any of its layers is fetched;
+ * *complete = true when the store already holds the whole image. */
+int pp_store_prepare_image(struct pp_store *s, const struct pp_image *img, bool *complete,
+			   struct pp_error *err);
+/* Makes the image visible under its name once all its blobs are in. */
+int pp_store_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err);
+
 /* Opens a store from its spec ("oci:DIR", "auto").  The staging dir is
  * <state-dir>/partial when that is on the store's filesystem, else a
  * directory inside the store. */

@@ -1,0 +1,50 @@
+/* Pieces of HTTP shared by the registry client, the fetch engine and the
+ * daemon clients: capture of the response headers we act on, their parsers,
+ * and the messages for transport errors and unexpected statuses. */
+#ifndef PREPULL_HTTP_H
+#define PREPULL_HTTP_H
+
+#include <curl/curl.h>
+#include <stdint.h>
+
+#include "prepull/util.h"
+
+struct pp_error;
+
+/* What we keep of one HTTP response. */
+struct pp_http_response {
+	long status;
+	char *content_type;
+	char *docker_content_digest;
+	char *www_authenticate;
+	char *location;
+	double retry_after; /* seconds, -1 when absent */
+	char *content_range;
+	struct pp_buf body;
+};
+void pp_http_response_reset(struct pp_http_response *r);
+
+/* Header callback that fills a pp_http_response (pass it as HEADERDATA).
+ * Resets on each new status line so redirects leave only the last one. */
+size_t pp_http_header_cb(char *buf, size_t size, size_t n, void *userdata);
+
+/* The longest wait a Retry-After gets: a server's word, not a reason to
+ * wait for ever (or to overflow a timeout). */
+#define PP_RETRY_AFTER_MAX 120.0
+
+/* Parses Retry-After (delta-seconds or HTTP-date) into seconds, at most
+ * PP_RETRY_AFTER_MAX; -1 when unparseable. */
+double pp_parse_retry_after(const char *value);
+
+/* Parses "bytes a-b/total" ("*" total allowed as -1).  0 or PP_EPROTO. */
+int pp_parse_content_range(const char *value, int64_t *start, int64_t *end, int64_t *total,
+			   struct pp_error *err);
+
+/* Turns a curl error into a prepull error with a helpful message. */
+int pp_curl_error(struct pp_error *err, CURLcode rc, const char *errbuf, const char *url);
+
+/* Message for an unexpected HTTP status, using the registry's JSON error
+ * body when there is one. */
+int pp_http_status_error(struct pp_error *err, const struct pp_http_response *resp);
+
+#endif
