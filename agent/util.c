@@ -34,6 +34,14 @@ void *pp_xcalloc(size_t n, size_t m)
 	return p;
 }
 
+void *pp_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q)
+		oom();
+	return q;
+}
+
 char *pp_xstrdup(const char *s)
 {
 	char *p = strdup(s);

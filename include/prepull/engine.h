@@ -16,6 +16,7 @@ struct pp_registry;
 struct pp_store;
 struct pp_engine;
 struct pp_progress;
+struct pp_prefix_consumer;
 
 /* Called once per blob when it is committed (err NULL) or has failed. */
 typedef void (*pp_blob_cb)(void *ctx, const char *digest, int64_t size, int64_t fetched,
@@ -28,6 +29,13 @@ int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct 
  * callback is attached to the existing blob. */
 int pp_engine_add(struct pp_engine *e, struct pp_registry *reg, const char *repo,
 		  const char *digest, int64_t size, pp_blob_cb cb, void *ctx, struct pp_error *err);
+
+/* Hands the in-order bytes of a queued blob to `c` as they land, before
+ * the blob's digest is known (see prefix.h).  The engine owns c->ctx from
+ * here on, also when this fails (PP_ENOTFOUND: the digest is not queued,
+ * or it has started already). */
+int pp_engine_add_consumer(struct pp_engine *e, const char *digest,
+			   const struct pp_prefix_consumer *c, struct pp_error *err);
 
 /* Runs until every blob is committed or has failed.  Returns 0, or
  * PP_EDEADLINE / PP_EINTR when stopped early. */

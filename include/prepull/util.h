@@ -37,6 +37,7 @@ int pp_buf_read_fd(struct pp_buf *b, int fd);
 /* Allocation that aborts on failure: out of memory is not recoverable here. */
 void *pp_xmalloc(size_t n);
 void *pp_xcalloc(size_t n, size_t m);
+void *pp_xrealloc(void *p, size_t n);
 char *pp_xstrdup(const char *s);
 char *pp_xstrndup(const char *s, size_t n);
 char *pp_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,0 +1,269 @@
+/* The fetch engine's insides, shared by its four files and nobody else:
+ *
+ *   engine.c    the scheduler: blobs queued, chunk planning, the loop that
+ *               starts transfers, drains finished ones and polls; the one
+ *               place a chunk's or a blob's state changes
+ *   transfer.c  one range request: start it, take its bytes, judge its
+ *               reply (one outcome per finished transfer) and act on it
+ *   partial.c   a blob's partial file and journal: open and lock,
+ *               preallocate, resume, checkpoint, commit into the store
+ *   verify.c    the in-order prefix: the whole-blob hash and the prefix
+ *               consumers, the digest check, and repair after a mismatch
+ *
+ * Invariants the files rely on:
+ *   - bytes [0, hashed) of a blob are on disk, fed to the hash, and are
+ *     never written again unless the hash goes back first (prefix_rewind);
+ *   - a chunk is ACTIVE exactly while one transfer writes it;
+ *   - first_pending never points past a PENDING chunk. */
+#ifndef PREPULL_ENGINE_INT_H
+#define PREPULL_ENGINE_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <curl/curl.h>
+
+#include "prepull/digest.h"
+#include "prepull/engine.h"
+#include "prepull/error.h"
+#include "prepull/http.h"
+#include "prepull/prefix.h"
+#include "prepull/util.h"
+
+#define MIB (1024 * 1024)
+#define CHUNK_MIN (1 * MIB)
+#define CHUNK_MAX (16 * MIB)
+#define CHUNK_ATTEMPTS 7         /* tries without progress before the blob fails */
+#define REPAIR_PASSES 2          /* chunk-by-chunk refetches after a digest mismatch */
+#define REPAIR_AHEAD 2           /* chunks in flight past the hash while repairing */
+#define RECV_BUFFER (128 * 1024) /* curl's receive buffer: the per-connection memory */
+#define HASH_BUFFER (1 * MIB)    /* read-back buffer for the whole-blob hash */
+#define CDN_URL_MAX_AGE 300.0    /* reuse a redirect target this long at most */
+#define ERROR_BODY_MAX 4096
+#define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
+#define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
+#define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
+
+enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
+
+struct chunk {
+	int64_t off;
+	int64_t len;
+	int64_t received; /* bytes of this chunk on disk, from off */
+	enum chunk_state state;
+	int attempts;
+	double not_before;
+	struct pp_sha256 *sha;              /* while receiving */
+	char digest[PP_DIGEST_STR_LEN + 1]; /* once done; while repairing, the last fetch's */
+	bool verify; /* done in an earlier run: its bytes must match `digest` first */
+	struct pp_sha256 *resume_hash; /* blob hash before this chunk, while verifying */
+	int64_t checkpoint;            /* `received` at the last journal checkpoint */
+};
+
+struct waiter {
+	pp_blob_cb cb;
+	void *ctx;
+	struct waiter *next;
+};
+
+/* A prefix consumer and how far it has been fed. */
+struct consumer_slot {
+	struct pp_prefix_consumer c;
+	int64_t pos;
+};
+
+enum blob_state { BLOB_QUEUED, BLOB_RUNNING, BLOB_DONE, BLOB_FAILED };
+
+struct blob {
+	char digest[PP_DIGEST_STR_LEN + 1];
+	int64_t size;
+	struct pp_registry *reg;
+	char *repo;
+	char *url;
+	char *cdn_url; /* where the registry last redirected us */
+	double cdn_since;
+	char *partial;
+	char *journal;
+	int fd;
+	int jfd;
+	pid_t held_by; /* another prepull holds this blob's partial file */
+	int moved;     /* times the partial file changed between our open and our lock */
+	double next_try;
+	int64_t chunk_size;
+	size_t n_chunks;
+	struct chunk *chunks;
+	size_t first_pending; /* chunks before it are not PENDING */
+	struct pp_sha256 *hash;
+	int64_t hashed;             /* whole-blob hash covers [0, hashed) */
+	size_t hash_chunk;          /* the chunk `hashed` is in; earlier ones are DONE */
+	struct pp_sha256 *frontier; /* the blob hash at the start of chunk hash_chunk */
+	struct consumer_slot *consumers;
+	size_t n_consumers;
+	bool single_stream; /* the server ignores Range */
+	int active;
+	int repairs;             /* repair passes started after a digest mismatch */
+	bool repairing;          /* chunks come again in order, compared with their digests */
+	size_t changed;          /* chunks that came back different in this pass */
+	size_t check_from;       /* once the hash reaches this chunk, try the file as it is */
+	struct pp_sha256 *check; /* the blob hash over the rest of the file, while trying */
+	int64_t check_pos;       /* the file is hashed into `check` up to here */
+	enum blob_state state;
+	int64_t fetched; /* downloaded by this run */
+	int64_t redone;  /* of those, bytes a repair pass is fetching again */
+	int64_t resumed; /* done in earlier runs, verified or still to verify */
+	double started;
+	struct waiter *waiters;
+	struct pp_error err;
+};
+
+struct xfer {
+	struct pp_engine *e;
+	CURL *h;
+	struct blob *b;
+	size_t chunk;
+	struct curl_slist *hdrs;
+	char *authz; /* the Authorization line sent, NULL for none */
+	char errbuf[CURL_ERROR_SIZE];
+	struct pp_http_response resp;
+	bool via_cdn;
+	bool ranged;
+	bool checked;      /* status and Content-Range looked at */
+	bool error_status; /* body is an error document, not blob bytes */
+	bool range_ignored;
+	int64_t wrong_size; /* the server's size for the blob, when not the manifest's */
+	int64_t got;        /* blob bytes this request delivered */
+	long redirects;     /* redirects curl followed for it */
+	double last_byte;   /* when the last byte (or the request) went out */
+	bool stalled;
+	int io_errno;         /* writing the partial file failed */
+	bool consumer_failed; /* a prefix consumer refused the bytes: consumer_err */
+	struct pp_error consumer_err;
+	char bad_reply[256];
+	struct pp_buf errbody;
+};
+
+struct host_count {
+	const struct pp_registry *reg;
+	int n;
+};
+
+struct pp_engine {
+	const struct pp_options *opts;
+	struct pp_store *store;
+	struct pp_progress *progress;
+	CURLM *multi;
+	struct blob **blobs;
+	size_t n_blobs;
+	struct xfer **xfers; /* active, at most opts->connections */
+	int n_xfers;
+	struct host_count *hosts;
+	size_t n_hosts;
+	int64_t fetched;
+	int64_t resumed;
+	int64_t redone; /* what repair passes fetch again, left out of progress */
+	unsigned char *hashbuf;
+	struct pp_sha256 *scratch; /* for digests of a running hash */
+};
+
+/* ---- engine.c: the scheduler and the state of chunks and blobs ---- */
+
+/* The one place a chunk's state changes (logged under -v with the caller's
+ * line).  Keeps first_pending right. */
+#define chunk_set_state(b, ci, s) chunk_set_state_at((b), (ci), (s), __func__, __LINE__)
+void chunk_set_state_at(struct blob *b, size_t ci, enum chunk_state s, const char *fn, int line);
+/* The one place a blob's state changes.  DONE and FAILED tell the images
+ * that wait for it (FAILED with b->err). */
+#define blob_set_state(b, s) blob_set_state_at((b), (s), __func__, __LINE__)
+void blob_set_state_at(struct blob *b, enum blob_state s, const char *fn, int line);
+
+/* How big a chunk a blob of `size` bytes gets (the --chunk-size, or
+ * adaptive to the connection count), never more chunks than a journal
+ * holds. */
+int64_t engine_pick_chunk_size(const struct pp_options *opts, int64_t size);
+/* Cuts a blob into chunks of chunk_size (0: chosen here); every chunk
+ * PENDING, the hash and the consumers from byte 0. */
+void engine_plan_chunks(struct pp_engine *e, struct blob *b, int64_t chunk_size);
+/* Connections in use to a registry. */
+int *engine_host_slot(struct pp_engine *e, const struct pp_registry *reg);
+/* Stops every transfer of a blob; their chunks go back to PENDING. */
+void engine_cancel_blob_xfers(struct pp_engine *e, struct blob *b);
+/* Cancels the blob's transfers, deletes its partial file and journal, and
+ * reports err to its images. */
+void engine_fail_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err);
+
+/* ---- transfer.c: one range request ---- */
+
+/* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
+int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);
+/* Judges a finished transfer and acts on the outcome; frees x. */
+void xfer_finish(struct pp_engine *e, struct xfer *x, CURLcode rc);
+/* Cancels a transfer that received nothing for --stall-timeout. */
+void xfer_stalled(struct pp_engine *e, struct xfer *x);
+/* Takes a transfer out of the loop and frees it. */
+void xfer_free(struct pp_engine *e, struct xfer *x);
+
+/* What a finished transfer means, decided once from everything it saw. */
+enum xfer_outcome {
+	XO_DONE,             /* the chunk's bytes are all in */
+	XO_LOCAL_IO,         /* writing the partial file failed: the blob fails */
+	XO_WRONG_SIZE,       /* the server's blob size is not the manifest's: fails */
+	XO_RANGE_IGNORED,    /* a 200 with the whole blob: fetch it as one stream */
+	XO_TLS,              /* TLS failure: retrying cannot help */
+	XO_REDIRECT_EXPIRED, /* a redirect target refused: ask the registry again */
+	XO_UNAUTHORIZED,     /* 401: renew credentials, then retry */
+	XO_REFUSED,          /* another 4xx: the blob fails */
+	XO_RETRY,            /* transient (transport, 5xx, 429, 408, short body) */
+};
+const char *xfer_outcome_name(enum xfer_outcome o);
+/* Pure: the outcome for a transfer's facts, as curl and the write callback
+ * left them (rc: curl's result; complete: every byte of the chunk in). */
+enum xfer_outcome xfer_classify(const struct xfer *x, CURLcode rc, bool complete);
+
+/* ---- partial.c: the partial file and the journal ---- */
+
+enum partial_open_result {
+	PARTIAL_OPENED, /* locked, resumed or started, the blob is RUNNING */
+	PARTIAL_BUSY,   /* another prepull run holds it (b->held_by) */
+	PARTIAL_MOVED,  /* the file moved on under us, or the store has the blob now */
+};
+/* Opens a blob's partial file (locked against other prepull runs) and
+ * journal, resuming an earlier run's work when it is there. */
+int partial_open(struct pp_engine *e, struct blob *b, enum partial_open_result *out,
+		 struct pp_error *err);
+/* Closes the blob's files; with `discard` the partial file and journal go
+ * too. */
+void partial_close(struct blob *b, bool discard);
+/* Starts a blob's journal over, for a new chunk plan. */
+int partial_restart_journal(struct blob *b, struct pp_error *err);
+/* Records how far a chunk being received has come (what a kill may cost is
+ * the bytes since). */
+void partial_checkpoint(struct pp_engine *e, struct blob *b, size_t ci);
+/* Bytes between two checkpoints of a chunk being received. */
+int64_t partial_checkpoint_every(const struct blob *b);
+/* Reads [pos, end) of the partial file into e->hashbuf, as much as fits.
+ * Returns the bytes read (> 0), or -1 with err set. */
+ssize_t partial_read(struct pp_engine *e, struct blob *b, int64_t pos, int64_t end,
+		     struct pp_error *err);
+/* Syncs the verified file and moves it into the store; the blob is DONE.
+ * A file the store refused stays on disk for the next run. */
+void partial_commit(struct pp_engine *e, struct blob *b);
+
+/* ---- verify.c: the in-order prefix ---- */
+
+/* The whole-blob hash (and the consumers) start over from byte 0. */
+void prefix_restart(struct blob *b);
+/* `len` bytes at b->hashed, just written by a transfer: into the hash and
+ * every consumer that is at the frontier. */
+int prefix_feed(struct blob *b, const void *data, size_t len, struct pp_error *err);
+/* The hash goes back to the start of the frontier chunk: a transfer that
+ * had fed it failed after all. */
+void prefix_rewind(struct blob *b);
+/* Moves the blob's hash (and consumers) along over bytes on disk, within
+ * *budget, and commits or repairs the blob when it is complete.  Returns
+ * true when work is left for the next turn. */
+bool verify_blob(struct pp_engine *e, struct blob *b, int64_t *budget);
+/* Tells every consumer that the blob is over. */
+void prefix_finish(struct pp_engine *e, struct blob *b, bool verified);
+
+#endif

@@ -1,0 +1,297 @@
+/* A blob's partial file and journal.  The file is preallocated at the
+ * blob's size beside its final place in the store (so committing is a
+ * rename), locked against other prepull runs, and written at chunk offsets;
+ * the journal records each chunk's sha256 as it finishes (and checkpoints
+ * of chunks being received), so a later run resumes without trusting
+ * anything it has not re-read. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+#include "prepull/journal.h"
+#include "prepull/log.h"
+#include "prepull/store.h"
+
+/* Closes a blob's files.  With `discard`, its partial file and journal go
+ * too (a failed blob); otherwise they stay for the next run. */
+void partial_close(struct blob *b, bool discard)
+{
+	if (discard && b->partial && b->fd >= 0) {
+		/* Before the close drops our lock, so no other run takes over
+		 * files that are about to go. */
+		unlink(b->journal);
+		unlink(b->partial);
+	}
+	if (b->fd >= 0)
+		close(b->fd); /* also drops our lock on it */
+	if (b->jfd >= 0)
+		close(b->jfd);
+	b->fd = b->jfd = -1;
+	pp_sha256_free(b->check);
+	b->check = NULL;
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		pp_sha256_free(b->chunks[i].sha);
+		pp_sha256_free(b->chunks[i].resume_hash);
+		b->chunks[i].sha = NULL;
+		b->chunks[i].resume_hash = NULL;
+	}
+}
+
+static int preallocate(struct pp_engine *e, struct blob *b, struct pp_error *err)
+{
+	if (b->size == 0)
+		return 0;
+	int r = posix_fallocate(b->fd, 0, b->size);
+	if (r == 0)
+		return 0;
+	errno = r;
+	if (r != ENOSPC)
+		return pp_error_errno(err, "preallocate %s (%lld bytes)", b->partial,
+				      (long long)b->size);
+	char need[32];
+	pp_format_bytes(need, sizeof(need), (double)b->size);
+	return pp_error_set(
+		err, PP_EIO, "no space left in %s for blob %s: it needs %lld bytes (%s)",
+		e->store->stage_dir, pp_short_digest(b->digest), (long long)b->size, need);
+}
+
+/* Adopts what an earlier run left: the journal's done chunks become
+ * claims, checked against the bytes on disk as the hash reaches them. */
+static bool resume_from_journal(struct pp_engine *e, struct blob *b)
+{
+	struct pp_journal j = {0};
+	struct pp_error jerr = {0};
+	struct stat st;
+	if (pp_journal_load(&j, b->journal, &jerr) < 0) {
+		if (jerr.code != PP_ENOTFOUND)
+			pp_warn("blob %s: %s; starting the blob again", pp_short_digest(b->digest),
+				jerr.msg);
+		return false;
+	}
+	bool ok = strcmp(j.digest, b->digest) == 0 && j.size == b->size && fstat(b->fd, &st) == 0 &&
+		  st.st_size == b->size && (j.chunk_size == b->size || !b->single_stream);
+	if (!ok) {
+		pp_warn("blob %s: journal does not match the partial file; starting the blob again",
+			pp_short_digest(b->digest));
+		pp_journal_free(&j);
+		return false;
+	}
+	engine_plan_chunks(e, b, j.chunk_size);
+	size_t n = 0;
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		struct chunk *c = &b->chunks[i];
+		const struct pp_journal_chunk *jc = &j.chunks[i];
+		if (jc->done[0]) {
+			chunk_set_state(b, i, CHUNK_DONE);
+			c->verify = true;
+			c->received = c->len;
+			memcpy(c->digest, jc->done, sizeof(c->digest));
+			b->resumed += c->len;
+			n++;
+		} else if (jc->part_len > 0) {
+			c->received = c->checkpoint = jc->part_len;
+			memcpy(c->digest, jc->part, sizeof(c->digest));
+			b->resumed += jc->part_len;
+		}
+	}
+	pp_journal_free(&j);
+	e->resumed += b->resumed;
+	if (n)
+		pp_info("blob %s: resuming, %zu of %zu chunks done in an earlier run",
+			pp_short_digest(b->digest), n, b->n_chunks);
+	return true;
+}
+
+/* Reads the partial file at [pos, end) into the hash buffer, as much as
+ * fits.  Returns the bytes read (> 0), or -1 with err set. */
+ssize_t partial_read(struct pp_engine *e, struct blob *b, int64_t pos, int64_t end,
+		     struct pp_error *err)
+{
+	size_t want = (size_t)(end - pos);
+	if (want > HASH_BUFFER)
+		want = HASH_BUFFER;
+	for (;;) {
+		ssize_t n = pread(b->fd, e->hashbuf, want, pos);
+		if (n > 0)
+			return n;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			errno = EIO; /* the file is shorter than the blob */
+		return pp_error_errno(err, "read %s", b->partial);
+	}
+}
+
+/* A chunk an earlier run had partly received continues where its last
+ * checkpoint was, once the bytes on disk still hash to what it recorded;
+ * the chunk's hash state is then the one to continue with. */
+static int verify_checkpoints(struct pp_engine *e, struct blob *b, struct pp_error *err)
+{
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		struct chunk *c = &b->chunks[i];
+		if (c->state != CHUNK_PENDING || c->received == 0)
+			continue;
+		struct pp_sha256 *h = pp_sha256_new();
+		for (int64_t pos = c->off; pos < c->off + c->received;) {
+			ssize_t n = partial_read(e, b, pos, c->off + c->received, err);
+			if (n < 0) {
+				pp_sha256_free(h);
+				return -1;
+			}
+			pp_sha256_update(h, e->hashbuf, (size_t)n);
+			pos += n;
+		}
+		char got[PP_DIGEST_STR_LEN + 1];
+		pp_sha256_copy(e->scratch, h);
+		pp_sha256_final(e->scratch, got);
+		if (strcmp(got, c->digest) == 0) {
+			c->sha = h;
+			continue;
+		}
+		pp_warn("blob %s: chunk %zu: checkpointed bytes on disk do not match the journal; "
+			"fetching the chunk again",
+			pp_short_digest(b->digest), i);
+		pp_sha256_free(h);
+		b->resumed -= c->received;
+		e->resumed -= c->received;
+		c->received = c->checkpoint = 0;
+	}
+	return 0;
+}
+
+int partial_open(struct pp_engine *e, struct blob *b, enum partial_open_result *out,
+		 struct pp_error *err)
+{
+	*out = PARTIAL_MOVED;
+	if (!b->partial) {
+		const char *hex = pp_digest_hex(b->digest);
+		b->partial = pp_xasprintf("%s/%s.partial", e->store->stage_dir, hex);
+		b->journal = pp_xasprintf("%s/%s.journal", e->store->stage_dir, hex);
+	}
+	/* Never through a link someone planted: the bytes are the registry's. */
+	b->fd = open(b->partial, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (b->fd < 0)
+		return pp_error_errno(err, "open %s", b->partial);
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	if (fcntl(b->fd, F_SETLK, &fl) < 0) {
+		int saved = errno;
+		struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		b->held_by =
+			fcntl(b->fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK ? who.l_pid : 0;
+		close(b->fd);
+		b->fd = -1;
+		if (saved == EAGAIN || saved == EACCES) {
+			*out = PARTIAL_BUSY;
+			return 0;
+		}
+		errno = saved;
+		return pp_error_errno(err, "lock %s", b->partial);
+	}
+	b->held_by = 0;
+	/* Between our open and our lock, the run that held the file may have
+	 * committed it (renamed it into the store) or failed it (deleted it):
+	 * only the file the path still names is a partial blob.  And a blob
+	 * the store has by now needs no partial file at all. */
+	struct stat fst, pst;
+	if (fstat(b->fd, &fst) < 0 || stat(b->partial, &pst) < 0 || fst.st_dev != pst.st_dev ||
+	    fst.st_ino != pst.st_ino) {
+		close(b->fd);
+		b->fd = -1;
+		return 0;
+	}
+	bool have = false;
+	int r = pp_store_has_blob(e->store, b->digest, b->size, &have, err);
+	if (r < 0 || have) {
+		if (have) {
+			unlink(b->journal); /* while still locked: nobody works on these */
+			unlink(b->partial);
+		}
+		close(b->fd);
+		b->fd = -1;
+		return r < 0 ? r : 0;
+	}
+	if (resume_from_journal(e, b)) {
+		r = pp_journal_open_append(&b->jfd, b->journal, err);
+		if (r == 0)
+			r = verify_checkpoints(e, b, err);
+	} else {
+		if (ftruncate(b->fd, 0) < 0) {
+			r = pp_error_errno(err, "truncate %s", b->partial);
+			goto fail;
+		}
+		if (b->single_stream)
+			engine_plan_chunks(e, b, b->size);
+		r = preallocate(e, b, err);
+		if (r == 0)
+			r = pp_journal_create(&b->jfd, b->journal, b->digest, b->size,
+					      b->chunk_size, err);
+	}
+	if (r < 0)
+		goto fail;
+	blob_set_state(b, BLOB_RUNNING);
+	pp_debug("blob %s: %lld bytes in %zu chunks of %lld", pp_short_digest(b->digest),
+		 (long long)b->size, b->n_chunks, (long long)b->chunk_size);
+	*out = PARTIAL_OPENED;
+	return 0;
+fail:
+	partial_close(b, true);
+	return r;
+}
+
+/* Starts a blob's journal over, for a new chunk plan. */
+int partial_restart_journal(struct blob *b, struct pp_error *err)
+{
+	if (b->jfd >= 0)
+		close(b->jfd);
+	b->jfd = -1;
+	return pp_journal_create(&b->jfd, b->journal, b->digest, b->size, b->chunk_size, err);
+}
+
+/* Bytes between journal checkpoints of a chunk being received: what a
+ * kill can cost per open request. */
+int64_t partial_checkpoint_every(const struct blob *b)
+{
+	int64_t every = b->size / 8192;
+	return every > MIB ? every : MIB;
+}
+
+void partial_checkpoint(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	struct chunk *c = &b->chunks[ci];
+	char digest[PP_DIGEST_STR_LEN + 1];
+	struct pp_error err = {0};
+	pp_sha256_copy(e->scratch, c->sha);
+	pp_sha256_final(e->scratch, digest);
+	if (pp_journal_append_part(b->jfd, b->journal, ci, c->received, digest, &err) < 0)
+		pp_warn("blob %s: %s", pp_short_digest(b->digest), err.msg);
+	c->checkpoint = c->received;
+}
+
+void partial_commit(struct pp_engine *e, struct blob *b)
+{
+	struct pp_error err = {0};
+	if (fsync(b->fd) < 0) {
+		pp_error_errno(&err, "sync %s", b->partial);
+		engine_fail_blob(e, b, &err);
+		return;
+	}
+	if (pp_store_commit_file(e->store, b->digest, b->partial, &err) < 0) {
+		/* The bytes are verified: closed first, the file and its journal
+		 * stay for the next run, which checks and commits them again. */
+		partial_close(b, false);
+		pp_error_wrap(&err, "blob %s", pp_short_digest(b->digest));
+		engine_fail_blob(e, b, &err);
+		return;
+	}
+	/* Committed: the journal has nothing left to say. */
+	unlink(b->journal);
+	pp_debug("blob %s: verified and committed (%lld bytes fetched)", pp_short_digest(b->digest),
+		 (long long)b->fetched);
+	prefix_finish(e, b, true); /* still open: consumers may read the file */
+	partial_close(b, false);
+	if (b->state == BLOB_RUNNING)
+		blob_set_state(b, BLOB_DONE);
+}
