@@ -1,9 +1,6 @@
 /* prepull: pre-pull container images with parallel range requests. */
 #include <curl/curl.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <jansson.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,21 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "prepull/commands.h"
 #include "prepull/config.h"
-#include "prepull/engine.h"
 #include "prepull/error.h"
-#include "prepull/image.h"
-#include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
-#include "prepull/progress.h"
-#include "prepull/reference.h"
-#include "prepull/registry.h"
 #include "prepull/stop.h"
-#include "prepull/store.h"
 #include "prepull/util.h"
-
-enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_DEADLINE = 3 };
 
 static const char usage_text[] =
 	"Usage: prepull pull [OPTIONS] IMAGE...\n"
@@ -83,7 +72,7 @@ static int usage_error(const char *fmt, const char *arg)
 	fputs("prepull: ", stderr);
 	fprintf(stderr, fmt, arg);
 	fputs("\nTry 'prepull --help'.\n", stderr);
-	return EXIT_USAGE;
+	return PP_EXIT_USAGE;
 }
 
 static char *default_state_dir(void)
@@ -95,300 +84,6 @@ static char *default_state_dir(void)
 		return pp_xasprintf("%s/prepull", xdg);
 	const char *home = getenv("HOME");
 	return pp_xasprintf("%s/.cache/prepull", home && *home ? home : "/tmp");
-}
-
-struct run;
-
-/* What a blob callback needs: the image and where to report. */
-struct image_ctx {
-	struct run *run;
-	struct pp_image *img;
-};
-
-struct run {
-	struct pp_options *opts;
-	struct pp_store *store;
-	struct pp_progress *progress;
-	struct pp_image *images;
-	struct image_ctx *ctxs;
-	size_t n_images;
-};
-
-static void image_fail(struct run *run, struct pp_image *img, const struct pp_error *err)
-{
-	if (img->failed)
-		return;
-	img->failed = true;
-	img->err = *err;
-	pp_progress_image_failed(run->progress, img->ref.full ? img->ref.full : "?", err->msg);
-}
-
-static void on_blob(void *ctx, const char *digest, int64_t size, int64_t fetched, double seconds,
-		    const struct pp_error *err)
-{
-	struct image_ctx *ic = ctx;
-	struct pp_image *img = ic->img;
-	if (err) {
-		image_fail(ic->run, img, err);
-		return;
-	}
-	img->pending--;
-	img->done_bytes += size;
-	pp_progress_blob_done(ic->run->progress, img, digest, size, fetched, seconds);
-}
-
-/* The ready file says which images are in, with their digests; it exists
- * only while every image of the run is in the store. */
-static void write_ready_file(const struct run *run)
-{
-	json_t *images = json_array();
-	for (size_t i = 0; i < run->n_images; i++) {
-		const struct pp_image *img = &run->images[i];
-		json_array_append_new(images, json_pack("{s:s, s:s}", "image", img->ref.full,
-							"digest", img->top_digest));
-	}
-	json_t *root = json_pack("{s:s, s:o}", "store", run->store->desc, "images", images);
-	char *text = json_dumps(root, JSON_INDENT(2));
-	json_decref(root);
-	struct pp_error err = {0};
-	cleanup_free char *dir = pp_xstrdup(run->opts->ready_file);
-	char *slash = strrchr(dir, '/');
-	if (slash && slash != dir) {
-		*slash = '\0';
-		pp_mkdir_p(dir, 0755);
-	}
-	if (pp_write_file_atomic(run->opts->ready_file, text, strlen(text), &err) < 0)
-		pp_error_log("ready file: %s", err.msg);
-	free(text);
-}
-
-static int pull(struct pp_options *opts, const char *const *refs, int n_refs)
-{
-	struct pp_error err = {0};
-	struct run run = {.opts = opts};
-	int exit_code = EXIT_OK;
-	int failed = 0;
-	int64_t bytes_in_store = 0;
-	struct pp_engine *engine = NULL;
-
-	run.images = pp_xcalloc((size_t)n_refs, sizeof(*run.images));
-	run.ctxs = pp_xcalloc((size_t)n_refs, sizeof(*run.ctxs));
-	run.n_images = (size_t)n_refs;
-	for (int i = 0; i < n_refs; i++) {
-		run.ctxs[i] = (struct image_ctx){&run, &run.images[i]};
-		if (pp_ref_parse(&run.images[i].ref, refs[i], &err) < 0) {
-			fprintf(stderr, "prepull: error: %s\n", err.msg);
-			exit_code = EXIT_FAILED;
-		}
-	}
-	if (exit_code != EXIT_OK)
-		goto done;
-	if (opts->ready_file && unlink(opts->ready_file) < 0 && errno != ENOENT)
-		pp_warn("remove %s: %s", opts->ready_file, strerror(errno));
-
-	if (pp_mkdir_p(opts->state_dir, 0755) < 0) {
-		pp_error_errno(&err, "create state dir %s", opts->state_dir);
-		fprintf(stderr, "prepull: error: %s\n", err.msg);
-		exit_code = EXIT_FAILED;
-		goto done;
-	}
-	if (opts->deadline > 0)
-		pp_deadline_at = pp_now() + opts->deadline;
-	run.progress = pp_progress_new(opts);
-	if (pp_store_open(&run.store, opts->store, opts, &err) < 0) {
-		fprintf(stderr, "prepull: error: store: %s\n", err.msg);
-		exit_code = err.code == PP_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
-		goto done;
-	}
-	pp_progress_store(run.progress, run.store->desc);
-	if (pp_engine_new(&engine, opts, run.store, run.progress, &err) < 0) {
-		fprintf(stderr, "prepull: error: %s\n", err.msg);
-		exit_code = EXIT_FAILED;
-		goto done;
-	}
-	pp_progress_set_engine(run.progress, engine);
-
-	/* Resolve every image first; then one fetch loop moves all their blobs. */
-	for (size_t i = 0; i < run.n_images && !pp_should_stop(); i++) {
-		struct pp_image *img = &run.images[i];
-		pp_error_clear(&err);
-		if (pp_image_resolve(img, opts, run.store, &err) < 0) {
-			if (err.code != PP_EINTR && err.code != PP_EDEADLINE)
-				image_fail(&run, img, &err);
-			continue;
-		}
-		pp_progress_resolved(run.progress, img);
-		bool complete = false;
-		if (pp_store_prepare_image(run.store, img, &complete, &err) < 0) {
-			image_fail(&run, img, &err);
-			continue;
-		}
-		if (complete) {
-			img->already_complete = true;
-			img->planned = true;
-			img->done_bytes = img->total_bytes;
-			continue;
-		}
-		const struct pp_descriptor *cfg = &img->manifest.config;
-		img->done_bytes = cfg->size;
-		if (img->config_fetched)
-			pp_progress_blob_done(run.progress, img, cfg->digest, cfg->size, cfg->size,
-					      img->config_seconds);
-		else
-			pp_progress_blob_present(run.progress, img, cfg->digest, cfg->size);
-		for (size_t l = 0; l < img->manifest.n_layers; l++) {
-			const struct pp_descriptor *d = &img->manifest.layers[l];
-			bool have = false;
-			int hr = pp_store_has_layer(run.store, img, l, &have, &err);
-			if (hr < 0) {
-				image_fail(&run, img, &err);
-				break;
-			}
-			if (have) {
-				img->done_bytes += d->size;
-				pp_progress_blob_present(run.progress, img, d->digest, d->size);
-				continue;
-			}
-			if (pp_engine_add(engine, img->reg, img->ref.path, d->digest, d->size,
-					  on_blob, &run.ctxs[i], &err) < 0) {
-				image_fail(&run, img, &err);
-				break;
-			}
-			img->pending++;
-			pp_progress_plan(run.progress, d->size);
-		}
-		img->planned = !img->failed;
-	}
-
-	int r = pp_should_stop() ? 0 : pp_engine_run(engine, &err);
-	if (pp_stop_requested) {
-		fprintf(stderr, "prepull: interrupted; run again to resume\n");
-		exit_code = EXIT_FAILED;
-	} else if (pp_should_stop()) {
-		fprintf(stderr, "prepull: deadline reached; progress kept for the next run\n");
-		exit_code = EXIT_DEADLINE;
-	} else if (r < 0) {
-		fprintf(stderr, "prepull: error: %s\n", err.msg);
-		exit_code = EXIT_FAILED;
-	}
-
-	for (size_t i = 0; i < run.n_images; i++) {
-		struct pp_image *img = &run.images[i];
-		if (img->failed) {
-			failed++; /* reported when it happened */
-			continue;
-		}
-		if (!img->planned || img->pending > 0)
-			continue; /* stopped early: resolved in part, or blobs missing */
-		pp_error_clear(&err);
-		if (!img->already_complete && pp_store_register_image(run.store, img, &err) < 0) {
-			image_fail(&run, img, &err);
-			failed++;
-			continue;
-		}
-		bytes_in_store += img->total_bytes;
-		pp_progress_image_done(run.progress, img);
-	}
-	if (failed && exit_code == EXIT_OK)
-		exit_code = EXIT_FAILED;
-	if (exit_code == EXIT_OK && opts->ready_file)
-		write_ready_file(&run);
-	pp_progress_summary(run.progress, (int)run.n_images, failed, bytes_in_store,
-			    pp_engine_fetched(engine));
-done:
-	pp_engine_free(engine);
-	for (size_t i = 0; i < run.n_images; i++)
-		pp_image_free(&run.images[i]);
-	free(run.images);
-	free(run.ctxs);
-	pp_store_free(run.store);
-	pp_progress_free(run.progress);
-	pp_registry_free_all();
-	return exit_code;
-}
-
-/* Whether another process holds a partial file's lock, and which. */
-static pid_t lock_holder(const char *partial)
-{
-	int fd = open(partial, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-	pid_t pid = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK ? fl.l_pid : 0;
-	close(fd);
-	return pid;
-}
-
-/* Lists the partial blobs in one directory; returns how many. */
-static int status_dir(const char *dir, bool show_dir)
-{
-	DIR *d = opendir(dir);
-	int n = 0;
-	struct dirent *de;
-	while (d && (de = readdir(d))) {
-		size_t len = strlen(de->d_name);
-		if (len < 9 || strcmp(de->d_name + len - 8, ".journal") != 0)
-			continue;
-		cleanup_free char *path = pp_xasprintf("%s/%s", dir, de->d_name);
-		cleanup_free char *partial =
-			pp_xasprintf("%s/%.*s.partial", dir, (int)(len - 8), de->d_name);
-		struct pp_journal j = {0};
-		struct pp_error err = {0};
-		if (pp_journal_load(&j, path, &err) < 0) {
-			printf("%.*s  unreadable journal: %s\n", (int)(len - 8), de->d_name,
-			       err.msg);
-			continue;
-		}
-		int64_t done = 0;
-		for (size_t i = 0; i < j.n_chunks; i++) {
-			int64_t off = (int64_t)i * j.chunk_size;
-			if (j.chunks[i].done[0])
-				done += off + j.chunk_size > j.size ? j.size - off : j.chunk_size;
-			else
-				done += j.chunks[i].part_len;
-		}
-		char total[32], got[32];
-		pid_t pid = lock_holder(partial);
-		printf("%s  %5.1f%%  %s of %s", j.digest,
-		       j.size ? 100.0 * (double)done / (double)j.size : 100.0,
-		       pp_format_bytes(got, sizeof(got), (double)done),
-		       pp_format_bytes(total, sizeof(total), (double)j.size));
-		if (pid)
-			printf("  (being fetched by pid %ld)", (long)pid);
-		if (show_dir)
-			printf("  in %s", dir);
-		putchar('\n');
-		pp_journal_free(&j);
-		n++;
-	}
-	if (d)
-		closedir(d);
-	return n;
-}
-
-/* The state dir's partial/, then the directories beside stores on other
- * filesystems that runs with this state dir recorded. */
-static int status(const char *state_dir)
-{
-	cleanup_free char *own = pp_xasprintf("%s/partial", state_dir);
-	int n = status_dir(own, false);
-	cleanup_free char *list = pp_xasprintf("%s/%s", state_dir, PP_STAGE_DIRS_FILE);
-	FILE *f = fopen(list, "re");
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	while (f && (len = getline(&line, &cap, f)) > 0) {
-		if (line[len - 1] == '\n')
-			line[--len] = '\0';
-		if (len > 0)
-			n += status_dir(line, true);
-	}
-	free(line);
-	if (f)
-		fclose(f);
-	if (!n)
-		printf("no partial downloads in %s\n", state_dir);
-	return EXIT_OK;
 }
 
 enum {
@@ -450,11 +145,11 @@ int main(int argc, char **argv)
 
 	if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
 		fputs(usage_text, stdout);
-		return EXIT_OK;
+		return PP_EXIT_OK;
 	}
 	if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
 		printf("prepull %s (%s)\n", PREPULL_VERSION, curl_version());
-		return EXIT_OK;
+		return PP_EXIT_OK;
 	}
 	if (argc < 2)
 		return usage_error("%s", "missing command (pull or status)");
@@ -569,10 +264,10 @@ int main(int argc, char **argv)
 			break; /* read above */
 		case OPT_HELP:
 			fputs(usage_text, stdout);
-			return EXIT_OK;
+			return PP_EXIT_OK;
 		case OPT_VERSION:
 			printf("prepull %s\n", PREPULL_VERSION);
-			return EXIT_OK;
+			return PP_EXIT_OK;
 		case ':':
 			return usage_error("option %s needs a value", av[optind - 1]);
 		default:
@@ -587,7 +282,7 @@ int main(int argc, char **argv)
 		pp_log_level = PP_LOG_ERROR;
 
 	if (strcmp(cmd, "status") == 0)
-		return status(opts.state_dir);
+		return pp_status(opts.state_dir);
 	/* Images named on the command line replace the file's list. */
 	const char *const *refs = (const char *const *)(av + optind);
 	int n_refs = ac - optind;
@@ -611,7 +306,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	srand((unsigned)(getpid() ^ (unsigned)(pp_now() * 1000)));
-	int rc = pull(&opts, refs, n_refs);
+	int rc = pp_pull(&opts, refs, n_refs);
 	curl_global_cleanup();
 	return rc;
 }

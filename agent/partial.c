@@ -4,6 +4,7 @@
  * the journal records each chunk's sha256 as it finishes (and checkpoints
  * of chunks being received), so a later run resumes without trusting
  * anything it has not re-read. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -13,7 +14,11 @@
 #include "engine_int.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
+#include "prepull/partial.h"
 #include "prepull/store.h"
+
+#define PARTIAL_SUFFIX ".partial"
+#define JOURNAL_SUFFIX ".journal"
 
 /* Closes a blob's files.  With `discard`, its partial file and journal go
  * too (a failed blob); otherwise they stay for the next run. */
@@ -167,9 +172,8 @@ int partial_open(struct pp_engine *e, struct blob *b, enum partial_open_result *
 {
 	*out = PARTIAL_MOVED;
 	if (!b->partial) {
-		const char *hex = pp_digest_hex(b->digest);
-		b->partial = pp_xasprintf("%s/%s.partial", e->store->stage_dir, hex);
-		b->journal = pp_xasprintf("%s/%s.journal", e->store->stage_dir, hex);
+		b->partial = pp_partial_path(e->store->stage_dir, b->digest);
+		b->journal = pp_partial_journal_path(e->store->stage_dir, b->digest);
 	}
 	/* Never through a link someone planted: the bytes are the registry's. */
 	b->fd = open(b->partial, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -294,4 +298,75 @@ void partial_commit(struct pp_engine *e, struct blob *b)
 	partial_close(b, false);
 	if (b->state == BLOB_RUNNING)
 		blob_set_state(b, BLOB_DONE);
+}
+
+char *pp_partial_path(const char *dir, const char *digest)
+{
+	return pp_xasprintf("%s/%s" PARTIAL_SUFFIX, dir, pp_digest_hex(digest));
+}
+
+char *pp_partial_journal_path(const char *dir, const char *digest)
+{
+	return pp_xasprintf("%s/%s" JOURNAL_SUFFIX, dir, pp_digest_hex(digest));
+}
+
+/* Whether another process holds a partial file's lock, and which. */
+static pid_t lock_holder(const char *partial)
+{
+	int fd = open(partial, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	pid_t pid = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK ? fl.l_pid : 0;
+	close(fd);
+	return pid;
+}
+
+/* Bytes a journal claims: done chunks whole, checkpoints of the others. */
+static int64_t journal_have(const struct pp_journal *j)
+{
+	int64_t have = 0;
+	for (size_t i = 0; i < j->n_chunks; i++) {
+		int64_t off = (int64_t)i * j->chunk_size;
+		if (j->chunks[i].done[0])
+			have += off + j->chunk_size > j->size ? j->size - off : j->chunk_size;
+		else
+			have += j->chunks[i].part_len;
+	}
+	return have;
+}
+
+int pp_partial_list(const char *dir, void (*fn)(void *ctx, const struct pp_partial_info *info),
+		    void *ctx)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	int n = 0;
+	const size_t suffix = strlen(JOURNAL_SUFFIX);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		if (len <= suffix || strcmp(de->d_name + len - suffix, JOURNAL_SUFFIX) != 0)
+			continue;
+		cleanup_free char *name = pp_xstrndup(de->d_name, len - suffix);
+		cleanup_free char *path = pp_xasprintf("%s/%s", dir, de->d_name);
+		cleanup_free char *partial = pp_xasprintf("%s/%s" PARTIAL_SUFFIX, dir, name);
+		struct pp_journal j = {0};
+		struct pp_error err = {0};
+		struct pp_partial_info info = {.name = name};
+		if (pp_journal_load(&j, path, &err) < 0) {
+			info.error = err.msg;
+		} else {
+			info.digest = j.digest;
+			info.size = j.size;
+			info.have = journal_have(&j);
+			info.holder = lock_holder(partial);
+		}
+		fn(ctx, &info);
+		pp_journal_free(&j);
+		n++;
+	}
+	closedir(d);
+	return n;
 }

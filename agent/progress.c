@@ -6,7 +6,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "prepull/engine.h"
 #include "prepull/image.h"
 #include "prepull/options.h"
 #include "prepull/progress.h"
@@ -31,7 +30,7 @@ struct pp_progress {
 	int64_t planned;
 	int64_t last_fetched;
 	double rate; /* smoothed bytes/s */
-	const struct pp_engine *engine;
+	struct pp_progress_source src;
 	struct shown_image *images;
 	size_t n_images;
 	int drawn; /* lines of the live display on screen */
@@ -97,9 +96,7 @@ void pp_progress_resolved(struct pp_progress *p, const struct pp_image *img)
 {
 	char plat[100], sz[32];
 	pp_platform_format(&img->platform, plat, sizeof(plat));
-	p->images = realloc(p->images, (p->n_images + 1) * sizeof(*p->images));
-	if (!p->images)
-		abort();
+	p->images = pp_xrealloc(p->images, (p->n_images + 1) * sizeof(*p->images));
 	p->images[p->n_images++] = (struct shown_image){.img = img};
 	say(p, "%s: %s (%s), %zu layers, %s", img->ref.full, pp_short_digest(img->manifest_digest),
 	    plat, img->manifest.n_layers,
@@ -144,34 +141,22 @@ void pp_progress_plan(struct pp_progress *p, int64_t bytes)
 	p->planned += bytes;
 }
 
-void pp_progress_set_engine(struct pp_progress *p, const struct pp_engine *engine)
+void pp_progress_set_source(struct pp_progress *p, const struct pp_progress_source *src)
 {
-	p->engine = engine;
+	p->src = *src;
 }
 
 /* An image's bytes in the store or landed so far, and the bytes this run
- * downloaded for it.  Blobs the engine never saw were in the store. */
-static void image_bytes(const struct pp_progress *p, const struct pp_image *img, int64_t *have,
-			int64_t *fetched)
+ * downloaded for it. */
+static struct pp_image_progress image_progress(const struct pp_progress *p,
+					       const struct pp_image *img)
 {
-	*fetched = 0;
-	if (!p->engine) {
-		*have = img->done_bytes;
-		return;
-	}
-	*have = img->manifest.config.size;
-	for (size_t i = 0; i < img->manifest.n_layers; i++) {
-		const struct pp_descriptor *d = &img->manifest.layers[i];
-		int64_t h, f;
-		if (pp_engine_blob_progress(p->engine, d->digest, &h, &f)) {
-			*have += h;
-			*fetched += f;
-		} else {
-			*have += d->size;
-		}
-	}
-	if (*have > img->total_bytes)
-		*have = img->total_bytes;
+	struct pp_image_progress ip = {0};
+	if (p->src.image)
+		p->src.image(p->src.ctx, img, &ip);
+	if (ip.have > img->total_bytes)
+		ip.have = img->total_bytes;
+	return ip;
 }
 
 static void format_eta(char *buf, size_t n, double secs)
@@ -211,7 +196,7 @@ void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 		return;
 	double dt = now - p->last;
 	/* Rates count only bytes downloaded now, not those resumed from disk. */
-	int64_t downloaded = p->engine ? pp_engine_fetched(p->engine) : fetched;
+	int64_t downloaded = p->src.downloaded ? p->src.downloaded(p->src.ctx) : fetched;
 	p->rate = smooth(p->rate, (double)(downloaded - p->last_fetched) / dt);
 	p->last = now;
 	p->last_fetched = downloaded;
@@ -220,11 +205,10 @@ void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 	size_t pending = 0;
 	for (size_t i = 0; i < p->n_images; i++) {
 		struct shown_image *s = &p->images[i];
-		int64_t have, got;
-		image_bytes(p, s->img, &have, &got);
-		s->rate = smooth(s->rate, (double)(got - s->last_fetched) / dt);
-		s->last_fetched = got;
-		if (have < s->img->total_bytes && !s->img->failed)
+		struct pp_image_progress ip = image_progress(p, s->img);
+		s->rate = smooth(s->rate, (double)(ip.fetched - s->last_fetched) / dt);
+		s->last_fetched = ip.fetched;
+		if (ip.have < s->img->total_bytes && !ip.failed)
 			pending++;
 	}
 
@@ -233,12 +217,11 @@ void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 		 * something: short lines that journald keeps whole. */
 		for (size_t i = 0; i < p->n_images; i++) {
 			const struct shown_image *s = &p->images[i];
-			int64_t have, got;
-			image_bytes(p, s->img, &have, &got);
-			if (have >= s->img->total_bytes || s->img->failed)
+			struct pp_image_progress ip = image_progress(p, s->img);
+			if (ip.have >= s->img->total_bytes || ip.failed)
 				continue;
 			fprintf(stderr, "prepull: progress: %s: %s\n", s->img->ref.full,
-				format_status(line, sizeof(line), have, s->img->total_bytes,
+				format_status(line, sizeof(line), ip.have, s->img->total_bytes,
 					      s->rate));
 		}
 		if (pending != 1)
@@ -249,14 +232,13 @@ void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 	clear_display(p);
 	for (size_t i = 0; i < p->n_images; i++) {
 		const struct shown_image *s = &p->images[i];
-		int64_t have, got;
-		image_bytes(p, s->img, &have, &got);
-		if (s->img->failed)
+		struct pp_image_progress ip = image_progress(p, s->img);
+		if (ip.failed)
 			snprintf(line, sizeof(line), "failed");
-		else if (have >= s->img->total_bytes)
+		else if (ip.have >= s->img->total_bytes)
 			snprintf(line, sizeof(line), "done");
 		else
-			format_status(line, sizeof(line), have, s->img->total_bytes, s->rate);
+			format_status(line, sizeof(line), ip.have, s->img->total_bytes, s->rate);
 		fprintf(stderr, "  %-40.40s %s\n", s->img->ref.full, line);
 		p->drawn++;
 	}

@@ -35,13 +35,7 @@ struct pp_image {
 	bool config_fetched;        /* downloaded now, not read from the store */
 	double config_seconds;
 
-	int64_t total_bytes;   /* config + layers */
-	int64_t done_bytes;    /* of those, in the store */
-	int pending;           /* layers not yet in the store */
-	bool already_complete; /* the store had the whole image */
-	bool planned;          /* resolved, and its blobs handed to the engine */
-	bool failed;
-	struct pp_error err;
+	int64_t total_bytes; /* config + layers */
 };
 
 /* Resolves `img->ref`: manifest (through the index for the wanted

@@ -4,6 +4,7 @@
 #ifndef PREPULL_PROGRESS_H
 #define PREPULL_PROGRESS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct pp_image;
@@ -24,10 +25,22 @@ void pp_progress_image_failed(struct pp_progress *p, const char *image, const ch
 
 /* Adds to the total the engine is working towards. */
 void pp_progress_plan(struct pp_progress *p, int64_t bytes);
-/* Lets the display ask the engine how far each image's blobs have come
- * (per-image bytes and rates).  The engine must outlive its use here. */
-struct pp_engine;
-void pp_progress_set_engine(struct pp_progress *p, const struct pp_engine *engine);
+/* How far one image has come, as the pull tells the display. */
+struct pp_image_progress {
+	int64_t have;    /* bytes in the store or landed (this run or resumed) */
+	int64_t fetched; /* bytes this run downloaded for it */
+	bool failed;
+};
+
+/* Where the display gets its numbers: asked on each tick, so it never
+ * holds counts of its own that could drift from the fetch. */
+struct pp_progress_source {
+	void (*image)(void *ctx, const struct pp_image *img, struct pp_image_progress *out);
+	int64_t (*downloaded)(void *ctx); /* bytes downloaded by this run */
+	void *ctx;
+};
+/* The source must outlive its use here. */
+void pp_progress_set_source(struct pp_progress *p, const struct pp_progress_source *src);
 /* Called from the fetch loop with the bytes downloaded so far (rate-limited inside). */
 void pp_progress_tick(struct pp_progress *p, int64_t fetched);
 
