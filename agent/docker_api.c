@@ -64,13 +64,13 @@ char *pp_docker_familiar_name(const char *domain, const char *path)
 
 static int denied(const char *path, struct pp_error *err)
 {
-	pp_error_set(err, PP_EAUTH,
+	pp_error_set(err, PP_EPERM,
 		     "permission denied on the docker socket %s: run prepull as root or as a "
 		     "member of the group that owns the socket (usually docker)",
 		     path);
 	if (err)
 		err->sys_errno = EACCES;
-	return PP_EAUTH;
+	return PP_EPERM;
 }
 
 /* Says plainly why a socket cannot be used, before curl turns it into

@@ -19,21 +19,45 @@ int pp_error_set(struct pp_error *err, int code, const char *fmt, ...)
 	return code;
 }
 
+int pp_errno_code(int e)
+{
+	switch (e) {
+	case ENOENT:
+	case ENOTDIR:
+		return PP_ENOTFOUND;
+	case EACCES:
+	case EPERM:
+	case EROFS:
+		return PP_EPERM;
+	case ECONNREFUSED:
+	case ECONNRESET:
+	case ECONNABORTED:
+	case ETIMEDOUT:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case ENETDOWN:
+	case EPIPE:
+		return PP_ENET;
+	default:
+		return PP_EIO;
+	}
+}
+
 int pp_error_errno(struct pp_error *err, const char *fmt, ...)
 {
 	int saved = errno;
 	if (!err)
-		return PP_EIO;
+		return pp_errno_code(saved);
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
 	if (n >= 0 && (size_t)n < sizeof(err->msg))
 		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(saved));
-	err->code = PP_EIO;
+	err->code = pp_errno_code(saved);
 	err->sys_errno = saved;
 	err->http_status = 0;
-	return PP_EIO;
+	return err->code;
 }
 
 int pp_error_wrap(struct pp_error *err, const char *fmt, ...)

@@ -43,7 +43,7 @@ int pp_grpc_new(struct pp_grpc **out, const char *socket, struct pp_error *err)
 				"running? (give another with --store containerd:SOCKET)",
 				socket);
 		if (errno == EACCES)
-			return pp_error_set(err, PP_EAUTH,
+			return pp_error_set(err, PP_EPERM,
 					    "containerd socket %s: permission denied (run as root)",
 					    socket);
 		return pp_error_errno(err, "containerd socket %s", socket);
@@ -51,7 +51,7 @@ int pp_grpc_new(struct pp_grpc **out, const char *socket, struct pp_error *err)
 	if (!S_ISSOCK(st.st_mode))
 		return pp_error_set(err, PP_EUSAGE, "%s is not a unix socket", socket);
 	if (access(socket, R_OK | W_OK) < 0)
-		return pp_error_set(err, PP_EAUTH,
+		return pp_error_set(err, PP_EPERM,
 				    "containerd socket %s: permission denied (run as root or as a "
 				    "member of the socket's group)",
 				    socket);
@@ -242,7 +242,7 @@ static int code_to_error(int code)
 		return PP_ENOTFOUND;
 	case PP_GRPC_PERMISSION_DENIED:
 	case PP_GRPC_UNAUTHENTICATED:
-		return PP_EAUTH;
+		return PP_EPERM;
 	case PP_GRPC_UNIMPLEMENTED:
 		return PP_EUNSUPPORTED;
 	case PP_GRPC_UNAVAILABLE:
@@ -267,7 +267,7 @@ static int transport_error(struct pp_grpc *g, CURLcode rc, const char *errbuf, c
 					    "running?)",
 					    g->socket, strerror((int)os_errno));
 		if (os_errno == EACCES || os_errno == EPERM)
-			return pp_error_set(err, PP_EAUTH,
+			return pp_error_set(err, PP_EPERM,
 					    "cannot connect to containerd at %s: permission denied "
 					    "(run as root)",
 					    g->socket);

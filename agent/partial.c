@@ -339,7 +339,7 @@ static int64_t journal_have(const struct pp_journal *j)
 int pp_partial_list(const char *dir, void (*fn)(void *ctx, const struct pp_partial_info *info),
 		    void *ctx)
 {
-	DIR *d = opendir(dir);
+	cleanup_dir DIR *d = opendir(dir);
 	if (!d)
 		return 0;
 	int n = 0;
@@ -367,6 +367,5 @@ int pp_partial_list(const char *dir, void (*fn)(void *ctx, const struct pp_parti
 		pp_journal_free(&j);
 		n++;
 	}
-	closedir(d);
 	return n;
 }

@@ -216,10 +216,14 @@ static void write_ready_file(const struct pull *run)
 		json_array_append_new(images, json_pack("{s:s, s:s}", "image", img->ref.full,
 							"digest", img->top_digest));
 	}
-	json_t *root = json_pack("{s:s, s:o}", "store", run->store->desc, "images", images);
-	char *text = json_dumps(root, JSON_INDENT(2));
-	json_decref(root);
+	cleanup_json json_t *root =
+		json_pack("{s:s, s:o}", "store", run->store->desc, "images", images);
+	cleanup_free char *text = json_dumps(root, JSON_INDENT(2));
 	struct pp_error err = {0};
+	if (!text) {
+		pp_error_log("ready file: cannot encode it as JSON");
+		return;
+	}
 	cleanup_free char *dir = pp_xstrdup(run->opts->ready_file);
 	char *slash = strrchr(dir, '/');
 	if (slash && slash != dir) {
@@ -228,7 +232,6 @@ static void write_ready_file(const struct pull *run)
 	}
 	if (pp_write_file_atomic(run->opts->ready_file, text, strlen(text), &err) < 0)
 		pp_error_log("ready file: %s", err.msg);
-	free(text);
 }
 
 /* Opens what a run needs: the state dir, the store, the engine. */

@@ -44,8 +44,8 @@ int pp_status(const char *state_dir)
 	cleanup_free char *own = pp_xasprintf("%s/partial", state_dir);
 	int n = status_dir(own, false);
 	cleanup_free char *list = pp_xasprintf("%s/%s", state_dir, PP_STAGE_DIRS_FILE);
-	FILE *f = fopen(list, "re");
-	char *line = NULL;
+	cleanup_file FILE *f = fopen(list, "re");
+	cleanup_free char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
 	while (f && (len = getline(&line, &cap, f)) > 0) {
@@ -54,9 +54,6 @@ int pp_status(const char *state_dir)
 		if (len > 0)
 			n += status_dir(line, true);
 	}
-	free(line);
-	if (f)
-		fclose(f);
 	if (!n)
 		printf("no partial downloads in %s\n", state_dir);
 	return PP_EXIT_OK;

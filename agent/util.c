@@ -122,15 +122,39 @@ double pp_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-const char *pp_short_digest(const char *digest)
+const char *pp_short_digest_r(char *buf, size_t n, const char *digest)
 {
-	static char ring[8][32];
-	static unsigned next;
-	char *out = ring[next++ % 8];
 	if (!digest)
 		return "(none)";
-	snprintf(out, sizeof(ring[0]), "%.19s", digest); /* "sha256:" + 12 hex */
-	return out;
+	snprintf(buf, n, "%.19s", digest); /* "sha256:" + 12 hex */
+	return buf;
+}
+
+void pp_buf_freep(struct pp_buf *b)
+{
+	pp_buf_free(b);
+}
+
+void pp_filep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+
+void pp_dirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
+
+void pp_jsonp(json_t **j)
+{
+	json_decref(*j);
+}
+
+void pp_curlp(CURL **h)
+{
+	curl_easy_cleanup(*h);
 }
 
 int64_t pp_parse_size(const char *s)

@@ -25,6 +25,7 @@ enum pp_error_code {
 	PP_EPROTO = -10,      /* server answered something malformed */
 	PP_EDEADLINE = -11,   /* --deadline reached */
 	PP_EINTR = -12,       /* SIGINT / SIGTERM */
+	PP_EPERM = -13,       /* local permission denied (a file, a socket) */
 };
 
 struct pp_error {
@@ -38,7 +39,12 @@ struct pp_error {
 int pp_error_set(struct pp_error *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* Like pp_error_set with PP_EIO, appending ": strerror(errno)". */
+/* Our code for an errno: ENOENT/ENOTDIR -> PP_ENOTFOUND, EACCES/EPERM/
+ * EROFS -> PP_EPERM, connection errors -> PP_ENET, the rest PP_EIO. */
+int pp_errno_code(int e);
+
+/* Like pp_error_set with pp_errno_code(errno), appending
+ * ": strerror(errno)". */
 int pp_error_errno(struct pp_error *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

@@ -1,5 +1,7 @@
-/* The settings of one prepull run, from the command line (and later a
- * config file).  Every module reads them; only main.c writes them. */
+/* The settings of one prepull run: defaults, then the config file
+ * (config.c), then the command line (main.c), each overriding the one
+ * before.  Those two write them, before the run starts; every other module
+ * only reads them (through a const pointer). */
 #ifndef PREPULL_OPTIONS_H
 #define PREPULL_OPTIONS_H
 

@@ -2,9 +2,13 @@
 #ifndef PREPULL_UTIL_H
 #define PREPULL_UTIL_H
 
+#include <curl/curl.h>
+#include <dirent.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -34,6 +38,20 @@ void pp_buf_free(struct pp_buf *b);
  * past the buffer's limit); the buffer keeps what was read. */
 int pp_buf_read_fd(struct pp_buf *b, int fd);
 
+/* Cleanup attributes for the other things a function may hold: each frees
+ * what the variable points at (NULL is fine) when it goes out of scope.
+ * Hand ownership on with `*out = p; p = NULL;`. */
+void pp_buf_freep(struct pp_buf *b);
+void pp_filep(FILE **f);
+void pp_dirp(DIR **d);
+void pp_jsonp(json_t **j);
+void pp_curlp(CURL **h);
+#define cleanup_buf __attribute__((cleanup(pp_buf_freep)))
+#define cleanup_file __attribute__((cleanup(pp_filep)))
+#define cleanup_dir __attribute__((cleanup(pp_dirp)))
+#define cleanup_json __attribute__((cleanup(pp_jsonp)))
+#define cleanup_curl __attribute__((cleanup(pp_curlp)))
+
 /* Allocation that aborts on failure: out of memory is not recoverable here. */
 void *pp_xmalloc(size_t n);
 void *pp_xcalloc(size_t n, size_t m);
@@ -45,9 +63,16 @@ char *pp_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Monotonic seconds. */
 double pp_now(void);
 
-/* "sha256:0123456789ab" — the short form used in every log line.  Returns a
- * pointer into a small static ring, valid for a few calls. */
-const char *pp_short_digest(const char *digest);
+/* "sha256:0123456789ab" — the short form used in every log line — written
+ * into buf (at least PP_SHORT_DIGEST_LEN bytes); returns buf, or "(none)"
+ * for NULL. */
+#define PP_SHORT_DIGEST_LEN 20
+const char *pp_short_digest_r(char *buf, size_t n, const char *digest);
+/* The same in a buffer on the caller's stack (a compound literal, alive
+ * until the end of the enclosing block): safe from any thread, and as
+ * short to write in a log line as a static buffer would be. */
+#define pp_short_digest(digest) \
+	pp_short_digest_r((char[PP_SHORT_DIGEST_LEN]){0}, PP_SHORT_DIGEST_LEN, (digest))
 
 /* Parses "4M", "16MiB", "512k", "1048576" into bytes; -1 on error. */
 int64_t pp_parse_size(const char *s);
