@@ -1,0 +1,364 @@
+/* The fetch engine's pieces, without a server: chunk planning, the state
+ * functions, the classification of a finished transfer, and the in-order
+ * prefix (hash frontier and prefix consumers) over a real partial file
+ * committed into a real OCI store. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+#include "prepull/journal.h"
+#include "prepull/options.h"
+#include "prepull/store.h"
+
+#define MiB (1024 * 1024)
+
+static struct pp_options opts_with(int connections, int64_t chunk_size)
+{
+	struct pp_options o = {.connections = connections,
+			       .per_host = connections,
+			       .chunk_size = chunk_size,
+			       .stall_seconds = 30};
+	return o;
+}
+
+static void test_pick_chunk_size(void **state)
+{
+	(void)state;
+	struct pp_options o = opts_with(16, 0);
+	/* Adaptive: size / (4 x connections), whole MiB, within 1..16 MiB. */
+	assert_int_equal(engine_pick_chunk_size(&o, 10 * MiB), 1 * MiB);
+	assert_int_equal(engine_pick_chunk_size(&o, 256 * (int64_t)MiB), 4 * MiB);
+	assert_int_equal(engine_pick_chunk_size(&o, 100 * (int64_t)MiB), 2 * MiB);
+	assert_int_equal(engine_pick_chunk_size(&o, 64LL << 30), 16 * MiB);
+	/* A --chunk-size is taken as it is ... */
+	o = opts_with(16, 3 * MiB);
+	assert_int_equal(engine_pick_chunk_size(&o, 64LL << 30), 3 * MiB);
+	/* ... unless the journal could not hold that many chunks. */
+	o = opts_with(16, 64 * 1024);
+	int64_t size = 1LL << 40;
+	int64_t c = engine_pick_chunk_size(&o, size);
+	assert_true(c > 64 * 1024);
+	assert_true((size + c - 1) / c <= PP_JOURNAL_MAX_CHUNKS);
+}
+
+/* A blob as the engine would hold it, without a registry. */
+static struct blob *new_blob(struct pp_engine *e, int64_t size, int64_t chunk_size)
+{
+	struct blob *b = pp_xcalloc(1, sizeof(*b));
+	snprintf(b->digest, sizeof(b->digest), "sha256:%064d", 0);
+	b->size = size;
+	b->fd = b->jfd = -1;
+	engine_plan_chunks(e, b, chunk_size);
+	return b;
+}
+
+static void free_blob(struct blob *b)
+{
+	partial_close(b, false);
+	pp_sha256_free(b->hash);
+	pp_sha256_free(b->frontier);
+	free(b->chunks);
+	free(b->partial);
+	free(b->journal);
+	free(b->consumers);
+	free(b);
+}
+
+static void test_plan_chunks(void **state)
+{
+	(void)state;
+	struct pp_options o = opts_with(4, 0);
+	struct pp_engine *e = NULL;
+	struct pp_error err = {0};
+	assert_int_equal(pp_engine_new(&e, &o, NULL, NULL, &err), 0);
+	struct blob *b = new_blob(e, 10 * MiB + 5, 3 * MiB);
+	assert_int_equal(b->n_chunks, 4);
+	int64_t next = 0;
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		assert_int_equal(b->chunks[i].off, next);
+		assert_int_equal(b->chunks[i].state, CHUNK_PENDING);
+		next += b->chunks[i].len;
+	}
+	assert_int_equal(next, b->size); /* no gap, no overlap, nothing past the end */
+	assert_int_equal(b->chunks[3].len, 1 * MiB + 5);
+	struct blob *empty = new_blob(e, 0, 0);
+	assert_int_equal(empty->n_chunks, 0);
+	free_blob(empty);
+	free_blob(b);
+	pp_engine_free(e);
+}
+
+static int notified, notified_failed;
+static void count_cb(void *ctx, const char *digest, int64_t size, int64_t fetched, double seconds,
+		     const struct pp_error *err)
+{
+	(void)ctx, (void)digest, (void)size, (void)fetched, (void)seconds;
+	if (err)
+		notified_failed++;
+	else
+		notified++;
+}
+
+static void test_state_functions(void **state)
+{
+	(void)state;
+	struct pp_options o = opts_with(4, 0);
+	struct pp_engine *e = NULL;
+	struct pp_error err = {0};
+	assert_int_equal(pp_engine_new(&e, &o, NULL, NULL, &err), 0);
+	struct blob *b = new_blob(e, 5 * MiB, 1 * MiB);
+	/* first_pending follows the chunks: past what is taken, back to a
+	 * chunk that comes back. */
+	chunk_set_state(b, 0, CHUNK_ACTIVE);
+	chunk_set_state(b, 1, CHUNK_ACTIVE);
+	b->first_pending = 2; /* as the scheduler's scan leaves it */
+	chunk_set_state(b, 1, CHUNK_PENDING);
+	assert_int_equal(b->first_pending, 1);
+	chunk_set_state(b, 0, CHUNK_DONE);
+	assert_int_equal(b->first_pending, 1);
+	chunk_set_state(b, 0, CHUNK_PENDING);
+	assert_int_equal(b->first_pending, 0);
+
+	/* A blob tells its waiters once, when it is over. */
+	struct waiter w2 = {count_cb, NULL, NULL}, w1 = {count_cb, NULL, &w2};
+	b->waiters = &w1;
+	notified = notified_failed = 0;
+	blob_set_state(b, BLOB_RUNNING);
+	assert_int_equal(notified + notified_failed, 0);
+	assert_true(b->started > 0);
+	blob_set_state(b, BLOB_DONE);
+	assert_int_equal(notified, 2);
+	blob_set_state(b, BLOB_DONE); /* no transition, no second word */
+	assert_int_equal(notified, 2);
+	b->state = BLOB_RUNNING;
+	pp_error_set(&b->err, PP_ENET, "gone");
+	blob_set_state(b, BLOB_FAILED);
+	assert_int_equal(notified_failed, 2);
+	b->waiters = NULL;
+	free_blob(b);
+	pp_engine_free(e);
+}
+
+/* A transfer as the write callback and curl would leave it. */
+static struct xfer reply(struct blob *b, long status)
+{
+	struct xfer x = {.b = b, .wrong_size = -1};
+	x.resp.status = status;
+	x.resp.retry_after = -1;
+	return x;
+}
+
+static void test_classify(void **state)
+{
+	(void)state;
+	struct blob b = {.size = 1000};
+	struct xfer x = reply(&b, 206);
+	assert_int_equal(xfer_classify(&x, CURLE_OK, true), XO_DONE);
+	assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_RETRY); /* short body */
+	assert_int_equal(xfer_classify(&x, CURLE_RECV_ERROR, true), XO_RETRY);
+	x = reply(&b, 200);
+	assert_int_equal(xfer_classify(&x, CURLE_OK, true), XO_DONE);
+	x.range_ignored = true;
+	assert_int_equal(xfer_classify(&x, CURLE_WRITE_ERROR, false), XO_RANGE_IGNORED);
+	x = reply(&b, 206);
+	x.io_errno = 28;
+	assert_int_equal(xfer_classify(&x, CURLE_WRITE_ERROR, false), XO_LOCAL_IO);
+	x = reply(&b, 206);
+	x.wrong_size = 999;
+	assert_int_equal(xfer_classify(&x, CURLE_WRITE_ERROR, false), XO_WRONG_SIZE);
+	x = reply(&b, 416);
+	x.resp.content_range = "bytes */500";
+	assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_WRONG_SIZE);
+	x.resp.content_range = "bytes */1000"; /* the size we know: just retry */
+	assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_RETRY);
+	x = reply(&b, 0);
+	assert_int_equal(xfer_classify(&x, CURLE_PEER_FAILED_VERIFICATION, false), XO_TLS);
+	assert_int_equal(xfer_classify(&x, CURLE_COULDNT_CONNECT, false), XO_RETRY);
+	x = reply(&b, 403);
+	x.error_status = true;
+	assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_REFUSED);
+	x.via_cdn = true;
+	assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_REDIRECT_EXPIRED);
+	x = reply(&b, 400);
+	x.error_status = true;
+	x.redirects = 1;
+	assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_REDIRECT_EXPIRED);
+	x = reply(&b, 401);
+	x.error_status = true;
+	assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_UNAUTHORIZED);
+	long transient[] = {408, 429, 500, 502, 503};
+	for (size_t i = 0; i < sizeof(transient) / sizeof(*transient); i++) {
+		x = reply(&b, transient[i]);
+		x.error_status = true;
+		assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_RETRY);
+	}
+	x = reply(&b, 404);
+	x.error_status = true;
+	assert_int_equal(xfer_classify(&x, CURLE_OK, false), XO_REFUSED);
+	x = reply(&b, 206);
+	x.stalled = true; /* cancelled by the loop after silence */
+	assert_int_equal(xfer_classify(&x, CURLE_OPERATION_TIMEDOUT, false), XO_RETRY);
+	for (int o = XO_DONE; o <= XO_RETRY; o++)
+		assert_non_null(xfer_outcome_name((enum xfer_outcome)o));
+}
+
+/* A prefix consumer that records what it was fed. */
+struct recorder {
+	unsigned char *got;
+	int64_t len;
+	int restarts;
+	int finished;
+	bool verified;
+};
+static int rec_feed(void *ctx, int64_t off, const void *data, size_t len, struct pp_error *err)
+{
+	struct recorder *r = ctx;
+	(void)err;
+	assert_int_equal(off, r->len); /* always in order, never a gap */
+	memcpy(r->got + off, data, len);
+	r->len += (int64_t)len;
+	return 0;
+}
+static void rec_restart(void *ctx)
+{
+	struct recorder *r = ctx;
+	r->len = 0;
+	r->restarts++;
+}
+static int rec_finish(void *ctx, bool verified, struct pp_error *err)
+{
+	struct recorder *r = ctx;
+	(void)err;
+	r->finished++;
+	r->verified = verified;
+	return 0;
+}
+static void rec_free(void *ctx)
+{
+	(void)ctx;
+}
+static const struct pp_prefix_consumer_ops rec_ops = {"recorder", rec_feed, rec_restart, rec_finish,
+						      rec_free};
+
+/* Lands chunk ci as a transfer would: its bytes on disk, its state DONE. */
+static void land(struct blob *b, size_t ci, const unsigned char *data)
+{
+	const struct chunk *c = &b->chunks[ci];
+	assert_int_equal(pwrite(b->fd, data + c->off, (size_t)c->len, c->off), c->len);
+	b->chunks[ci].received = c->len;
+	chunk_set_state(b, ci, CHUNK_DONE);
+}
+
+static void test_prefix(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/prepull-test-engine-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char *state_dir = pp_xasprintf("%s/state", dir);
+	char *oci = pp_xasprintf("%s/oci", dir);
+	struct pp_options o = opts_with(4, 0);
+	o.state_dir = state_dir;
+	struct pp_error err = {0};
+	struct pp_store *store = NULL;
+	char *spec = pp_xasprintf("oci:%s", oci);
+	assert_int_equal(pp_store_open(&store, spec, &o, &err), 0);
+	free(spec);
+	struct pp_engine *e = NULL;
+	assert_int_equal(pp_engine_new(&e, &o, store, NULL, &err), 0);
+
+	/* 4 chunks of 64 KiB + 100 bytes of random data, its digest known. */
+	const int64_t cs = 64 * 1024, size = 3 * cs + 100;
+	unsigned char *data = pp_xmalloc((size_t)size);
+	for (int64_t i = 0; i < size; i++)
+		data[i] = (unsigned char)rand();
+	struct pp_sha256 *h = pp_sha256_new();
+	pp_sha256_update(h, data, (size_t)size);
+	struct blob *b = new_blob(e, size, cs);
+	pp_sha256_final(h, b->digest);
+	pp_sha256_free(h);
+	b->partial = pp_xasprintf("%s/blob.partial", dir);
+	b->journal = pp_xasprintf("%s/blob.journal", dir);
+	b->fd = open(b->partial, O_RDWR | O_CREAT, 0600);
+	assert_true(b->fd >= 0);
+	assert_int_equal(ftruncate(b->fd, size), 0);
+	b->state = BLOB_RUNNING;
+	struct recorder rec = {.got = pp_xcalloc(1, (size_t)size)};
+	b->consumers = pp_xcalloc(1, sizeof(*b->consumers));
+	b->consumers[0] = (struct consumer_slot){{&rec_ops, &rec}, 0};
+	b->n_consumers = 1;
+
+	int64_t budget = HASH_BUDGET;
+	/* Chunk 2 first: the prefix cannot pass the gap at 0. */
+	land(b, 2, data);
+	assert_false(verify_blob(e, b, &budget));
+	assert_int_equal(b->hashed, 0);
+	assert_int_equal(rec.len, 0);
+	/* Chunk 0: the prefix covers it, and stops at chunk 1. */
+	land(b, 0, data);
+	verify_blob(e, b, &budget);
+	assert_int_equal(b->hashed, cs);
+	assert_int_equal(b->hash_chunk, 1);
+	assert_int_equal(rec.len, cs);
+	/* A transfer at the frontier feeds the prefix as its bytes come ... */
+	assert_int_equal(pwrite(b->fd, data + cs, 1000, cs), 1000);
+	assert_int_equal(prefix_feed(b, data + cs, 1000, &err), 0);
+	b->chunks[1].received = 1000;
+	assert_int_equal(b->hashed, cs + 1000);
+	assert_int_equal(rec.len, cs + 1000);
+	/* ... and when it fails after all, the prefix goes back to the chunk
+	 * start; the consumer, which cannot go back, starts over and catches
+	 * up from the file. */
+	prefix_rewind(b);
+	b->chunks[1].received = 0;
+	assert_int_equal(b->hashed, cs);
+	assert_int_equal(rec.restarts, 1);
+	assert_int_equal(rec.len, 0);
+	budget = HASH_BUDGET;
+	verify_blob(e, b, &budget);
+	assert_int_equal(rec.len, cs);
+	/* The rest lands: the blob is verified, committed, the consumer told. */
+	land(b, 1, data);
+	land(b, 3, data);
+	budget = HASH_BUDGET;
+	verify_blob(e, b, &budget);
+	assert_int_equal(b->state, BLOB_DONE);
+	assert_int_equal(rec.len, size);
+	assert_memory_equal(rec.got, data, (size_t)size);
+	assert_int_equal(rec.finished, 1);
+	assert_true(rec.verified);
+	bool have = false;
+	assert_int_equal(pp_store_has_blob(store, b->digest, size, &have, &err), 0);
+	assert_true(have);
+	assert_int_equal(b->n_consumers, 0);
+
+	free(rec.got);
+	free(data);
+	free_blob(b);
+	pp_engine_free(e);
+	pp_store_free(store);
+	char *rm = pp_xasprintf("rm -rf %s", dir);
+	assert_int_equal(system(rm), 0);
+	free(rm);
+	free(state_dir);
+	free(oci);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pick_chunk_size), cmocka_unit_test(test_plan_chunks),
+		cmocka_unit_test(test_state_functions), cmocka_unit_test(test_classify),
+		cmocka_unit_test(test_prefix),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
