@@ -9,7 +9,6 @@
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/registry.h"
-#include "prepull/store.h"
 
 #define CONFIG_MAX_BYTES (16 * 1024 * 1024)
 
@@ -75,23 +74,22 @@ done:
 	return r;
 }
 
-/* Reads the config from the store when it is there, else from the registry. */
-static int get_config(struct pp_image *img, struct pp_store *store, struct pp_error *err)
+/* Reads the config from `local` when it is there, else from the registry. */
+static int get_config(struct pp_image *img, const struct pp_blob_source *local,
+		      struct pp_error *err)
 {
 	const struct pp_descriptor *c = &img->manifest.config;
 	if (c->size > CONFIG_MAX_BYTES)
 		return pp_error_set(err, PP_EUNSUPPORTED, "config %s is %lld bytes (limit %d)",
 				    c->digest, (long long)c->size, CONFIG_MAX_BYTES);
-	bool have = false;
-	int r = pp_store_has_blob(store, c->digest, c->size, &have, err);
+	char *data = NULL;
+	size_t len = 0;
+	int r = local ? local->read(local->ctx, c->digest, c->size, CONFIG_MAX_BYTES, &data, &len,
+				    err)
+		      : 0;
 	if (r < 0)
 		return r;
-	if (have) {
-		char *data = NULL;
-		size_t len = 0;
-		r = pp_store_read_blob(store, c->digest, CONFIG_MAX_BYTES, &data, &len, err);
-		if (r < 0)
-			return r;
+	if (r > 0) {
 		pp_buf_append(&img->config_bytes, data, len);
 		free(data);
 	} else {
@@ -139,8 +137,8 @@ static int get_config(struct pp_image *img, struct pp_store *store, struct pp_er
 	return 0;
 }
 
-int pp_image_resolve(struct pp_image *img, const struct pp_options *opts, struct pp_store *store,
-		     struct pp_error *err)
+int pp_image_resolve(struct pp_image *img, const struct pp_options *opts,
+		     const struct pp_blob_source *local, struct pp_error *err)
 {
 	int r = pp_registry_get(&img->reg, img->ref.domain, opts, err);
 	if (r < 0)
@@ -193,7 +191,7 @@ int pp_image_resolve(struct pp_image *img, const struct pp_options *opts, struct
 				pp_short_digest(img->manifest_digest));
 		img->manifest_media_type = pp_xstrdup(img->manifest.media_type);
 	}
-	r = get_config(img, store, err);
+	r = get_config(img, local, err);
 	if (r < 0)
 		return r;
 	img->total_bytes = img->manifest.config.size;

@@ -144,13 +144,27 @@ static void plan_image(struct pull *run, struct pull_image *pi)
 	pi->planned = !pi->failed;
 }
 
+/* The store as the place a config may be already. */
+static int read_from_store(void *ctx, const char *digest, int64_t size, int64_t max, char **out,
+			   size_t *len, struct pp_error *err)
+{
+	struct pp_store *store = ctx;
+	bool have = false;
+	int r = pp_store_has_blob(store, digest, size, &have, err);
+	if (r < 0 || !have)
+		return r;
+	r = pp_store_read_blob(store, digest, max, out, len, err);
+	return r < 0 ? r : 1;
+}
+
 /* Resolves every image first; then one fetch loop moves all their blobs. */
 static void plan(struct pull *run)
 {
+	const struct pp_blob_source local = {read_from_store, run->store};
 	for (size_t i = 0; i < run->n_images && !pp_should_stop(); i++) {
 		struct pull_image *pi = &run->images[i];
 		struct pp_error err = {0};
-		if (pp_image_resolve(&pi->img, run->opts, run->store, &err) < 0) {
+		if (pp_image_resolve(&pi->img, run->opts, &local, &err) < 0) {
 			if (err.code != PP_EINTR && err.code != PP_EDEADLINE)
 				image_fail(pi, &err);
 			continue;

@@ -4,6 +4,7 @@
 #define PREPULL_IMAGE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "prepull/error.h"
@@ -13,7 +14,6 @@
 
 struct pp_registry;
 struct pp_options;
-struct pp_store;
 
 struct pp_image {
 	struct pp_ref ref;
@@ -38,11 +38,21 @@ struct pp_image {
 	int64_t total_bytes; /* config + layers */
 };
 
+/* A place that may hold a blob already (the store), asked before the
+ * registry.  read() returns 1 with *out (caller frees) and *len when it has
+ * the blob with that digest and size (at most `max` bytes), 0 when it has
+ * not, or a negative error. */
+struct pp_blob_source {
+	int (*read)(void *ctx, const char *digest, int64_t size, int64_t max, char **out,
+		    size_t *len, struct pp_error *err);
+	void *ctx;
+};
+
 /* Resolves `img->ref`: manifest (through the index for the wanted
- * platform), digests checked, config fetched (or read from the store) and
- * validated against the layers. */
-int pp_image_resolve(struct pp_image *img, const struct pp_options *opts, struct pp_store *store,
-		     struct pp_error *err);
+ * platform), digests checked, config read from `local` (may be NULL) or
+ * fetched, then checked against its digest and the layers. */
+int pp_image_resolve(struct pp_image *img, const struct pp_options *opts,
+		     const struct pp_blob_source *local, struct pp_error *err);
 void pp_image_free(struct pp_image *img);
 
 #endif
