@@ -1,6 +1,7 @@
 /* Choosing and opening a store from its spec. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -201,13 +202,32 @@ int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *da
 	return pp_blob_dir_put(s->blob_dir, digest, data, len, err);
 }
 
+/* Whether a file in `from` can be renamed into `to`.  Equal st_dev is not
+ * enough: two mounts of one filesystem (a bind mount) share it, yet
+ * rename(2) between them fails with EXDEV.  So try it: an empty file made
+ * with O_EXCL, renamed to a hidden name in `to`, then removed. */
+static bool rename_works(const char *from, const char *to)
+{
+	cleanup_free char *src = pp_xasprintf("%s/.prepull-probe-XXXXXX", from);
+	int fd = mkostemp(src, O_CLOEXEC); /* O_EXCL: never someone else's file */
+	if (fd < 0)
+		return false;
+	close(fd);
+	cleanup_free char *dst = pp_xasprintf("%s/%s", to, strrchr(src, '/') + 1);
+	if (rename(src, dst) == 0) {
+		unlink(dst);
+		return true;
+	}
+	pp_debug("staging: cannot rename from %s to %s: %s", from, to, strerror(errno));
+	unlink(src);
+	return false;
+}
+
 char *pp_store_stage_dir(const char *state_dir, const char *blobs, const char *fallback,
 			 unsigned mode)
 {
-	struct stat a, b;
 	char *partial = pp_xasprintf("%s/partial", state_dir);
-	if (pp_mkdir_p(partial, 0755) == 0 && stat(partial, &a) == 0 && stat(blobs, &b) == 0 &&
-	    a.st_dev == b.st_dev)
+	if (pp_mkdir_p(partial, 0755) == 0 && rename_works(partial, blobs))
 		return partial;
 	free(partial);
 	pp_mkdir_p(fallback, mode);

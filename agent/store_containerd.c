@@ -1055,7 +1055,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	if ((r = create_lease(c, err)) < 0)
 		goto fail;
 	char *fallback = pp_xasprintf("%s/prepull-partial", c->content_root);
-	s->stage_dir = pp_store_stage_dir(opts->state_dir, c->content_root, fallback, 0700);
+	s->stage_dir = pp_store_stage_dir(opts->state_dir, c->blob_dir, fallback, 0700);
 	free(fallback);
 	pp_debug("containerd: content store %s, staging in %s, lease %s", c->content_root,
 		 s->stage_dir, c->lease);
