@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "prepull/containerd_api.h"
 #include "prepull/docker_api.h"
 #include "prepull/digest.h"
 #include "prepull/error.h"
@@ -18,8 +19,6 @@
 #include "prepull/options.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
-
-#define CONTAINERD_DEFAULT_SOCKET "/run/containerd/containerd.sock"
 
 /* Something listens on this unix socket (a socket file alone may be left
  * over from a daemon that stopped). */
@@ -49,7 +48,7 @@ static int open_spec(struct pp_store **out, const char *spec, const struct pp_op
 		/* A daemon that answers wins; an OCI layout needs none. */
 		if (pp_docker_socket_answers(NULL))
 			return pp_store_docker_open(out, NULL, opts, err);
-		if (socket_accepts(CONTAINERD_DEFAULT_SOCKET))
+		if (socket_accepts(PP_CONTAINERD_DEFAULT_SOCKET))
 			return pp_store_containerd_open(out, NULL, opts, err);
 		cleanup_free char *dir = pp_xasprintf("%s/oci", opts->state_dir);
 		return pp_store_oci_open(out, dir, opts, err);

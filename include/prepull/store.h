@@ -122,7 +122,8 @@ int pp_store_dir_commit_file(struct pp_store *s, const char *digest, const char 
 int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
 			  struct pp_error *err);
 
-/* Constructors, one per store file.  `socket` is NULL for the default. */
+/* Constructors, one per store file.  `socket` is NULL for the default.
+ * They copy what they need from `opts`: the store keeps no pointer into it. */
 int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_options *opts,
 		      struct pp_error *err);
 int pp_store_containerd_open(struct pp_store **out, const char *socket,
