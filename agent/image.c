@@ -154,6 +154,11 @@ int pp_image_resolve(struct pp_image *img, const struct pp_options *opts,
 			      err);
 	if (r < 0)
 		return pp_error_wrap(err, "manifest %s", pp_short_digest(img->top_digest));
+	/* From here on the parsed type, not the raw Content-Type: a registry
+	 * may have said application/json or spelt the type in capitals, and
+	 * stores record it where consumers compare it exactly. */
+	free(img->top_media_type);
+	img->top_media_type = pp_xstrdup(top.media_type);
 	if (top.kind == PP_KIND_IMAGE) {
 		img->manifest = top;
 		img->manifest_digest = pp_xstrdup(img->top_digest);

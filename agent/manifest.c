@@ -45,6 +45,19 @@ static bool is_generic(const char *base)
 	       strcasecmp(base, "binary/octet-stream") == 0 || strcmp(base, "*/*") == 0;
 }
 
+/* The spelling of a known manifest media type that consumers compare
+ * exactly (containerd does): "Application/VND.OCI..." -> the constant.
+ * Others are returned unchanged. */
+static const char *canonical_type(const char *base)
+{
+	static const char *const known[] = {PP_MT_OCI_INDEX, PP_MT_DOCKER_LIST, PP_MT_OCI_MANIFEST,
+					    PP_MT_DOCKER_MANIFEST};
+	for (size_t i = 0; i < sizeof(known) / sizeof(*known); i++)
+		if (strcasecmp(base, known[i]) == 0)
+			return known[i];
+	return base;
+}
+
 int pp_manifest_kind_of(const char *media_type, struct pp_error *err)
 {
 	char base[256], shown[96];
@@ -275,14 +288,14 @@ static int effective_media_type(char **out, const char *content_type, json_t *ro
 				"mediaType \"%s\"",
 				pp_printable(shown_ct, sizeof(shown_ct), ct),
 				pp_printable(shown_body, sizeof(shown_body), body_base));
-		*out = pp_xstrdup(ct);
+		*out = pp_xstrdup(canonical_type(ct));
 		return 0;
 	}
 	if (body_mt) {
 		ret = pp_manifest_kind_of(body_base, err);
 		if (ret < 0)
 			return ret;
-		*out = pp_xstrdup(body_base);
+		*out = pp_xstrdup(canonical_type(body_base));
 		return 0;
 	}
 	if (json_object_get(root, "fsLayers") || json_object_get(root, "signatures"))

@@ -1,6 +1,7 @@
 /* Choosing and opening a store from its spec. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "prepull/containerd_api.h"
 #include "prepull/docker_api.h"
 #include "prepull/digest.h"
 #include "prepull/error.h"
@@ -17,8 +19,6 @@
 #include "prepull/options.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
-
-#define CONTAINERD_DEFAULT_SOCKET "/run/containerd/containerd.sock"
 
 /* Something listens on this unix socket (a socket file alone may be left
  * over from a daemon that stopped). */
@@ -48,7 +48,7 @@ static int open_spec(struct pp_store **out, const char *spec, const struct pp_op
 		/* A daemon that answers wins; an OCI layout needs none. */
 		if (pp_docker_socket_answers(NULL))
 			return pp_store_docker_open(out, NULL, opts, err);
-		if (socket_accepts(CONTAINERD_DEFAULT_SOCKET))
+		if (socket_accepts(PP_CONTAINERD_DEFAULT_SOCKET))
 			return pp_store_containerd_open(out, NULL, opts, err);
 		cleanup_free char *dir = pp_xasprintf("%s/oci", opts->state_dir);
 		return pp_store_oci_open(out, dir, opts, err);
@@ -201,13 +201,32 @@ int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *da
 	return pp_blob_dir_put(s->blob_dir, digest, data, len, err);
 }
 
+/* Whether a file in `from` can be renamed into `to`.  Equal st_dev is not
+ * enough: two mounts of one filesystem (a bind mount) share it, yet
+ * rename(2) between them fails with EXDEV.  So try it: an empty file made
+ * with O_EXCL, renamed to a hidden name in `to`, then removed. */
+static bool rename_works(const char *from, const char *to)
+{
+	cleanup_free char *src = pp_xasprintf("%s/.prepull-probe-XXXXXX", from);
+	int fd = mkostemp(src, O_CLOEXEC); /* O_EXCL: never someone else's file */
+	if (fd < 0)
+		return false;
+	close(fd);
+	cleanup_free char *dst = pp_xasprintf("%s/%s", to, strrchr(src, '/') + 1);
+	if (rename(src, dst) == 0) {
+		unlink(dst);
+		return true;
+	}
+	pp_debug("staging: cannot rename from %s to %s: %s", from, to, strerror(errno));
+	unlink(src);
+	return false;
+}
+
 char *pp_store_stage_dir(const char *state_dir, const char *blobs, const char *fallback,
 			 unsigned mode)
 {
-	struct stat a, b;
 	char *partial = pp_xasprintf("%s/partial", state_dir);
-	if (pp_mkdir_p(partial, 0755) == 0 && stat(partial, &a) == 0 && stat(blobs, &b) == 0 &&
-	    a.st_dev == b.st_dev)
+	if (pp_mkdir_p(partial, 0755) == 0 && rename_works(partial, blobs))
 		return partial;
 	free(partial);
 	pp_mkdir_p(fallback, mode);

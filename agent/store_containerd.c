@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "prepull/containerd_api.h"
 #include "prepull/digest.h"
 #include "prepull/error.h"
 #include "prepull/grpc.h"
@@ -31,12 +32,10 @@
 #include "prepull/log.h"
 #include "prepull/manifest.h"
 #include "prepull/options.h"
-#include "prepull/protobuf.h"
 #include "prepull/reference.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
 
-#define DEFAULT_SOCKET "/run/containerd/containerd.sock"
 #define LEASE_EXPIRE_SECONDS (24 * 3600)
 #define CRI_NAMESPACE "k8s.io"
 
@@ -52,20 +51,6 @@ static struct short_digest short_digest(const char *digest)
 	return d;
 }
 #define SHORT(digest) (short_digest(digest).s)
-
-#define SVC_INTROSPECTION "/containerd.services.introspection.v1.Introspection/"
-#define SVC_CONTENT "/containerd.services.content.v1.Content/"
-#define SVC_IMAGES "/containerd.services.images.v1.Images/"
-#define SVC_LEASES "/containerd.services.leases.v1.Leases/"
-#define SVC_SNAPSHOTS "/containerd.services.snapshots.v1.Snapshots/"
-#define SVC_DIFF "/containerd.services.diff.v1.Diff/"
-
-enum { WRITE_STAT = 0, WRITE_COMMIT = 2 };
-
-struct label {
-	const char *key;
-	const char *value;
-};
 
 /* One layer of an image being unpacked: copies, so the worker never
  * touches the pp_image (main frees images before the store). */
@@ -111,148 +96,28 @@ struct ctd {
 	unsigned counter; /* for unique snapshot keys */
 };
 
-/* ------------------------------------------------------------ messages */
-
-static void put_labels(struct pp_buf *b, uint32_t field, const struct label *labels, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		pp_pb_put_map_entry(b, field, labels[i].key, labels[i].value);
-}
-
-/* containerd.types.Descriptor */
-static void put_descriptor(struct pp_buf *b, uint32_t field, const char *media_type,
-			   const char *digest, int64_t size)
-{
-	struct pp_buf d = {0};
-	pp_pb_put_string(&d, 1, media_type);
-	pp_pb_put_string(&d, 2, digest);
-	pp_pb_put_uint(&d, 3, (uint64_t)size);
-	pp_pb_put_message(b, field, &d);
-	pp_buf_free(&d);
-}
-
-/* google.protobuf.FieldMask with one "labels.<key>" path per label. */
-static void put_label_mask(struct pp_buf *b, uint32_t field, const struct label *labels, size_t n,
-			   const char *extra_path)
-{
-	struct pp_buf m = {0};
-	if (extra_path)
-		pp_pb_put_string(&m, 1, extra_path);
-	for (size_t i = 0; i < n; i++) {
-		cleanup_free char *path = pp_xasprintf("labels.%s", labels[i].key);
-		pp_pb_put_string(&m, 1, path);
-	}
-	pp_pb_put_message(b, field, &m);
-	pp_buf_free(&m);
-}
-
 /* ------------------------------------------------------------ content */
 
-static char *blob_path(const struct ctd *c, const char *digest)
-{
-	return pp_xasprintf("%s/%s", c->blob_dir, pp_digest_hex(digest));
-}
-
-static bool blob_present(const struct ctd *c, const char *digest, int64_t size)
-{
-	return pp_blob_dir_has(c->blob_dir, digest, size);
-}
-
-/* Content.Update of some labels of a blob. */
-static int label_blob(struct pp_grpc *g, const char *digest, const struct label *labels, size_t n,
-		      struct pp_error *err)
-{
-	struct pp_buf info = {0}, req = {0}, resp = {0};
-	pp_pb_put_string(&info, 1, digest);
-	put_labels(&info, 5, labels, n);
-	pp_pb_put_message(&req, 1, &info);
-	put_label_mask(&req, 2, labels, n, NULL);
-	int r = pp_grpc_unary(g, SVC_CONTENT "Update", &req, &resp, NULL, err);
-	pp_buf_free(&info);
-	pp_buf_free(&req);
-	pp_buf_free(&resp);
-	if (r < 0)
-		return pp_error_wrap(err, "label %s", SHORT(digest));
-	return 0;
-}
-
-/* Records a blob that is already in blobs/sha256 in the namespace:
- * Content.Write STAT then COMMIT with the expected digest.  With the
- * shared content policy containerd finds the blob in its backend, reports
- * offset == size and commits without a byte of data.  Labels are set on
- * the commit (or by Content.Update when the namespace already had it). */
-static int register_blob(struct pp_grpc *g, const char *digest, int64_t size,
-			 const struct label *labels, size_t n, struct pp_error *err)
-{
-	cleanup_free char *ref = pp_xasprintf("prepull-%s", digest);
-	struct pp_buf stat_msg = {0}, commit = {0}, body = {0}, resp = {0};
-	pp_pb_put_string(&stat_msg, 2, ref);
-	pp_pb_put_uint(&stat_msg, 3, (uint64_t)size);
-	pp_pb_put_string(&stat_msg, 4, digest);
-	pp_pb_put_uint(&commit, 1, WRITE_COMMIT);
-	pp_pb_put_string(&commit, 2, ref);
-	pp_pb_put_uint(&commit, 3, (uint64_t)size);
-	pp_pb_put_string(&commit, 4, digest);
-	pp_pb_put_uint(&commit, 5, (uint64_t)size);
-	put_labels(&commit, 7, labels, n);
-	/* containerd answers each message in turn; both can go at once. */
-	pp_grpc_frame(&body, stat_msg.data, stat_msg.len);
-	pp_grpc_frame(&body, commit.data, commit.len);
-	int code = 0;
-	int r = pp_grpc_call(g, SVC_CONTENT "Write", &body, &resp, &code, err);
-	pp_buf_free(&stat_msg);
-	pp_buf_free(&commit);
-	pp_buf_free(&body);
-	pp_buf_free(&resp);
-	if (r < 0 && code == PP_GRPC_ALREADY_EXISTS) {
-		/* Already recorded in this namespace. */
-		pp_error_clear(err);
-		return n ? label_blob(g, digest, labels, n, err) : 0;
-	}
-	if (r < 0 && code == PP_GRPC_OUT_OF_RANGE) {
-		/* The writer did not share the blob we placed: the content
-		 * policy is "isolated", or the file vanished. */
-		return pp_error_wrap(err,
-				     "containerd did not take %s from its content store without "
-				     "data (is content_sharing_policy \"isolated\"?)",
-				     SHORT(digest));
-	}
-	if (r < 0)
-		return pp_error_wrap(err, "register %s", SHORT(digest));
-	return 0;
-}
-
-/* Places a verified file at blobs/sha256/<hex>: read-only, renamed, the
- * directory synced.  The file itself was fsynced by whoever verified it. */
+/* Places a verified file at blobs/sha256/<hex>: read-only (as containerd
+ * keeps its blobs), renamed, the directory synced.  The file itself was
+ * fsynced by whoever verified it. */
 static int place_file(struct ctd *c, const char *digest, const char *path, struct pp_error *err)
 {
-	cleanup_free char *dst = blob_path(c, digest);
 	if (chmod(path, 0444) < 0)
 		return pp_error_errno(err, "chmod %s", path);
-	if (rename(path, dst) < 0)
-		return pp_error_errno(err, "rename %s to %s", path, dst);
-	if (pp_fsync_dir(c->blob_dir) < 0)
-		return pp_error_errno(err, "sync %s", c->blob_dir);
-	return 0;
+	return pp_blob_dir_commit(c->blob_dir, digest, path, err);
 }
 
 /* Labels containerd's own pull puts on every blob it fetched. */
-static size_t source_labels(const struct cimage *ci, struct label *out)
+static size_t source_labels(const struct cimage *ci, struct pp_ctd_label *out)
 {
 	if (!ci)
 		return 0;
-	out[0] = (struct label){ci->source_key, ci->source_repo};
+	out[0] = (struct pp_ctd_label){ci->source_key, ci->source_repo};
 	return 1;
 }
 
 /* ------------------------------------------------------------ store ops */
-
-static int ctd_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
-			struct pp_error *err)
-{
-	*out = blob_present(s->priv, digest, size);
-	return 0;
-}
 
 /* Marks a layer present in every image that has it; wakes the worker. */
 static void mark_present(struct ctd *c, const char *digest)
@@ -289,28 +154,28 @@ static int ctd_commit_file(struct pp_store *s, const char *digest, const char *p
 	int r = place_file(c, digest, path, err);
 	if (r < 0)
 		return r;
-	struct label labels[1];
+	struct pp_ctd_label labels[1];
 	/* Images are only added by prepare_image on this thread: the pointer
 	 * stays valid. */
 	size_t n = source_labels(image_of(c, digest), labels);
-	if ((r = register_blob(c->g, digest, st.st_size, labels, n, err)) < 0)
+	if ((r = pp_ctd_content_register(c->g, digest, st.st_size, labels, n, err)) < 0)
 		return r;
 	mark_present(c, digest);
 	return 0;
 }
 
 static int put_blob_labels(struct ctd *c, const char *digest, const void *data, size_t len,
-			   const struct label *labels, size_t n, struct pp_error *err)
+			   const struct pp_ctd_label *labels, size_t n, struct pp_error *err)
 {
-	if (!blob_present(c, digest, (int64_t)len)) {
-		cleanup_free char *p = blob_path(c, digest);
-		int r = pp_write_file_atomic(p, data, len, err);
+	if (!pp_blob_dir_has(c->blob_dir, digest, (int64_t)len)) {
+		int r = pp_blob_dir_put(c->blob_dir, digest, data, len, err);
 		if (r < 0)
 			return r;
+		cleanup_free char *p = pp_blob_dir_path(c->blob_dir, digest);
 		if (chmod(p, 0444) < 0)
 			return pp_error_errno(err, "chmod %s", p);
 	}
-	return register_blob(c->g, digest, (int64_t)len, labels, n, err);
+	return pp_ctd_content_register(c->g, digest, (int64_t)len, labels, n, err);
 }
 
 static int ctd_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
@@ -321,86 +186,12 @@ static int ctd_put_blob(struct pp_store *s, const char *digest, const void *data
 
 /* ------------------------------------------------------------ unpacking */
 
-/* Snapshots.Stat: 1 when the snapshot exists, 0 when not. */
-static int snapshot_exists(struct ctd *c, const char *key, struct pp_error *err)
-{
-	struct pp_buf req = {0}, resp = {0};
-	pp_pb_put_string(&req, 1, c->snapshotter);
-	pp_pb_put_string(&req, 2, key);
-	int code = 0;
-	int r = pp_grpc_unary(c->wg, SVC_SNAPSHOTS "Stat", &req, &resp, &code, err);
-	pp_buf_free(&req);
-	pp_buf_free(&resp);
-	if (r < 0 && code == PP_GRPC_NOT_FOUND) {
-		pp_error_clear(err);
-		return 0;
-	}
-	return r < 0 ? r : 1;
-}
-
-static void remove_snapshot(struct ctd *c, const char *key)
-{
-	struct pp_buf req = {0}, resp = {0};
-	struct pp_error e = {0};
-	pp_pb_put_string(&req, 1, c->snapshotter);
-	pp_pb_put_string(&req, 2, key);
-	if (pp_grpc_unary(c->wg, SVC_SNAPSHOTS "Remove", &req, &resp, NULL, &e) < 0)
-		pp_warn("remove snapshot %s: %s", key, e.msg);
-	pp_buf_free(&req);
-	pp_buf_free(&resp);
-}
-
-/* Collects the raw Mount messages of a PrepareSnapshotResponse, ready to be
- * passed on as ApplyRequest.mounts (field 2). */
-static int mounts_for_apply(const struct pp_buf *resp, struct pp_buf *out, struct pp_error *err)
-{
-	struct pp_pb_reader rd = {0};
-	struct pp_pb_field f;
-	int r;
-	size_t n = 0;
-	pp_pb_reader_init(&rd, resp->data, resp->len);
-	while ((r = pp_pb_next(&rd, &f, err)) > 0) {
-		if (f.num != 1)
-			continue;
-		if (f.wire != PP_PB_LEN)
-			return pp_error_set(err, PP_EPROTO, "Prepare: mount is not a message");
-		pp_pb_put_bytes(out, 2, f.data, f.len);
-		n++;
-	}
-	if (r < 0)
-		return r;
-	if (n == 0)
-		return pp_error_set(err, PP_EPROTO, "Prepare returned no mounts");
-	return 0;
-}
-
-/* ApplyResponse.applied.digest */
-static int applied_digest(const struct pp_buf *resp, char **out, struct pp_error *err)
-{
-	struct pp_pb_reader rd = {0}, sub = {0};
-	struct pp_pb_field f, g;
-	int r;
-	pp_pb_reader_init(&rd, resp->data, resp->len);
-	while ((r = pp_pb_next(&rd, &f, err)) > 0) {
-		if (f.num != 1)
-			continue;
-		if ((r = pp_pb_sub(&f, &sub, err)) < 0)
-			return r;
-		while ((r = pp_pb_next(&sub, &g, err)) > 0)
-			if (g.num == 2 && (r = pp_pb_string(&g, out, err)) < 0)
-				return r;
-		if (r < 0)
-			return r;
-	}
-	return r;
-}
-
 /* The unpack recipe for one layer (containerd's own, without its Go
  * client): skip when the chain exists; else Prepare, Apply, Commit. */
 static int unpack_layer(struct ctd *c, const struct layer *l, const char *parent,
 			struct pp_error *err)
 {
-	int r = snapshot_exists(c, l->chain_id, err);
+	int r = pp_ctd_snapshot_exists(c->wg, c->snapshotter, l->chain_id, err);
 	if (r != 0) {
 		if (r > 0)
 			pp_debug("layer %s: chain %s already unpacked", SHORT(l->digest),
@@ -414,26 +205,23 @@ static int unpack_layer(struct ctd *c, const struct layer *l, const char *parent
 			   ++c->counter, l->chain_id);
 	pthread_mutex_unlock(&c->mu);
 
-	struct label labels[3] = {
+	struct pp_ctd_label labels[3] = {
 		{"containerd.io/snapshot.ref", l->chain_id},
 		{"containerd.io/snapshot/diff-id", l->diff_id},
 		{"containerd.io/snapshot/parent-chain-id", parent},
 	};
 	size_t n_labels = parent ? 3 : 2;
-	struct pp_buf req = {0}, resp = {0}, apply = {0};
+	struct pp_buf mounts = {0};
 	cleanup_free char *got = NULL;
 	int code = 0;
 	bool prepared = false;
 
-	pp_pb_put_string(&req, 1, c->snapshotter);
-	pp_pb_put_string(&req, 2, key);
-	pp_pb_put_string(&req, 3, parent);
-	put_labels(&req, 4, labels, n_labels);
-	r = pp_grpc_unary(c->wg, SVC_SNAPSHOTS "Prepare", &req, &resp, &code, err);
+	r = pp_ctd_snapshot_prepare(c->wg, c->snapshotter, key, parent, labels, n_labels, &mounts,
+				    &code, err);
 	if (r < 0 && code == PP_GRPC_ALREADY_EXISTS) {
 		/* Someone else is on it or finished it. */
 		pp_error_clear(err);
-		r = snapshot_exists(c, l->chain_id, err);
+		r = pp_ctd_snapshot_exists(c->wg, c->snapshotter, l->chain_id, err);
 		if (r > 0)
 			r = 0;
 		else if (r == 0)
@@ -447,12 +235,8 @@ static int unpack_layer(struct ctd *c, const struct layer *l, const char *parent
 		goto done;
 	prepared = true;
 
-	put_descriptor(&apply, 1, l->media_type, l->digest, l->size);
-	if ((r = mounts_for_apply(&resp, &apply, err)) < 0)
-		goto done;
-	if ((r = pp_grpc_unary(c->wg, SVC_DIFF "Apply", &apply, &resp, NULL, err)) < 0)
-		goto done;
-	if ((r = applied_digest(&resp, &got, err)) < 0)
+	if ((r = pp_ctd_diff_apply(c->wg, l->media_type, l->digest, l->size, &mounts, &got, err)) <
+	    0)
 		goto done;
 	if (!got || strcmp(got, l->diff_id) != 0) {
 		r = pp_error_set(err, PP_EDIGEST,
@@ -461,12 +245,8 @@ static int unpack_layer(struct ctd *c, const struct layer *l, const char *parent
 		goto done;
 	}
 
-	pp_buf_free(&req);
-	pp_pb_put_string(&req, 1, c->snapshotter);
-	pp_pb_put_string(&req, 2, l->chain_id);
-	pp_pb_put_string(&req, 3, key);
-	put_labels(&req, 4, labels, n_labels);
-	r = pp_grpc_unary(c->wg, SVC_SNAPSHOTS "Commit", &req, &resp, &code, err);
+	r = pp_ctd_snapshot_commit(c->wg, c->snapshotter, l->chain_id, key, labels, n_labels, &code,
+				   err);
 	if (r < 0 && code == PP_GRPC_ALREADY_EXISTS) {
 		pp_error_clear(err);
 		r = 0;
@@ -478,14 +258,12 @@ static int unpack_layer(struct ctd *c, const struct layer *l, const char *parent
 		 pp_now() - t0);
 done:
 	if (prepared)
-		remove_snapshot(c, key);
-	pp_buf_free(&req);
-	pp_buf_free(&resp);
-	pp_buf_free(&apply);
+		pp_ctd_snapshot_remove(c->wg, c->snapshotter, key);
+	pp_buf_free(&mounts);
 	if (r < 0)
 		return r;
-	struct label unc = {"containerd.io/uncompressed", l->diff_id};
-	return label_blob(c->wg, l->digest, &unc, 1, err);
+	struct pp_ctd_label unc = {"containerd.io/uncompressed", l->diff_id};
+	return pp_ctd_content_label(c->wg, l->digest, &unc, 1, err);
 }
 
 /* Finds an image whose next layer can be unpacked; called locked. */
@@ -595,13 +373,14 @@ static int ctd_prepare_image(struct pp_store *s, const struct pp_image *img, boo
 
 	/* Layers already in the content store are recorded in the namespace
 	 * now, so their unpacking starts while the others download. */
-	struct label labels[1];
+	struct pp_ctd_label labels[1];
 	size_t n_labels = source_labels(ci, labels);
 	for (size_t i = 0; i < ci->n_layers; i++) {
 		struct layer *l = &ci->layers[i];
-		if (!blob_present(c, l->digest, l->size))
+		if (!pp_blob_dir_has(c->blob_dir, l->digest, l->size))
 			continue;
-		if ((r = register_blob(c->g, l->digest, l->size, labels, n_labels, err)) < 0) {
+		if ((r = pp_ctd_content_register(c->g, l->digest, l->size, labels, n_labels, err)) <
+		    0) {
 			cimage_free(ci);
 			return r;
 		}
@@ -626,36 +405,17 @@ static int ctd_prepare_image(struct pp_store *s, const struct pp_image *img, boo
 	return 0;
 }
 
-/* Images.Create, or Update when the name exists. */
+/* An image record for `img` under `name`; for CRI labelled managed. */
 static int put_image_record(struct ctd *c, const char *name, const struct pp_image *img,
 			    const char *top_type, bool cri, struct pp_error *err)
 {
-	struct label managed = {"io.cri-containerd.image", "managed"};
-	struct pp_buf image = {0}, req = {0}, resp = {0};
-	pp_pb_put_string(&image, 1, name);
-	if (cri)
-		put_labels(&image, 2, &managed, 1);
-	put_descriptor(&image, 3, top_type, img->top_digest, (int64_t)img->top_bytes.len);
-	pp_pb_put_message(&req, 1, &image);
-	int code = 0;
-	int r = pp_grpc_unary(c->g, SVC_IMAGES "Create", &req, &resp, &code, err);
-	if (r < 0 && code == PP_GRPC_ALREADY_EXISTS) {
-		pp_error_clear(err);
-		pp_buf_free(&req);
-		pp_pb_put_message(&req, 1, &image);
-		put_label_mask(&req, 2, &managed, cri ? 1 : 0, "target");
-		r = pp_grpc_unary(c->g, SVC_IMAGES "Update", &req, &resp, NULL, err);
-	}
-	pp_buf_free(&image);
-	pp_buf_free(&req);
-	pp_buf_free(&resp);
-	if (r < 0)
-		return pp_error_wrap(err, "image record %s", name);
-	return 0;
+	struct pp_ctd_label managed = {"io.cri-containerd.image", "managed"};
+	return pp_ctd_image_put(c->g, name, &managed, cri ? 1 : 0, top_type, img->top_digest,
+				(int64_t)img->top_bytes.len, err);
 }
 
 static int register_all(struct ctd *c, struct cimage *ci, const struct pp_image *img,
-			struct label *labels, struct pp_error *err)
+			struct pp_ctd_label *labels, struct pp_error *err)
 {
 	size_t n = source_labels(ci, labels);
 	int r;
@@ -669,10 +429,10 @@ static int register_all(struct ctd *c, struct cimage *ci, const struct pp_image 
 		pthread_mutex_unlock(&c->mu);
 		if (present)
 			continue;
-		if (!blob_present(c, l->digest, l->size))
+		if (!pp_blob_dir_has(c->blob_dir, l->digest, l->size))
 			return pp_error_set(err, PP_ENOTFOUND, "layer %s is not in %s",
 					    SHORT(l->digest), c->blob_dir);
-		if ((r = register_blob(c->g, l->digest, l->size, labels, n, err)) < 0)
+		if ((r = pp_ctd_content_register(c->g, l->digest, l->size, labels, n, err)) < 0)
 			return r;
 		mark_present(c, l->digest);
 	}
@@ -693,18 +453,19 @@ static int register_all(struct ctd *c, struct cimage *ci, const struct pp_image 
 	cleanup_free char *snap_key =
 		pp_xasprintf("containerd.io/gc.ref.snapshot.%s", c->snapshotter);
 	if (ci->n_layers)
-		labels[n++] = (struct label){snap_key, ci->layers[ci->n_layers - 1].chain_id};
+		labels[n++] =
+			(struct pp_ctd_label){snap_key, ci->layers[ci->n_layers - 1].chain_id};
 	if ((r = put_blob_labels(c, cfg->digest, img->config_bytes.data, img->config_bytes.len,
 				 labels, n, err)) < 0)
 		return pp_error_wrap(err, "config");
 
 	/* Manifest, referencing its config and layers. */
 	n = source_labels(ci, labels);
-	labels[n++] = (struct label){"containerd.io/gc.ref.content.config", cfg->digest};
+	labels[n++] = (struct pp_ctd_label){"containerd.io/gc.ref.content.config", cfg->digest};
 	char(*lkeys)[64] = pp_xcalloc(ci->n_layers ? ci->n_layers : 1, sizeof(*lkeys));
 	for (size_t i = 0; i < ci->n_layers; i++) {
 		snprintf(lkeys[i], sizeof(lkeys[i]), "containerd.io/gc.ref.content.l.%zu", i);
-		labels[n++] = (struct label){lkeys[i], ci->layers[i].digest};
+		labels[n++] = (struct pp_ctd_label){lkeys[i], ci->layers[i].digest};
 	}
 	r = put_blob_labels(c, img->manifest_digest, img->manifest_bytes.data,
 			    img->manifest_bytes.len, labels, n, err);
@@ -715,8 +476,8 @@ static int register_all(struct ctd *c, struct cimage *ci, const struct pp_image 
 	/* The index, referencing the platform's manifest. */
 	if (strcmp(img->top_digest, img->manifest_digest) != 0) {
 		n = source_labels(ci, labels);
-		labels[n++] =
-			(struct label){"containerd.io/gc.ref.content.m.0", img->manifest_digest};
+		labels[n++] = (struct pp_ctd_label){"containerd.io/gc.ref.content.m.0",
+						    img->manifest_digest};
 		if ((r = put_blob_labels(c, img->top_digest, img->top_bytes.data,
 					 img->top_bytes.len, labels, n, err)) < 0)
 			return pp_error_wrap(err, "index");
@@ -765,7 +526,7 @@ static int ctd_register_image(struct pp_store *s, const struct pp_image *img, st
 	if (!ci)
 		return pp_error_set(err, PP_EGENERIC, "image %s was not prepared", img->ref.full);
 	/* source, config, one per layer */
-	struct label *labels = pp_xcalloc(ci->n_layers + 3, sizeof(*labels));
+	struct pp_ctd_label *labels = pp_xcalloc(ci->n_layers + 3, sizeof(*labels));
 	int r = register_all(c, ci, img, labels, err);
 	free(labels);
 	return r;
@@ -781,13 +542,8 @@ static int create_lease(struct ctd *c, struct pp_error *err)
 	gmtime_r(&t, &tm);
 	strftime(expire, sizeof(expire), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	c->lease = pp_xasprintf("prepull-%d-%lld", (int)getpid(), (long long)time(NULL));
-	struct label l = {"containerd.io/gc.expire", expire};
-	struct pp_buf req = {0}, resp = {0};
-	pp_pb_put_string(&req, 1, c->lease);
-	put_labels(&req, 3, &l, 1);
-	int r = pp_grpc_unary(c->g, SVC_LEASES "Create", &req, &resp, NULL, err);
-	pp_buf_free(&req);
-	pp_buf_free(&resp);
+	struct pp_ctd_label l = {"containerd.io/gc.expire", expire};
+	int r = pp_ctd_lease_create(c->g, c->lease, &l, 1, err);
 	if (r < 0) {
 		free(c->lease);
 		c->lease = NULL;
@@ -800,14 +556,10 @@ static int create_lease(struct ctd *c, struct pp_error *err)
 
 static void delete_lease(struct ctd *c)
 {
-	struct pp_buf req = {0}, resp = {0};
 	struct pp_error err = {0};
 	pp_grpc_set_metadata(c->g, "containerd-lease", NULL);
-	pp_pb_put_string(&req, 1, c->lease);
-	if (pp_grpc_unary(c->g, SVC_LEASES "Delete", &req, &resp, NULL, &err) < 0)
+	if (pp_ctd_lease_delete(c->g, c->lease, &err) < 0)
 		pp_warn("containerd: delete lease %s: %s", c->lease, err.msg);
-	pp_buf_free(&req);
-	pp_buf_free(&resp);
 }
 
 static void ctd_free(struct pp_store *s)
@@ -852,7 +604,7 @@ static void ctd_free(struct pp_store *s)
 
 static const struct pp_store_ops ctd_ops = {
 	.name = "containerd",
-	.has_blob = ctd_has_blob,
+	.has_blob = pp_store_dir_has_blob,
 	.read_blob = pp_store_dir_read_blob,
 	.commit_file = ctd_commit_file,
 	.put_blob = ctd_put_blob,
@@ -861,122 +613,25 @@ static const struct pp_store_ops ctd_ops = {
 	.free = ctd_free,
 };
 
-/* Introspection.Plugins with one filter; calls `fn` for each plugin's
- * (id, exports root, init error message). */
-struct plugin {
-	char *id;
-	char *root;
-	char *init_err;
-};
-
-static void plugin_free(struct plugin *p)
-{
-	free(p->id);
-	free(p->root);
-	free(p->init_err);
-}
-
-static int parse_plugin(struct pp_pb_reader *rd, struct plugin *p, struct pp_error *err)
-{
-	struct pp_pb_field f;
-	int r;
-	while ((r = pp_pb_next(rd, &f, err)) > 0) {
-		if (f.num == 2) {
-			if ((r = pp_pb_string(&f, &p->id, err)) < 0)
-				return r;
-		} else if (f.num == 5) {
-			const uint8_t *k, *v;
-			size_t kl, vl;
-			if ((r = pp_pb_map_entry(&f, &k, &kl, &v, &vl, err)) < 0)
-				return r;
-			if (kl == 4 && memcmp(k, "root", 4) == 0) {
-				free(p->root);
-				p->root = pp_xstrndup((const char *)v, vl);
-			}
-		} else if (f.num == 7) {
-			/* google.rpc.Status {code = 1, message = 2} */
-			struct pp_pb_reader st = {0};
-			struct pp_pb_field g;
-			if ((r = pp_pb_sub(&f, &st, err)) < 0)
-				return r;
-			while ((r = pp_pb_next(&st, &g, err)) > 0)
-				if (g.num == 2 && (r = pp_pb_string(&g, &p->init_err, err)) < 0)
-					return r;
-			if (r < 0)
-				return r;
-			if (!p->init_err)
-				p->init_err = pp_xstrdup("failed to initialise");
-		}
-	}
-	return r;
-}
-
-static int list_plugins(struct ctd *c, const char *filter, struct plugin **out, size_t *n_out,
-			struct pp_error *err)
-{
-	struct pp_buf req = {0}, resp = {0};
-	pp_pb_put_string(&req, 1, filter);
-	int r = pp_grpc_unary(c->g, SVC_INTROSPECTION "Plugins", &req, &resp, NULL, err);
-	pp_buf_free(&req);
-	if (r < 0)
-		return r;
-	struct plugin *list = NULL;
-	size_t n = 0;
-	struct pp_pb_reader rd = {0}, sub = {0};
-	struct pp_pb_field f;
-	pp_pb_reader_init(&rd, resp.data, resp.len);
-	while ((r = pp_pb_next(&rd, &f, err)) > 0) {
-		if (f.num != 1)
-			continue;
-		if ((r = pp_pb_sub(&f, &sub, err)) < 0)
-			break;
-		list = realloc(list, (n + 1) * sizeof(*list));
-		if (!list)
-			abort();
-		list[n] = (struct plugin){0};
-		r = parse_plugin(&sub, &list[n], err);
-		n++;
-		if (r < 0)
-			break;
-	}
-	pp_buf_free(&resp);
-	if (r < 0) {
-		for (size_t i = 0; i < n; i++)
-			plugin_free(&list[i]);
-		free(list);
-		return pp_error_wrap(err, "containerd Introspection.Plugins");
-	}
-	*out = list;
-	*n_out = n;
-	return 0;
-}
-
-static void free_plugins(struct plugin *list, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		plugin_free(&list[i]);
-	free(list);
-}
-
 /* Asks containerd where its content store is, and checks the snapshotter. */
 static int introspect(struct ctd *c, struct pp_error *err)
 {
-	struct plugin *list = NULL;
+	struct pp_ctd_plugin *list = NULL;
 	size_t n = 0;
-	int r = list_plugins(c, "type==io.containerd.content.v1", &list, &n, err);
+	int r = pp_ctd_plugins(c->g, "type==io.containerd.content.v1", &list, &n, err);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n && !c->content_root; i++)
 		if (list[i].root && !list[i].init_err)
 			c->content_root = pp_xstrdup(list[i].root);
-	free_plugins(list, n);
+	pp_ctd_plugins_free(list, n);
 	if (!c->content_root)
 		return pp_error_set(err, PP_EUNSUPPORTED,
 				    "containerd at %s has no local content store (no root "
 				    "exported by an io.containerd.content.v1 plugin)",
 				    c->socket);
 
-	if ((r = list_plugins(c, "type==io.containerd.snapshotter.v1", &list, &n, err)) < 0)
+	if ((r = pp_ctd_plugins(c->g, "type==io.containerd.snapshotter.v1", &list, &n, err)) < 0)
 		return r;
 	char names[512] = "";
 	bool found = false;
@@ -999,7 +654,7 @@ static int introspect(struct ctd *c, struct pp_error *err)
 				 list[i].id);
 		}
 	}
-	free_plugins(list, n);
+	pp_ctd_plugins_free(list, n);
 	if (r < 0)
 		return r;
 	if (!found) {
@@ -1017,7 +672,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 			     const struct pp_options *opts, struct pp_error *err)
 {
 	if (!socket || !*socket)
-		socket = DEFAULT_SOCKET;
+		socket = PP_CONTAINERD_DEFAULT_SOCKET;
 	const char *ns = opts->namespace && *opts->namespace ? opts->namespace : CRI_NAMESPACE;
 	const char *snapshotter =
 		opts->snapshotter && *opts->snapshotter ? opts->snapshotter : "overlayfs";
@@ -1055,7 +710,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	if ((r = create_lease(c, err)) < 0)
 		goto fail;
 	char *fallback = pp_xasprintf("%s/prepull-partial", c->content_root);
-	s->stage_dir = pp_store_stage_dir(opts->state_dir, c->content_root, fallback, 0700);
+	s->stage_dir = pp_store_stage_dir(opts->state_dir, c->blob_dir, fallback, 0700);
 	free(fallback);
 	pp_debug("containerd: content store %s, staging in %s, lease %s", c->content_root,
 		 s->stage_dir, c->lease);

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "prepull/containerd_api.h"
 #include "prepull/digest.h"
 #include "prepull/docker_api.h"
 #include "prepull/stop.h"
@@ -34,12 +35,6 @@
 #include "prepull/store.h"
 #include "prepull/tar_stream.h"
 #include "prepull/util.h"
-
-/* Where Docker's own containerd listens when /info does not say. */
-static const char *const containerd_sockets[] = {
-	"/run/containerd/containerd.sock",
-	"/var/run/docker/containerd/containerd.sock",
-};
 
 /* A blob in our directory and whether an image that still needs it is
  * not loaded yet. */
@@ -568,27 +563,23 @@ static int lock_dir(struct docker *k, struct pp_error *err)
 }
 
 /* Docker keeps its images in containerd: the containerd store places
- * them in Docker's namespace.  The options must outlive the store, hence
- * static (one store per run). */
+ * them in Docker's namespace.  It copies what it needs from the options,
+ * so a copy on the stack with the namespace changed will do. */
 static int open_through_containerd(struct pp_store **out, const struct pp_docker *d,
 				   const struct pp_options *opts, struct pp_error *err)
 {
-	static struct pp_options moby_opts;
-	moby_opts = *opts;
+	struct pp_options moby_opts = *opts;
 	moby_opts.namespace = "moby";
+	/* Where Docker's containerd listens when /info does not say: the
+	 * system one, or the one dockerd started itself. */
 	const char *addr = d->containerd_address;
-	static char chosen[256];
 	if (!addr) {
+		const char *own = "/var/run/docker/containerd/containerd.sock";
 		struct stat st;
-		addr = containerd_sockets[0];
-		for (size_t i = 0; i < sizeof(containerd_sockets) / sizeof(*containerd_sockets);
-		     i++)
-			if (stat(containerd_sockets[i], &st) == 0 && S_ISSOCK(st.st_mode)) {
-				addr = containerd_sockets[i];
-				break;
-			}
-		snprintf(chosen, sizeof(chosen), "%s", addr);
-		addr = chosen;
+		addr = PP_CONTAINERD_DEFAULT_SOCKET;
+		if (!(stat(addr, &st) == 0 && S_ISSOCK(st.st_mode)) && stat(own, &st) == 0 &&
+		    S_ISSOCK(st.st_mode))
+			addr = own;
 	}
 	pp_debug("Docker %s at %s uses the containerd image store: placing images through "
 		 "containerd at %s, namespace moby",

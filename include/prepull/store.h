@@ -51,7 +51,7 @@ struct pp_store_ops {
 struct pp_store {
 	const struct pp_store_ops *ops;
 	char *desc;           /* "oci:/abs/dir", shown to the user */
-	char *stage_dir;      /* where partial files go: same filesystem as the blobs */
+	char *stage_dir;      /* where partial files go: renamable into the blob dir */
 	const char *blob_dir; /* the store's blobs/sha256, for the pp_store_dir_* ops */
 	void *priv;
 };
@@ -84,8 +84,8 @@ int pp_store_prepare_image(struct pp_store *s, const struct pp_image *img, bool 
 int pp_store_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err);
 
 /* Opens a store from its spec ("oci:DIR", "auto").  The staging dir is
- * <state-dir>/partial when that is on the store's filesystem, else a
- * directory inside the store. */
+ * <state-dir>/partial when files can be renamed from there into the
+ * store's blob directory, else a directory inside the store. */
 int pp_store_open(struct pp_store **out, const char *spec, const struct pp_options *opts,
 		  struct pp_error *err);
 void pp_store_free(struct pp_store *s);
@@ -103,9 +103,12 @@ int pp_blob_dir_commit(const char *blob_dir, const char *digest, const char *pat
 int pp_blob_dir_put(const char *blob_dir, const char *digest, const void *data, size_t len,
 		    struct pp_error *err);
 
-/* Where a store's partial files go: they must be on the filesystem of
- * `blobs` so that committing is a rename.  <state_dir>/partial when it is,
- * else `fallback` (created with `mode`).  Caller frees. */
+/* Where a store's partial files go: committing is a rename into `blobs`
+ * (the store's blob directory), so that must work from there.
+ * <state_dir>/partial when a rename from it into `blobs` succeeds (tried:
+ * a bind mount of the same filesystem has the same st_dev, yet renames
+ * across it fail with EXDEV), else `fallback` (created with `mode`).
+ * Caller frees. */
 char *pp_store_stage_dir(const char *state_dir, const char *blobs, const char *fallback,
 			 unsigned mode);
 
@@ -119,7 +122,8 @@ int pp_store_dir_commit_file(struct pp_store *s, const char *digest, const char 
 int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
 			  struct pp_error *err);
 
-/* Constructors, one per store file.  `socket` is NULL for the default. */
+/* Constructors, one per store file.  `socket` is NULL for the default.
+ * They copy what they need from `opts`: the store keeps no pointer into it. */
 int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_options *opts,
 		      struct pp_error *err);
 int pp_store_containerd_open(struct pp_store **out, const char *socket,
