@@ -132,9 +132,7 @@ int pp_ctd_plugins(struct pp_grpc *g, const char *filter, struct pp_ctd_plugin *
 			continue;
 		if ((r = pp_pb_sub(&f, &sub, err)) < 0)
 			break;
-		list = realloc(list, (n + 1) * sizeof(*list));
-		if (!list)
-			abort();
+		list = pp_xrealloc(list, (n + 1) * sizeof(*list));
 		list[n] = (struct pp_ctd_plugin){0};
 		r = parse_plugin(&sub, &list[n], err);
 		n++;

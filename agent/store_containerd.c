@@ -700,7 +700,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	s->blob_dir = c->blob_dir;
 	if (pp_mkdir_p(c->blob_dir, 0755) < 0 || access(c->blob_dir, W_OK) < 0) {
 		r = errno == EACCES
-			    ? pp_error_set(err, PP_EAUTH,
+			    ? pp_error_set(err, PP_EPERM,
 					   "cannot write to containerd's content store %s: "
 					   "permission denied (run as root)",
 					   c->blob_dir)

@@ -67,9 +67,7 @@ static struct blob_use *find_use(struct docker *k, const char *digest, bool add)
 			return &k->uses[i];
 	if (!add)
 		return NULL;
-	k->uses = realloc(k->uses, (k->n_uses + 1) * sizeof(*k->uses));
-	if (!k->uses)
-		abort();
+	k->uses = pp_xrealloc(k->uses, (k->n_uses + 1) * sizeof(*k->uses));
 	k->uses[k->n_uses] = (struct blob_use){.digest = pp_xstrdup(digest)};
 	return &k->uses[k->n_uses++];
 }
@@ -178,9 +176,7 @@ static void read_docker_chains(struct docker *k)
 			pp_chain_id(j ? chain : NULL, diff_id, chain);
 			if (docker_has_chain(k, chain))
 				continue;
-			k->chains = realloc(k->chains, (k->n_chains + 1) * sizeof(*k->chains));
-			if (!k->chains)
-				abort();
+			k->chains = pp_xrealloc(k->chains, (k->n_chains + 1) * sizeof(*k->chains));
 			memcpy(k->chains[k->n_chains++], chain, sizeof(chain));
 		}
 		json_decref(img);
