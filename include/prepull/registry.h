@@ -1,7 +1,10 @@
 /* A registry client: one per registry domain, shared by every image and
- * blob from that domain.  It owns the credentials and the bearer tokens
- * (cached per repository, renewed before they expire) and knows how to
- * configure a curl handle for the registry's transport (TLS, plain HTTP). */
+ * blob from that domain.  It knows the registry's scheme (HTTPS, or plain
+ * HTTP for --plain-http and loopback registries without TLS), builds its
+ * URLs and configures curl handles for it (TLS trust, timeouts).  Each
+ * registry owns its authentication state (credentials, challenge, bearer
+ * tokens: prepull/auth_token.h), reached through pp_registry_auth_header()
+ * and pp_registry_unauthorized(). */
 #ifndef PREPULL_REGISTRY_H
 #define PREPULL_REGISTRY_H
 
@@ -16,12 +19,16 @@ struct pp_error;
 struct pp_options;
 struct pp_registry;
 
-/* Returns the registry for a domain, creating it on first use.  Registries
- * live until pp_registry_free_all(). */
+/* The registry for a domain, created on first use (which may probe a
+ * loopback registry for TLS).  `opts` is borrowed and must outlive it.
+ * @param[out] out  the registry; it is not the caller's to free:
+ * registries live until pp_registry_free_all().
+ * @return 0 (creation cannot fail short of memory, which aborts). */
 int pp_registry_get(struct pp_registry **out, const char *domain, const struct pp_options *opts,
 		    struct pp_error *err);
 void pp_registry_free_all(void);
 
+/* The domain the registry was created for; owned by the registry. */
 const char *pp_registry_domain(const struct pp_registry *reg);
 
 /* "http(s)://host/v2/<repo>/<kind>/<ref>".  Caller frees. */
@@ -32,9 +39,12 @@ char *pp_registry_url(const struct pp_registry *reg, const char *repo, const cha
  * (TLS trust, timeouts, protocols, redirects, user agent). */
 void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h);
 
-/* The Authorization header line for `repo` ("Authorization: Bearer …"),
- * fetching or renewing a token when needed; *out is NULL when the
- * registry wants none.  Caller frees. */
+/* The Authorization header line for `repo` ("Authorization: Bearer …" or
+ * "… Basic …"), fetching or renewing a token when needed.
+ * @param[out] out  the line, which the caller frees; NULL when the
+ * registry wants none (no challenge yet, or Basic without credentials).
+ * @return 0, or the token request's error (PP_EAUTH when the token server
+ * refuses the credentials). */
 int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **out,
 			    struct pp_error *err);
 
@@ -50,8 +60,13 @@ int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 			     struct pp_error *err);
 
 /* GET with auth, retries (5xx/429/transport, Retry-After honoured) and a
- * body cap.  Returns 0 with resp filled for any final HTTP status; the
- * caller interprets 4xx.  Transport failures are PP_ENET / PP_ETLS. */
+ * body cap of max_body bytes.  `resp` is the caller's: it is reset first
+ * and the caller frees what it holds (pp_http_response_reset and
+ * pp_buf_free on resp->body) whatever the result.
+ * @return 0 with resp filled for any final HTTP status (the caller
+ * interprets 4xx); PP_EPROTO for a body over the cap; PP_ENET / PP_ETLS for
+ * transport failures; PP_EINTR / PP_EDEADLINE when stopped; the auth
+ * errors of pp_registry_auth_header / pp_registry_unauthorized. */
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
 			const char *accept, size_t max_body, struct pp_http_response *resp,
 			struct pp_error *err);
