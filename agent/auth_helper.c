@@ -29,23 +29,38 @@
 /* Credential helpers                                                  */
 /* ------------------------------------------------------------------ */
 
-/* Looks `name` up on PATH as execvp would (an empty element is the current
- * directory); NULL when not found. */
-static char *search_path(const char *name)
+/* Looks `name` up on PATH.  An empty element means the current directory,
+ * as for execvp; but a helper found through it or through any other
+ * relative element ("." included) is refused, not run, as docker's CLI
+ * refuses it: which program gets the registry key, and whose credentials
+ * come back, must not depend on where prepull happens to be started.
+ * Returns 0 with *out (caller frees), or PP_EAUTH. */
+static int search_path(char **out, const char *name, struct pp_error *err)
 {
+	*out = NULL;
 	const char *path = getenv("PATH");
 	if (!path)
 		path = "/usr/local/bin:/usr/bin:/bin";
 	const char *p = path;
 	for (;;) {
 		size_t n = strcspn(p, ":");
-		char *cand = n ? pp_xasprintf("%.*s/%s", (int)n, p, name) : pp_xstrdup(name);
+		cleanup_free char *dir = n ? pp_xstrndup(p, n) : pp_xstrdup(".");
+		cleanup_free char *cand = pp_xasprintf("%s/%s", dir, name);
 		struct stat st;
-		if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
-			return cand;
-		free(cand);
+		if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0) {
+			if (dir[0] != '/')
+				return pp_error_set(err, PP_EAUTH,
+						    "credential helper %s found through the "
+						    "relative PATH element \"%.200s\": not running "
+						    "it (PATH elements must be absolute)",
+						    name, n ? dir : "");
+			*out = cand;
+			cand = NULL;
+			return 0;
+		}
 		if (p[n] == '\0')
-			return NULL;
+			return pp_error_set(err, PP_EAUTH, "credential helper %s not found in PATH",
+					    name);
 		p += n + 1;
 	}
 }
@@ -229,13 +244,14 @@ int pp_auth_creds_from_helper(struct pp_creds *out, const char *helper, const ch
 	cleanup_free char *name = pp_xasprintf("docker-credential-%s", helper);
 	if (strchr(helper, '/') || !*helper)
 		return pp_error_set(err, PP_EAUTH, "invalid credential helper name \"%s\"", helper);
-	cleanup_free char *prog = search_path(name);
-	if (!prog)
-		return pp_error_set(err, PP_EAUTH, "credential helper %s not found in PATH", name);
+	cleanup_free char *prog = NULL;
+	int r = search_path(&prog, name, err);
+	if (r < 0)
+		return r;
 	pp_debug("credentials for %s: running %s get", key, prog);
 
 	struct helper_run run = {0};
-	int r = run_helper(&run, prog, name, key, err);
+	r = run_helper(&run, prog, name, key, err);
 	if (r < 0)
 		goto done;
 
