@@ -16,8 +16,6 @@
 #include "prepull/registry.h"
 #include "prepull/util.h"
 
-#define GET_ATTEMPTS 5
-
 struct pp_registry {
 	struct pp_registry *next;
 	char *domain;
@@ -33,6 +31,11 @@ static struct pp_registry *registries;
 const char *pp_registry_domain(const struct pp_registry *reg)
 {
 	return reg->domain;
+}
+
+bool pp_registry_is_https(const struct pp_registry *reg)
+{
+	return strcmp(reg->scheme, "https") == 0;
 }
 
 /* A registry on this machine may speak plain HTTP: as docker does for
@@ -179,6 +182,17 @@ static void sleep_seconds(double s)
 	}
 }
 
+int pp_registry_retry_wait(int attempt, double wait, const char *what, struct pp_error *err)
+{
+	if (attempt + 1 >= PP_REGISTRY_ATTEMPTS || pp_should_stop())
+		return err->code;
+	if (pp_deadline_at > 0 && pp_now() + wait > pp_deadline_at)
+		wait = pp_deadline_at - pp_now();
+	pp_warn("%s: %s; retrying in %.1f s", what, err->msg, wait);
+	sleep_seconds(wait);
+	return 0;
+}
+
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
 			const char *accept, size_t max_body, struct pp_http_response *resp,
 			struct pp_error *err)
@@ -243,11 +257,8 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 		} else {
 			return 0;
 		}
-		if (attempt + 1 >= GET_ATTEMPTS || pp_should_stop())
-			return err->code;
-		if (pp_deadline_at > 0 && pp_now() + wait > pp_deadline_at)
-			wait = pp_deadline_at - pp_now();
-		pp_warn("%s: %s; retrying in %.1f s", url, err->msg, wait);
-		sleep_seconds(wait);
+		r = pp_registry_retry_wait(attempt, wait, url, err);
+		if (r < 0)
+			return r;
 	}
 }
