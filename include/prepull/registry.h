@@ -56,9 +56,14 @@ int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **ou
  * header line, NULL for none): parses the challenge, drops the token if it
  * is the one that was refused, and gets credentials ready for the next
  * request.  A 401 for a request sent with an older token (others were in
- * flight while it was renewed) just asks for a retry.  PP_EAUTH when there
- * is nothing left to try (no credentials, or the current ones were
- * refused). */
+ * flight while it was renewed) just asks for a retry.  A refused token
+ * means "denied" only when it was fetched moments ago (the first for the
+ * repository, or the replacement of a refused one) and the challenge does
+ * not say error="invalid_token"; a token refused after working for a while
+ * is dropped so that the next request fetches a new one.
+ * @return 0 when the request is worth sending again; PP_EAUTH when there is
+ * nothing left to try (no credentials, or the current ones were refused);
+ * PP_EPROTO / PP_EUNSUPPORTED for a challenge that cannot be used. */
 int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 			     const char *www_authenticate, const char *sent_authorization,
 			     struct pp_error *err);
