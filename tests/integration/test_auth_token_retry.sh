@@ -10,6 +10,7 @@
 #    two token requests get 503; the pull still succeeds with every blob verified.
 # 3. A token server that always answers 503: the pull fails after a bounded number
 #    of tries, with a message naming the token request and the status.
+# 4. One that asks for 60 s pauses: --deadline still stops the pull on time.
 source "$(dirname "$0")/lib.sh"
 need_prepull
 
@@ -79,5 +80,16 @@ assert_eq 1 "$RC" "a token server that always answers 503: exit 1"
 assert_contains "$ERR" "token request to http://127.0.0.1:$TOK_PORT/token: .*503" "the message names the token request and the status"
 assert_eq 5 "$(injected)" "five token requests, then prepull gave up"
 assert_num "$took" -le 30 "it gave up within 30 s (took ${took}s)"
+
+
+# ---- 4: a long Retry-After does not outlast the deadline
+reset_log "$T/logs/token.log"
+arm_failures "count=1000&status=503&retry_after=60"
+start=$(date +%s)
+run_prepull pull --store "oci:$T/oci4" --deadline 3s "127.0.0.1:$NP/$REPO:small"
+took=$(($(date +%s) - start))
+assert_eq 3 "$RC" "token server asking for 60 s pauses, --deadline 3s: exit 3"
+assert_num "$took" -le 10 "the deadline cut the token request's retry pause short (took ${took}s)"
+assert_num "$(injected)" -le 2 "no further token request after the deadline"
 
 assert_not_contains "$OUT$ERR" "$PASS" "password not in prepull's output"
