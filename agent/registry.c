@@ -1,14 +1,13 @@
-/* Registry client: transport settings, authentication (Basic, Bearer
- * tokens cached per repository) and GET with retries. */
+/* Registry client: one per domain; URL building, transport settings and
+ * GET with retries.  Authentication (credentials, challenge, bearer
+ * tokens) is the pp_auth state each registry owns (auth_token.c). */
 #include <errno.h>
-#include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
-#include "prepull/auth.h"
+#include "prepull/auth_token.h"
 #include "prepull/stop.h"
 #include "prepull/error.h"
 #include "prepull/log.h"
@@ -17,16 +16,6 @@
 #include "prepull/registry.h"
 #include "prepull/util.h"
 
-#define TOKEN_RENEW_MARGIN 30.0 /* renew a token this long before it expires */
-#define GET_ATTEMPTS 5
-
-struct token {
-	char *repo;
-	char *value;
-	double expires; /* pp_now() seconds */
-	bool fresh;     /* fetched since the last 401 for this repo */
-};
-
 struct pp_registry {
 	struct pp_registry *next;
 	char *domain;
@@ -34,17 +23,7 @@ struct pp_registry {
 	const char *scheme;
 	const struct pp_options *opts;
 	char *ca_dir_cert; /* /etc/docker/certs.d/<host>/ca.crt when present */
-
-	bool creds_loaded;
-	bool have_creds;
-	struct pp_creds creds;
-
-	bool have_challenge;
-	struct pp_challenge challenge;
-	bool basic_rejected;
-
-	struct token *tokens;
-	size_t n_tokens;
+	struct pp_auth *auth;
 };
 
 static struct pp_registry *registries;
@@ -52,6 +31,11 @@ static struct pp_registry *registries;
 const char *pp_registry_domain(const struct pp_registry *reg)
 {
 	return reg->domain;
+}
+
+bool pp_registry_is_https(const struct pp_registry *reg)
+{
+	return strcmp(reg->scheme, "https") == 0;
 }
 
 /* A registry on this machine may speak plain HTTP: as docker does for
@@ -102,6 +86,7 @@ int pp_registry_get(struct pp_registry **out, const char *domain, const struct p
 		free(ca);
 	if (!opts->plain_http && pp_domain_is_local(domain))
 		r->scheme = probe_scheme(r);
+	r->auth = pp_auth_new(r);
 	r->next = registries;
 	registries = r;
 	*out = r;
@@ -113,13 +98,7 @@ void pp_registry_free_all(void)
 	while (registries) {
 		struct pp_registry *r = registries;
 		registries = r->next;
-		for (size_t i = 0; i < r->n_tokens; i++) {
-			free(r->tokens[i].repo);
-			free(r->tokens[i].value);
-		}
-		free(r->tokens);
-		pp_creds_free(&r->creds);
-		pp_challenge_free(&r->challenge);
+		pp_auth_free(r->auth);
 		free(r->ca_dir_cert);
 		free(r->domain);
 		free(r->api_host);
@@ -167,29 +146,6 @@ void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h)
 	}
 }
 
-static void load_creds(struct pp_registry *reg)
-{
-	if (reg->creds_loaded)
-		return;
-	reg->creds_loaded = true;
-	struct pp_error e = {0};
-	int r = pp_creds_lookup(&reg->creds, reg->domain, &e);
-	if (r == 0) {
-		reg->have_creds = true;
-		pp_debug("using credentials for %s from docker config", reg->domain);
-	} else if (r != PP_ENOTFOUND) {
-		pp_warn("credentials for %s: %s; continuing without", reg->domain, e.msg);
-	}
-}
-
-static struct token *find_token(struct pp_registry *reg, const char *repo)
-{
-	for (size_t i = 0; i < reg->n_tokens; i++)
-		if (strcmp(reg->tokens[i].repo, repo) == 0)
-			return &reg->tokens[i];
-	return NULL;
-}
-
 static size_t body_cb(char *buf, size_t size, size_t n, void *userdata)
 {
 	struct pp_buf *b = userdata;
@@ -198,216 +154,17 @@ static size_t body_cb(char *buf, size_t size, size_t n, void *userdata)
 	return size * n;
 }
 
-static char *url_escape(const char *s)
-{
-	char *e = curl_easy_escape(NULL, s, 0);
-	char *r = pp_xstrdup(e ? e : "");
-	curl_free(e);
-	return r;
-}
-
-static void store_token(struct pp_registry *reg, const char *repo, const char *value,
-			double lifetime)
-{
-	struct token *t = find_token(reg, repo);
-	if (!t) {
-		reg->tokens = realloc(reg->tokens, (reg->n_tokens + 1) * sizeof(*reg->tokens));
-		if (!reg->tokens)
-			abort();
-		t = &reg->tokens[reg->n_tokens++];
-		memset(t, 0, sizeof(*t));
-		t->repo = pp_xstrdup(repo);
-	}
-	free(t->value);
-	t->value = pp_xstrdup(value);
-	t->expires = pp_now() + lifetime;
-	t->fresh = true;
-}
-
-/* Gets a bearer token for `repo` from the challenge's realm. */
-static int fetch_token(struct pp_registry *reg, const char *repo, struct pp_error *err)
-{
-	struct pp_challenge *c = &reg->challenge;
-	cleanup_free char *scope = pp_xasprintf("repository:%s:pull", repo);
-	cleanup_free char *escope = url_escape(scope);
-	cleanup_free char *eservice = url_escape(c->service ? c->service : "");
-	load_creds(reg);
-
-	CURL *h = curl_easy_init();
-	if (!h)
-		return pp_error_set(err, PP_EGENERIC, "curl_easy_init failed");
-	struct pp_http_response resp = {.retry_after = -1};
-	resp.body.limit = 1 << 20;
-	char errbuf[CURL_ERROR_SIZE] = "";
-	struct curl_slist *hdrs = NULL;
-	cleanup_free char *url = NULL;
-	cleanup_free char *form = NULL;
-	cleanup_free char *authz = NULL;
-	int ret = 0;
-
-	if (reg->have_creds && reg->creds.registry_token) {
-		/* A registry token from the config is used as it is. */
-		store_token(reg, repo, reg->creds.registry_token, 3600);
-		curl_easy_cleanup(h);
-		return 0;
-	}
-	if (reg->have_creds && reg->creds.identity_token) {
-		/* OAuth2 refresh-token grant, as docker does with an identity token. */
-		cleanup_free char *rt = url_escape(reg->creds.identity_token);
-		url = pp_xstrdup(c->realm);
-		form = pp_xasprintf("grant_type=refresh_token&refresh_token=%s&service=%s&scope=%s"
-				    "&client_id=prepull",
-				    rt, eservice, escope);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, form);
-	} else {
-		url = pp_xasprintf("%s%sservice=%s&scope=%s", c->realm,
-				   strchr(c->realm, '?') ? "&" : "?", eservice, escope);
-		if (reg->have_creds && reg->creds.username) {
-			cleanup_free char *b64 =
-				pp_basic_auth_value(reg->creds.username,
-						    reg->creds.password ? reg->creds.password : "");
-			authz = pp_xasprintf("Authorization: Basic %s", b64);
-			hdrs = curl_slist_append(hdrs, authz);
-		}
-	}
-	pp_registry_setup_handle(reg, h);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, pp_http_header_cb);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, &resp);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp.body);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
-	CURLcode rc = curl_easy_perform(h);
-	if (rc != CURLE_OK) {
-		ret = pp_curl_error(err, rc, errbuf, c->realm);
-		pp_error_wrap(err, "token request");
-		goto done;
-	}
-	if (resp.status == 401 || resp.status == 403) {
-		ret = pp_error_set(
-			err, PP_EAUTH,
-			reg->have_creds
-				? "token server %s rejected the credentials for %s"
-				: "token server %s requires credentials for %s (none found in "
-				  "the docker config)",
-			c->realm, reg->domain);
-		goto done;
-	}
-	if (resp.status != 200) {
-		ret = pp_http_status_error(err, &resp);
-		pp_error_wrap(err, "token request to %s", c->realm);
-		goto done;
-	}
-	json_t *root = json_loadb(resp.body.data ? resp.body.data : "", resp.body.len, 0, NULL);
-	const char *tok = json_string_value(json_object_get(root, "token"));
-	if (!tok || !*tok)
-		tok = json_string_value(json_object_get(root, "access_token"));
-	if (!tok || !*tok) {
-		json_decref(root);
-		ret = pp_error_set(err, PP_EPROTO, "token server %s answered without a token",
-				   c->realm);
-		goto done;
-	}
-	if (strpbrk(tok, "\r\n")) {
-		/* It goes into a header line as it is. */
-		json_decref(root);
-		ret = pp_error_set(err, PP_EPROTO,
-				   "token server %s answered a token with a line break", c->realm);
-		goto done;
-	}
-	json_t *exp = json_object_get(root, "expires_in");
-	double expires_in = json_is_integer(exp) ? (double)json_integer_value(exp) : 60;
-	if (expires_in < 60)
-		expires_in = 60;
-	store_token(reg, repo, tok, expires_in);
-	json_decref(root);
-	pp_debug("token for %s/%s valid for %.0f s", reg->domain, repo, expires_in);
-done:
-	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(h);
-	pp_http_response_reset(&resp);
-	pp_buf_free(&resp.body);
-	return ret;
-}
-
 int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **out,
 			    struct pp_error *err)
 {
-	*out = NULL;
-	if (!reg->have_challenge)
-		return 0;
-	if (reg->challenge.scheme == PP_AUTH_BASIC) {
-		load_creds(reg);
-		if (!reg->have_creds || !reg->creds.username)
-			return 0;
-		cleanup_free char *b64 = pp_basic_auth_value(
-			reg->creds.username, reg->creds.password ? reg->creds.password : "");
-		*out = pp_xasprintf("Authorization: Basic %s", b64);
-		return 0;
-	}
-	struct token *t = find_token(reg, repo);
-	if (!t || !t->value || t->expires - TOKEN_RENEW_MARGIN < pp_now()) {
-		int r = fetch_token(reg, repo, err);
-		if (r < 0)
-			return r;
-		t = find_token(reg, repo);
-	}
-	*out = pp_xasprintf("Authorization: Bearer %s", t->value);
-	return 0;
+	return pp_auth_header(reg->auth, repo, out, err);
 }
 
 int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 			     const char *www_authenticate, const char *sent_authorization,
 			     struct pp_error *err)
 {
-	if (!www_authenticate)
-		return pp_error_set(err, PP_EAUTH,
-				    "%s answered 401 without an authentication challenge",
-				    reg->domain);
-	struct pp_challenge c = {0};
-	int r = pp_challenge_parse(&c, www_authenticate, err);
-	if (r < 0)
-		return pp_error_wrap(err, "%s: WWW-Authenticate", reg->domain);
-	load_creds(reg);
-	bool had = reg->have_challenge;
-	bool same_scheme = had && reg->challenge.scheme == c.scheme;
-	pp_challenge_free(&reg->challenge);
-	reg->challenge = c;
-	reg->have_challenge = true;
-
-	if (c.scheme == PP_AUTH_BASIC) {
-		if (!reg->have_creds || !reg->creds.username)
-			return pp_error_set(err, PP_EAUTH,
-					    "%s requires authentication and no credentials for it "
-					    "were found in the docker config",
-					    reg->domain);
-		if (same_scheme && sent_authorization)
-			return pp_error_set(err, PP_EAUTH, "%s rejected the credentials",
-					    reg->domain);
-		return 0;
-	}
-	struct token *t = find_token(reg, repo);
-	static const char bearer[] = "Authorization: Bearer ";
-	bool sent_current = t && t->value && sent_authorization &&
-			    strncmp(sent_authorization, bearer, sizeof(bearer) - 1) == 0 &&
-			    strcmp(sent_authorization + sizeof(bearer) - 1, t->value) == 0;
-	if (!sent_current)
-		return 0; /* sent before the current token existed: just send it again */
-	if (t->fresh && same_scheme && !(c.error && strcmp(c.error, "invalid_token") == 0)) {
-		/* The token we just got was refused: more tokens will not help. */
-		t->fresh = false;
-		return pp_error_set(
-			err, PP_EAUTH, "%s denied access to %s%s", reg->domain, repo,
-			reg->have_creds ? "" : " (no credentials found in the docker config)");
-	}
-	if (t) {
-		free(t->value);
-		t->value = NULL;
-		t->fresh = false;
-	}
-	return 0;
+	return pp_auth_unauthorized(reg->auth, repo, www_authenticate, sent_authorization, err);
 }
 
 /* Sleeps s seconds, in slices, so a signal or the deadline cuts it short. */
@@ -423,6 +180,17 @@ static void sleep_seconds(double s)
 		struct timespec ts = {0, (long)(left * 1e9)};
 		nanosleep(&ts, NULL);
 	}
+}
+
+int pp_registry_retry_wait(int attempt, double wait, const char *what, struct pp_error *err)
+{
+	if (attempt + 1 >= PP_REGISTRY_ATTEMPTS || pp_should_stop())
+		return err->code;
+	if (pp_deadline_at > 0 && pp_now() + wait > pp_deadline_at)
+		wait = pp_deadline_at - pp_now();
+	pp_warn("%s: %s; retrying in %.1f s", what, err->msg, wait);
+	sleep_seconds(wait);
+	return 0;
 }
 
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
@@ -489,11 +257,8 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 		} else {
 			return 0;
 		}
-		if (attempt + 1 >= GET_ATTEMPTS || pp_should_stop())
-			return err->code;
-		if (pp_deadline_at > 0 && pp_now() + wait > pp_deadline_at)
-			wait = pp_deadline_at - pp_now();
-		pp_warn("%s: %s; retrying in %.1f s", url, err->msg, wait);
-		sleep_seconds(wait);
+		r = pp_registry_retry_wait(attempt, wait, url, err);
+		if (r < 0)
+			return r;
 	}
 }

@@ -1,7 +1,10 @@
 /* A registry client: one per registry domain, shared by every image and
- * blob from that domain.  It owns the credentials and the bearer tokens
- * (cached per repository, renewed before they expire) and knows how to
- * configure a curl handle for the registry's transport (TLS, plain HTTP). */
+ * blob from that domain.  It knows the registry's scheme (HTTPS, or plain
+ * HTTP for --plain-http and loopback registries without TLS), builds its
+ * URLs and configures curl handles for it (TLS trust, timeouts).  Each
+ * registry owns its authentication state (credentials, challenge, bearer
+ * tokens: prepull/auth_token.h), reached through pp_registry_auth_header()
+ * and pp_registry_unauthorized(). */
 #ifndef PREPULL_REGISTRY_H
 #define PREPULL_REGISTRY_H
 
@@ -16,13 +19,21 @@ struct pp_error;
 struct pp_options;
 struct pp_registry;
 
-/* Returns the registry for a domain, creating it on first use.  Registries
- * live until pp_registry_free_all(). */
+/* The registry for a domain, created on first use (which may probe a
+ * loopback registry for TLS).  `opts` is borrowed and must outlive it.
+ * @param[out] out  the registry; it is not the caller's to free:
+ * registries live until pp_registry_free_all().
+ * @return 0 (creation cannot fail short of memory, which aborts). */
 int pp_registry_get(struct pp_registry **out, const char *domain, const struct pp_options *opts,
 		    struct pp_error *err);
 void pp_registry_free_all(void);
 
+/* The domain the registry was created for; owned by the registry. */
 const char *pp_registry_domain(const struct pp_registry *reg);
+
+/* True when the registry is spoken to over HTTPS (false for --plain-http
+ * and for a loopback registry that answered no TLS handshake). */
+bool pp_registry_is_https(const struct pp_registry *reg);
 
 /* "http(s)://host/v2/<repo>/<kind>/<ref>".  Caller frees. */
 char *pp_registry_url(const struct pp_registry *reg, const char *repo, const char *kind,
@@ -32,9 +43,12 @@ char *pp_registry_url(const struct pp_registry *reg, const char *repo, const cha
  * (TLS trust, timeouts, protocols, redirects, user agent). */
 void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h);
 
-/* The Authorization header line for `repo` ("Authorization: Bearer …"),
- * fetching or renewing a token when needed; *out is NULL when the
- * registry wants none.  Caller frees. */
+/* The Authorization header line for `repo` ("Authorization: Bearer …" or
+ * "… Basic …"), fetching or renewing a token when needed.
+ * @param[out] out  the line, which the caller frees; NULL when the
+ * registry wants none (no challenge yet, or Basic without credentials).
+ * @return 0, or the token request's error (PP_EAUTH when the token server
+ * refuses the credentials). */
 int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **out,
 			    struct pp_error *err);
 
@@ -42,18 +56,40 @@ int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **ou
  * header line, NULL for none): parses the challenge, drops the token if it
  * is the one that was refused, and gets credentials ready for the next
  * request.  A 401 for a request sent with an older token (others were in
- * flight while it was renewed) just asks for a retry.  PP_EAUTH when there
- * is nothing left to try (no credentials, or the current ones were
- * refused). */
+ * flight while it was renewed) just asks for a retry.  A refused token
+ * means "denied" only when it was fetched moments ago (the first for the
+ * repository, or the replacement of a refused one) and the challenge does
+ * not say error="invalid_token"; a token refused after working for a while
+ * is dropped so that the next request fetches a new one.
+ * @return 0 when the request is worth sending again; PP_EAUTH when there is
+ * nothing left to try (no credentials, or the current ones were refused);
+ * PP_EPROTO / PP_EUNSUPPORTED for a challenge that cannot be used. */
 int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 			     const char *www_authenticate, const char *sent_authorization,
 			     struct pp_error *err);
 
 /* GET with auth, retries (5xx/429/transport, Retry-After honoured) and a
- * body cap.  Returns 0 with resp filled for any final HTTP status; the
- * caller interprets 4xx.  Transport failures are PP_ENET / PP_ETLS. */
+ * body cap of max_body bytes.  `resp` is the caller's: it is reset first
+ * and the caller frees what it holds (pp_http_response_reset and
+ * pp_buf_free on resp->body) whatever the result.
+ * @return 0 with resp filled for any final HTTP status (the caller
+ * interprets 4xx); PP_EPROTO for a body over the cap; PP_ENET / PP_ETLS for
+ * transport failures; PP_EINTR / PP_EDEADLINE when stopped; the auth
+ * errors of pp_registry_auth_header / pp_registry_unauthorized. */
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
 			const char *accept, size_t max_body, struct pp_http_response *resp,
 			struct pp_error *err);
+
+/* How many times a request to a registry or its token server is tried. */
+#define PP_REGISTRY_ATTEMPTS 5
+
+/* The pause between two tries of a request that failed in a way worth
+ * retrying (transport error, 5xx, 429, 408), described by err.  Waits
+ * `wait` seconds (a Retry-After or a backoff; cut at the deadline, cut short
+ * by a signal), logging "WHAT: err->msg; retrying in N s".
+ * @param attempt  0 for the first try.
+ * @return 0 when another try is due; err->code when the tries are used up
+ * or prepull is stopping. */
+int pp_registry_retry_wait(int attempt, double wait, const char *what, struct pp_error *err);
 
 #endif

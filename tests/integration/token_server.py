@@ -17,6 +17,18 @@ Policy:
 Every request is logged to stderr as: user, scopes granted (never the password).
 --jwt-exp-offset N puts exp = now+N in the JWT while expires_in still says --expiry
 (the registry's own leeway, 60 s in distribution 2.x, applies on top of exp).
+POST /token with a form body grant_type=refresh_token&refresh_token=R&service=S&scope=...
+(docker's identity-token grant) answers the same JSON; --refresh-token R:USER
+(repeatable) says whose R is; an unknown R -> 400 {"error": "invalid_grant"}.
+Faults, for prepull's retries and redirect handling:
+  --fail-count N [--fail-skip K] [--fail-status CODE] [--fail-retry-after S]: token
+    requests number K+1 .. K+N (GET or POST, counted from 1) answer CODE (503)
+    instead of a token, with Retry-After: S when given; logged as "token: injected".
+  --redirect-post URL [--redirect-status CODE]: every POST /token answers CODE (307)
+    with Location: URL before looking at the body.  POST /_redirect?to=URL[&status=CODE]
+    sets the same at run time (an empty `to` turns it off).  POST /token2 is a token
+    endpoint that is never redirected (a same-server redirect target).
+Every POST is logged with the form fields it carried (names only, never values).
 GET /healthz -> 200.
 """
 import argparse
@@ -28,6 +40,7 @@ import sys
 import tempfile
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import threading
 from urllib.parse import parse_qs, urlparse
 
 
@@ -77,6 +90,68 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _injected_fault(self):
+        """True when this token request is one of the --fail-count ones (answered)."""
+        cfg = self.server.cfg
+        with self.server.lock:
+            self.server.requests += 1
+            n = self.server.requests
+        if not (cfg.fail_skip < n <= cfg.fail_skip + cfg.fail_count):
+            return False
+        self.server.count("injected")
+        sys.stderr.write("token: injected %d for token request %d\n" % (cfg.fail_status, n))
+        headers = []
+        if cfg.fail_retry_after is not None:
+            headers.append(("Retry-After", str(cfg.fail_retry_after)))
+        self._json(cfg.fail_status, {"errors": [{"code": "UNAVAILABLE", "message": "injected"}]},
+                   headers)
+        return True
+
+    def do_POST(self):
+        cfg = self.server.cfg
+        u = urlparse(self.path)
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n).decode("utf-8", "replace") if n > 0 else ""
+        form = parse_qs(body)
+        sys.stderr.write("token: POST %s with fields %s\n" % (u.path, sorted(form)))
+        if u.path == "/_fail":
+            q = parse_qs(u.query)
+            with self.server.lock:
+                cfg.fail_skip = self.server.requests + int(q.get("skip", ["0"])[0])
+                cfg.fail_count = int(q.get("count", ["1"])[0])
+                cfg.fail_status = int(q.get("status", [str(cfg.fail_status)])[0])
+                ra = q.get("retry_after", [None])[0]
+                cfg.fail_retry_after = int(ra) if ra is not None else None
+            return self._json(200, {"armed": True})
+        if u.path == "/_redirect":
+            q = parse_qs(u.query, keep_blank_values=True)
+            cfg.redirect_post = q.get("to", [""])[0]
+            cfg.redirect_status = int(q.get("status", [str(cfg.redirect_status)])[0])
+            return self._json(200, {"redirect": cfg.redirect_post})
+        if u.path not in ("/token", "/token2"):
+            return self._json(404, {"error": "not found"})
+        if cfg.redirect_post and u.path == "/token":
+            self.server.count("redirected")
+            sys.stderr.write("token: POST redirected (%d) to %s\n" % (cfg.redirect_status, cfg.redirect_post))
+            self.send_response(cfg.redirect_status)
+            self.send_header("Location", cfg.redirect_post)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self._injected_fault():
+            return
+        if form.get("grant_type", [""])[0] != "refresh_token":
+            return self._json(400, {"error": "unsupported_grant_type"})
+        service = form.get("service", [""])[0]
+        if service and service != cfg.service:
+            return self._json(400, {"error": "unknown service %r" % service})
+        user = cfg.refresh.get(form.get("refresh_token", [""])[0])
+        if user is None:
+            self.server.count("denied")
+            sys.stderr.write("token: unknown refresh token\n")
+            return self._json(400, {"error": "invalid_grant"})
+        self._issue(user, form.get("scope", []))
+
     def do_GET(self):
         cfg = self.server.cfg
         u = urlparse(self.path)
@@ -84,6 +159,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"ok": True})
         if u.path != "/token":
             return self._json(404, {"error": "not found"})
+        if self._injected_fault():
+            return
         q = parse_qs(u.query)
         service = q.get("service", [""])[0]
         if service and service != cfg.service:
@@ -102,9 +179,12 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]},
                                   [("WWW-Authenticate", 'Basic realm="prepull-test-token"')])
             user = u_
+        self._issue(user, q.get("scope", []))
 
+    def _issue(self, user, scopes):
+        cfg = self.server.cfg
         access = []
-        for s in q.get("scope", []):
+        for s in scopes:
             for one in s.split(" "):
                 p = parse_scope(one)
                 if not p:
@@ -166,13 +246,25 @@ def main():
                          "now+--expiry, while the JSON expires_in still says --expiry: a token "
                          "the registry starts refusing before the client expects it to")
     ap.add_argument("--counts-file", default="", help="write {issued: N, denied: N} here")
+    ap.add_argument("--refresh-token", action="append", default=[], metavar="TOKEN:USER",
+                    help="a refresh token (identity token) the POST grant accepts for USER")
+    ap.add_argument("--fail-count", type=int, default=0, help="fail this many token requests")
+    ap.add_argument("--fail-skip", type=int, default=0, help="after this many went through")
+    ap.add_argument("--fail-status", type=int, default=503)
+    ap.add_argument("--fail-retry-after", type=int, default=None, metavar="SECONDS")
+    ap.add_argument("--redirect-post", default="", metavar="URL",
+                    help="answer every POST /token with a redirect to URL")
+    ap.add_argument("--redirect-status", type=int, default=307)
     cfg = ap.parse_args()
     if cfg.bind not in ("127.0.0.1", "::1", "localhost"):
         sys.exit("token_server: loopback only")
     cfg.users = dict(u.split(":", 1) for u in cfg.user)
+    cfg.refresh = dict(r.rsplit(":", 1) for r in cfg.refresh_token)
     srv = Server((cfg.bind, cfg.port), Handler)
     srv.cfg = cfg
     srv.counts = {}
+    srv.lock = threading.Lock()
+    srv.requests = 0
     srv.signer = Signer(cfg.key, cfg.cert)
     sys.stderr.write("token: listening on %s:%d\n" % (cfg.bind, cfg.port))
     srv.serve_forever()

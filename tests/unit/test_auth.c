@@ -602,6 +602,64 @@ static void test_creds_helpers(void **state)
 	assert_int_equal(count_fds(), fds_before);
 }
 
+/* A helper is never taken from the current directory through an empty or
+ * "." PATH element, nor from any relative element: it is refused, and not
+ * run.  The helper leaves a marker when it runs. */
+static void test_creds_helper_relative_path(void **state)
+{
+	cleanup_free char *sub = pp_xasprintf("%s/cwd", tmpdir);
+	cleanup_free char *marker = pp_xasprintf("%s/ran", tmpdir);
+	cleanup_free char *helper = pp_xasprintf("%s/docker-credential-cwdonly", sub);
+	cleanup_free char *script = pp_xasprintf(
+		"#!/bin/sh\n: >'%s'\necho '{\"Username\":\"cwduser\",\"Secret\":\"cwd-s3cret\"}'\n",
+		marker);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	FILE *f = fopen(helper, "w");
+	assert_non_null(f);
+	fputs(script, f);
+	fclose(f);
+	assert_int_equal(chmod(helper, 0755), 0);
+	write_config("{\"credHelpers\":{\"cwd.example.com\":\"cwdonly\"}}");
+	char cwd[4096];
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir(sub), 0);
+
+	static const char *const secrets[] = {"cwd-s3cret", NULL};
+	const char *const paths[] = {":%s",  "%s:",   "%s::/nonexistent",
+				     ".:%s", "./:%s", "../cwd:%s"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		cleanup_free char *path = pp_xasprintf(paths[i], saved_path);
+		setenv("PATH", path, 1);
+		struct pp_creds c;
+		struct pp_error err = {0};
+		int r = pp_creds_lookup(&c, "cwd.example.com", &err);
+		if (r != PP_EAUTH)
+			fail_msg("PATH element %zu (\"%s\"): got %d, want PP_EAUTH (%s)", i,
+				 paths[i], r, err.msg);
+		assert_non_null(strstr(err.msg, "docker-credential-cwdonly"));
+		assert_non_null(strstr(err.msg, "relative PATH element"));
+		lookup_fails("cwd.example.com", PP_EAUTH, secrets);
+		if (access(marker, F_OK) == 0)
+			fail_msg("PATH \"%s\": the helper in the current directory ran", paths[i]);
+	}
+
+	/* The same helper through an absolute element is fine. */
+	cleanup_free char *abs = pp_xasprintf("%s:%s", sub, saved_path);
+	setenv("PATH", abs, 1);
+	struct pp_creds c;
+	lookup_ok(&c, "cwd.example.com");
+	assert_string_equal(c.username, "cwduser");
+	pp_creds_free(&c);
+	assert_int_equal(access(marker, F_OK), 0);
+
+	cleanup_free char *path = pp_xasprintf("%s:%s", tmpdir, saved_path);
+	setenv("PATH", path, 1);
+	assert_int_equal(chdir(cwd), 0);
+	unlink(marker);
+	unlink(helper);
+	rmdir(sub);
+}
+
 static void test_creds_store(void **state)
 {
 	/* credsStore for all; credHelpers overrides it per registry. */
@@ -663,6 +721,7 @@ int main(void)
 		cmocka_unit_test(test_creds_missing_config),
 		cmocka_unit_test(test_creds_malformed_config),
 		cmocka_unit_test(test_creds_helpers),
+		cmocka_unit_test(test_creds_helper_relative_path),
 		cmocka_unit_test(test_creds_store),
 	};
 	int failed = cmocka_run_group_tests_name("challenge", challenge_tests, NULL, NULL);
