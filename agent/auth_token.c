@@ -15,7 +15,6 @@
 #include "prepull/error.h"
 #include "prepull/http.h"
 #include "prepull/log.h"
-#include "prepull/registry.h"
 #include "prepull/util.h"
 
 #define TOKEN_RENEW_MARGIN 30.0 /* renew a token this long before it expires */
@@ -38,8 +37,8 @@ struct token {
 };
 
 struct pp_auth {
-	const struct pp_registry *reg; /* borrowed: the registry owns us */
-	const char *domain;            /* the registry's */
+	struct pp_auth_transport tr; /* the registry's: it owns us */
+	const char *domain;          /* tr.domain */
 
 	bool creds_loaded;
 	bool have_creds;
@@ -52,11 +51,11 @@ struct pp_auth {
 	size_t n_tokens;
 };
 
-struct pp_auth *pp_auth_new(const struct pp_registry *reg)
+struct pp_auth *pp_auth_new(const struct pp_auth_transport *tr)
 {
 	struct pp_auth *a = pp_xcalloc(1, sizeof(*a));
-	a->reg = reg;
-	a->domain = pp_registry_domain(reg);
+	a->tr = *tr;
+	a->domain = tr->domain;
 	return a;
 }
 
@@ -185,7 +184,7 @@ static int token_attempt(struct pp_auth *a, const char *url, const char *form,
 	pp_http_response_reset(resp);
 	pp_buf_free(&resp->body);
 	resp->body.limit = 1 << 20;
-	pp_registry_setup_handle(a->reg, h);
+	a->tr.setup(a->tr.ctx, h);
 	if (form) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, form);
 		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -288,8 +287,7 @@ static int fetch_token(struct pp_auth *a, const char *repo, struct pp_error *err
 	/* A registry reached over TLS has credentials worth TLS: a plain-http
 	 * realm would carry them in clear (plain-http registries send them in
 	 * clear anyway, so an http realm changes nothing there). */
-	if ((form || authz) && pp_registry_is_https(a->reg) &&
-	    strncasecmp(c->realm, "http://", 7) == 0) {
+	if ((form || authz) && a->tr.https && strncasecmp(c->realm, "http://", 7) == 0) {
 		ret = pp_error_set(err, PP_EAUTH,
 				   "%s is an https registry but its token server %s is plain "
 				   "http: not sending the credentials there in clear",
@@ -344,7 +342,7 @@ static int fetch_token(struct pp_auth *a, const char *repo, struct pp_error *err
 		} else {
 			break;
 		}
-		ret = pp_registry_retry_wait(attempt, wait, a->domain, err);
+		ret = pp_http_retry_wait(attempt, wait, a->domain, err);
 		if (ret < 0)
 			goto done;
 	}

@@ -4,9 +4,11 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "prepull/error.h"
 #include "prepull/http.h"
+#include "prepull/log.h"
 #include "prepull/stop.h"
 #include "prepull/util.h"
 
@@ -187,4 +189,29 @@ int pp_http_status_error(struct pp_error *err, const struct pp_http_response *re
 	pp_error_set(err, code, "HTTP %ld%s", resp->status, detail);
 	err->http_status = resp->status;
 	return code;
+}
+
+static void sleep_seconds(double s)
+{
+	double until = pp_now() + s;
+	while (!pp_should_stop()) {
+		double left = until - pp_now();
+		if (left <= 0)
+			return;
+		if (left > 0.2)
+			left = 0.2;
+		struct timespec ts = {0, (long)(left * 1e9)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+int pp_http_retry_wait(int attempt, double wait, const char *what, struct pp_error *err)
+{
+	if (attempt + 1 >= PP_HTTP_ATTEMPTS || pp_should_stop())
+		return err->code;
+	if (pp_deadline_at > 0 && pp_now() + wait > pp_deadline_at)
+		wait = pp_deadline_at - pp_now();
+	pp_warn("%s: %s; retrying in %.1f s", what, err->msg, wait);
+	sleep_seconds(wait);
+	return 0;
 }

@@ -62,6 +62,11 @@ static const char *probe_scheme(struct pp_registry *reg)
 	return tls ? "https" : "http";
 }
 
+static void setup_handle(const void *ctx, CURL *h)
+{
+	pp_registry_setup_handle(ctx, h);
+}
+
 int pp_registry_get(struct pp_registry **out, const char *domain, const struct pp_options *opts,
 		    struct pp_error *err)
 {
@@ -86,7 +91,8 @@ int pp_registry_get(struct pp_registry **out, const char *domain, const struct p
 		free(ca);
 	if (!opts->plain_http && pp_domain_is_local(domain))
 		r->scheme = probe_scheme(r);
-	r->auth = pp_auth_new(r);
+	struct pp_auth_transport tr = {r->domain, strcmp(r->scheme, "https") == 0, setup_handle, r};
+	r->auth = pp_auth_new(&tr);
 	r->next = registries;
 	registries = r;
 	*out = r;
@@ -168,31 +174,6 @@ int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 }
 
 /* Sleeps s seconds, in slices, so a signal or the deadline cuts it short. */
-static void sleep_seconds(double s)
-{
-	double until = pp_now() + s;
-	while (!pp_should_stop()) {
-		double left = until - pp_now();
-		if (left <= 0)
-			return;
-		if (left > 0.2)
-			left = 0.2;
-		struct timespec ts = {0, (long)(left * 1e9)};
-		nanosleep(&ts, NULL);
-	}
-}
-
-int pp_registry_retry_wait(int attempt, double wait, const char *what, struct pp_error *err)
-{
-	if (attempt + 1 >= PP_REGISTRY_ATTEMPTS || pp_should_stop())
-		return err->code;
-	if (pp_deadline_at > 0 && pp_now() + wait > pp_deadline_at)
-		wait = pp_deadline_at - pp_now();
-	pp_warn("%s: %s; retrying in %.1f s", what, err->msg, wait);
-	sleep_seconds(wait);
-	return 0;
-}
-
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
 			const char *accept, size_t max_body, struct pp_http_response *resp,
 			struct pp_error *err)
@@ -257,7 +238,7 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 		} else {
 			return 0;
 		}
-		r = pp_registry_retry_wait(attempt, wait, url, err);
+		r = pp_http_retry_wait(attempt, wait, url, err);
 		if (r < 0)
 			return r;
 	}

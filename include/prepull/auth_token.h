@@ -8,15 +8,26 @@
 #ifndef PREPULL_AUTH_TOKEN_H
 #define PREPULL_AUTH_TOKEN_H
 
+#include <curl/curl.h>
+#include <stdbool.h>
+
 struct pp_error;
-struct pp_registry;
 struct pp_auth;
 
-/* @param reg  borrowed for the state's life: its domain, scheme and
- * transport settings are used for token requests.
+/* What token requests need of the registry they authenticate for. */
+struct pp_auth_transport {
+	const char *domain; /* for messages; borrowed for the state's life */
+	bool https;         /* the registry is reached over TLS */
+	/* Applies the registry's transport settings (TLS trust, timeouts,
+	 * user agent) to a token request's handle. */
+	void (*setup)(const void *ctx, CURL *h);
+	const void *ctx;
+};
+
+/* @param tr  copied; what it points at is borrowed for the state's life.
  * @return a new state with no challenge and no token; never NULL.  Free
  * with pp_auth_free. */
-struct pp_auth *pp_auth_new(const struct pp_registry *reg);
+struct pp_auth *pp_auth_new(const struct pp_auth_transport *tr);
 /* Frees the state, wiping credentials and tokens.  NULL is a no-op. */
 void pp_auth_free(struct pp_auth *a);
 

@@ -47,4 +47,16 @@ int pp_curl_error(struct pp_error *err, CURLcode rc, const char *errbuf, const c
  * body when there is one. */
 int pp_http_status_error(struct pp_error *err, const struct pp_http_response *resp);
 
+/* How many times a request to a registry or its token server is tried. */
+#define PP_HTTP_ATTEMPTS 5
+
+/* The pause between two tries of a request that failed in a way worth
+ * retrying (transport error, 5xx, 429, 408), described by err.  Waits
+ * `wait` seconds (a Retry-After or a backoff; cut at the deadline, cut short
+ * by a signal), logging "WHAT: err->msg; retrying in N s".
+ * @param attempt  0 for the first try.
+ * @return 0 when another try is due; err->code when the tries are used up
+ * or prepull is stopping. */
+int pp_http_retry_wait(int attempt, double wait, const char *what, struct pp_error *err);
+
 #endif

@@ -80,16 +80,4 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 			const char *accept, size_t max_body, struct pp_http_response *resp,
 			struct pp_error *err);
 
-/* How many times a request to a registry or its token server is tried. */
-#define PP_REGISTRY_ATTEMPTS 5
-
-/* The pause between two tries of a request that failed in a way worth
- * retrying (transport error, 5xx, 429, 408), described by err.  Waits
- * `wait` seconds (a Retry-After or a backoff; cut at the deadline, cut short
- * by a signal), logging "WHAT: err->msg; retrying in N s".
- * @param attempt  0 for the first try.
- * @return 0 when another try is due; err->code when the tries are used up
- * or prepull is stopping. */
-int pp_registry_retry_wait(int attempt, double wait, const char *what, struct pp_error *err);
-
 #endif
