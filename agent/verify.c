@@ -43,26 +43,37 @@ void prefix_rewind(struct blob *b)
 	consumers_back_to(b, b->hashed);
 }
 
+/* Offers a consumer the bytes at its position; it takes some or all.
+ * Returns the bytes taken, or -1 with err set (the blob fails). */
+static int64_t offer(struct blob *b, struct consumer_slot *s, const void *data, size_t len,
+		     struct pp_error *err)
+{
+	int64_t taken = s->c.ops->feed(s->c.ctx, s->pos, data, len, err);
+	if (taken < 0) {
+		pp_error_wrap(err, "blob %s: %s", pp_short_digest(b->digest), s->c.ops->name);
+		return -1;
+	}
+	s->pos += taken;
+	return taken;
+}
+
 int prefix_feed(struct blob *b, const void *data, size_t len, struct pp_error *err)
 {
 	pp_sha256_update(b->hash, data, len);
 	for (size_t i = 0; i < b->n_consumers; i++) {
 		struct consumer_slot *s = &b->consumers[i];
-		if (s->pos != b->hashed)
-			continue; /* behind: it catches up from the file */
-		if (s->c.ops->feed(s->c.ctx, s->pos, data, len, err) < 0) {
-			pp_error_wrap(err, "blob %s: %s", pp_short_digest(b->digest),
-				      s->c.ops->name);
+		/* One that is behind catches up from the file; one that takes
+		 * less falls behind. */
+		if (s->pos == b->hashed && offer(b, s, data, len, err) < 0)
 			return -1;
-		}
-		s->pos += (int64_t)len;
 	}
 	b->hashed += (int64_t)len;
 	return 0;
 }
 
-/* Feeds consumers that are behind the hash (they started over) from the
- * file, within the budget.  Returns 1 when it stopped for the budget. */
+/* Offers consumers that are behind the hash (they started over, or took
+ * less than they were offered) what they miss, read back from the file,
+ * within the budget.  Returns 1 when it stopped for the budget. */
 static int consumers_catch_up(struct pp_engine *e, struct blob *b, int64_t *budget,
 			      struct pp_error *err)
 {
@@ -74,13 +85,12 @@ static int consumers_catch_up(struct pp_engine *e, struct blob *b, int64_t *budg
 			ssize_t n = partial_read(e, b, s->pos, b->hashed, err);
 			if (n < 0)
 				return -1;
-			if (s->c.ops->feed(s->c.ctx, s->pos, e->hashbuf, (size_t)n, err) < 0) {
-				pp_error_wrap(err, "blob %s: %s", pp_short_digest(b->digest),
-					      s->c.ops->name);
+			int64_t taken = offer(b, s, e->hashbuf, (size_t)n, err);
+			if (taken < 0)
 				return -1;
-			}
-			s->pos += n;
 			*budget -= n;
+			if (taken < n)
+				break; /* full for now: the next turn offers again */
 		}
 	}
 	return 0;
@@ -88,23 +98,12 @@ static int consumers_catch_up(struct pp_engine *e, struct blob *b, int64_t *budg
 
 void prefix_finish(struct pp_engine *e, struct blob *b, bool verified)
 {
+	(void)e;
 	for (size_t i = 0; i < b->n_consumers; i++) {
 		struct consumer_slot *s = &b->consumers[i];
 		struct pp_error err = {0};
-		int r = 0;
-		/* A repair's check hashed the file's tail on its own: the
-		 * consumers take it now, from the verified file. */
-		while (verified && r == 0 && s->pos < b->size) {
-			ssize_t n = partial_read(e, b, s->pos, b->size, &err);
-			r = n < 0 ? -1
-				  : s->c.ops->feed(s->c.ctx, s->pos, e->hashbuf, (size_t)n, &err);
-			s->pos += n;
-		}
-		if (r == 0)
-			r = s->c.ops->finish(s->c.ctx, verified && r == 0, &err);
-		else
-			s->c.ops->finish(s->c.ctx, false, &(struct pp_error){0});
-		if (r < 0 && verified && b->state == BLOB_RUNNING) {
+		if (s->c.ops->finish(s->c.ctx, verified, &err) < 0 && verified &&
+		    b->state == BLOB_RUNNING) {
 			/* The blob is in the store; what was made of it is not. */
 			pp_error_wrap(&err, "blob %s: %s", pp_short_digest(b->digest),
 				      s->c.ops->name);

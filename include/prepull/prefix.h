@@ -22,16 +22,23 @@ struct pp_error;
 
 struct pp_prefix_consumer_ops {
 	const char *name; /* for -v lines */
-	/* The blob's bytes [offset, offset + len), always continuing where
-	 * the previous call ended.  A negative return fails the blob with
-	 * err (a full disk, a corrupt stream). */
-	int (*feed)(void *ctx, int64_t offset, const void *data, size_t len, struct pp_error *err);
+	/* Offers the blob's bytes [offset, offset + len), always where the
+	 * consumer's last call left it.  Returns how many it took (0..len):
+	 * the rest is offered again on a later turn, read back from the
+	 * partial file; so a consumer that is not ready, or full, never holds
+	 * up the download.  A negative return fails the blob with err (a full
+	 * disk, a corrupt stream).  Called from the fetch loop's thread: it
+	 * must not block for long. */
+	int64_t (*feed)(void *ctx, int64_t offset, const void *data, size_t len,
+			struct pp_error *err);
 	/* Everything fed so far is void: the bytes come again from offset 0
 	 * (a chunk that failed after its bytes were fed, a repair pass, a
 	 * server that ignores Range). */
 	void (*restart)(void *ctx);
 	/* The blob is over: verified (digest matched and the blob is
-	 * committed), or not (failed, or the run stopped).  Returns what the
+	 * committed into the store), or not (failed, or the run stopped).  A
+	 * consumer still behind when the blob is verified takes the rest from
+	 * the store itself (the blob is there by then).  Returns what the
 	 * consumer could not finish (err set), which fails the blob's images. */
 	int (*finish)(void *ctx, bool verified, struct pp_error *err);
 	/* Frees ctx.  Called once, after finish() or when the engine is freed. */

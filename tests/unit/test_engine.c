@@ -216,18 +216,21 @@ static void test_classify(void **state)
 struct recorder {
 	unsigned char *got;
 	int64_t len;
+	size_t take; /* at most this much per offer */
 	int restarts;
 	int finished;
 	bool verified;
 };
-static int rec_feed(void *ctx, int64_t off, const void *data, size_t len, struct pp_error *err)
+static int64_t rec_feed(void *ctx, int64_t off, const void *data, size_t len, struct pp_error *err)
 {
 	struct recorder *r = ctx;
 	(void)err;
 	assert_int_equal(off, r->len); /* always in order, never a gap */
+	if (len > r->take)
+		len = r->take; /* a consumer that is full takes part */
 	memcpy(r->got + off, data, len);
 	r->len += (int64_t)len;
-	return 0;
+	return (int64_t)len;
 }
 static void rec_restart(void *ctx)
 {
@@ -292,7 +295,7 @@ static void test_prefix(void **state)
 	assert_true(b->fd >= 0);
 	assert_int_equal(ftruncate(b->fd, size), 0);
 	b->state = BLOB_RUNNING;
-	struct recorder rec = {.got = pp_xcalloc(1, (size_t)size)};
+	struct recorder rec = {.got = pp_xcalloc(1, (size_t)size), .take = SIZE_MAX};
 	b->consumers = pp_xcalloc(1, sizeof(*b->consumers));
 	b->consumers[0] = (struct consumer_slot){{&rec_ops, &rec}, 0};
 	b->n_consumers = 1;
@@ -323,6 +326,14 @@ static void test_prefix(void **state)
 	assert_int_equal(b->hashed, cs);
 	assert_int_equal(rec.restarts, 1);
 	assert_int_equal(rec.len, 0);
+	rec.take = 1000; /* full: it takes a little per turn, and nothing is lost */
+	budget = HASH_BUDGET;
+	verify_blob(e, b, &budget);
+	assert_int_equal(rec.len, 1000);
+	budget = HASH_BUDGET;
+	verify_blob(e, b, &budget);
+	assert_int_equal(rec.len, 2000);
+	rec.take = SIZE_MAX;
 	budget = HASH_BUDGET;
 	verify_blob(e, b, &budget);
 	assert_int_equal(rec.len, cs);
