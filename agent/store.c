@@ -201,13 +201,28 @@ int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *da
 	return pp_blob_dir_put(s->blob_dir, digest, data, len, err);
 }
 
+/* rename(2) works only within one mount, and a bind mount of the same file
+ * system has the same st_dev: dockerd 28 bind-mounts its --data-root onto
+ * itself, and with it the content store of the containerd it starts. So the
+ * mount IDs must match too, where the kernel reports them. */
+static bool same_mount(const char *a, const char *b)
+{
+	struct statx x, y;
+	if (statx(AT_FDCWD, a, 0, STATX_MNT_ID, &x) < 0 ||
+	    statx(AT_FDCWD, b, 0, STATX_MNT_ID, &y) < 0)
+		return false;
+	if (x.stx_dev_major != y.stx_dev_major || x.stx_dev_minor != y.stx_dev_minor)
+		return false;
+	if ((x.stx_mask & STATX_MNT_ID) && (y.stx_mask & STATX_MNT_ID))
+		return x.stx_mnt_id == y.stx_mnt_id;
+	return true;
+}
+
 char *pp_store_stage_dir(const char *state_dir, const char *blobs, const char *fallback,
 			 unsigned mode)
 {
-	struct stat a, b;
 	char *partial = pp_xasprintf("%s/partial", state_dir);
-	if (pp_mkdir_p(partial, 0755) == 0 && stat(partial, &a) == 0 && stat(blobs, &b) == 0 &&
-	    a.st_dev == b.st_dev)
+	if (pp_mkdir_p(partial, 0755) == 0 && same_mount(partial, blobs))
 		return partial;
 	free(partial);
 	pp_mkdir_p(fallback, mode);
