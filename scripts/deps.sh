@@ -41,11 +41,11 @@ TEST_PACKAGES=(
 # The demo's daemon: its system service must not outlive the install.
 DEMO_SERVICE=docker-registry
 
-mode=test list=0 simulate=""
+mode="test" list=0 simulate=""
 while [ $# -gt 0 ]; do
   case $1 in
-  --demo) mode=demo ;;
-  --test) mode=test ;;
+  --demo) mode="demo" ;;
+  --test) mode="test" ;;
   --list) list=1 ;;
   --simulate)
     [ $# -ge 2 ] || { echo "deps: --simulate needs a dpkg status file" >&2; exit 2; }
