@@ -57,6 +57,19 @@ static const char usage_text[] =
 	"                         (default 30s); its chunk is fetched again\n"
 	"  -v, --verbose          debug logging\n"
 	"\n"
+	"Stores, and what each needs:\n"
+	"  oci:DIR                an OCI image layout; no daemon. Write access to DIR\n"
+	"  containerd[:SOCKET]    default /run/containerd/containerd.sock. Root:\n"
+	"                         prepull writes into containerd's content store, so\n"
+	"                         containerd runs on this machine. Tested: containerd\n"
+	"                         1.6 (Debian 12) and 2.1 (Debian sid)\n"
+	"  docker[:SOCKET]        default $DOCKER_HOST (unix://) or /var/run/docker.sock.\n"
+	"                         Root or the socket's group (docker); root when\n"
+	"                         Docker keeps its images in containerd (the containerd\n"
+	"                         path, namespace moby). Engine API 1.24-1.47. Tested:\n"
+	"                         dockerd 20.10 (Debian 12, classic store) and 28\n"
+	"                         (Debian sid, containerd image store)\n"
+	"\n"
 	"Exit codes: 0 all images done, 1 failed, 2 usage error, 3 deadline reached.\n";
 
 static volatile sig_atomic_t got_signal;

@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
 # prepull demo, from the root of a fresh clone on Debian 12 (as root):
-#   scripts/demo.sh
-# Installs the build dependencies (scripts/deps.sh), builds into build/, starts a
-# throwaway local registry on 127.0.0.1, builds a demo image from local files
-# (busybox + a ~256 MiB generated layer, gzip and zstd), pushes it, pre-pulls it
-# with prepull into an OCI layout and says where it went and how fast. Nothing
-# leaves this machine. DEMO_SIZE=64M for a smaller layer.
+#   bash scripts/demo.sh
+# Installs only what the demo needs (scripts/deps.sh --demo: the build
+# dependencies, docker-registry, skopeo, busybox-static, zstd, python3, curl; no
+# daemon left enabled or running, nothing that changes the next boot), builds
+# into build/, starts a throwaway local registry on 127.0.0.1, builds a demo
+# image from local files (busybox + a ~256 MiB generated layer, gzip and zstd),
+# pushes it, pre-pulls it with prepull into an OCI layout and says where it went
+# and how fast. Nothing leaves this machine.
+#   DEMO_SIZE=64M     a smaller layer
+#   DEMO_OUT=DIR      where the layout goes (default /tmp/prepull-demo)
+#   PREPULL=BINARY    use this prepull and skip the build
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SIZE=${DEMO_SIZE:-256M}
-OUT=/tmp/prepull-demo
+OUT=${DEMO_OUT:-/tmp/prepull-demo}
 OCI=$OUT/oci
 
 step() { printf '\n==> %s\n' "$*"; }
 
 step "dependencies"
-bash scripts/deps.sh
+bash scripts/deps.sh --demo
 
-step "build"
-cmake -S . -B build >/dev/null
-cmake --build build -j "$(nproc)"
-build/prepull --version
+if [ -n "${PREPULL:-}" ]; then
+  step "prepull: $PREPULL"
+else
+  step "build"
+  cmake -S . -B build >/dev/null
+  cmake --build build -j "$(nproc)"
+  PREPULL=$ROOT/build/prepull
+fi
+"$PREPULL" --version
 
 WORK=$(mktemp -d /tmp/prepull-demo-work.XXXXXX)
 REG_PID=""
@@ -69,7 +79,7 @@ step "prepull pull --store oci:$OCI $IMAGE"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 start=$(date +%s.%N)
-build/prepull pull --store "oci:$OCI" --state-dir "$OUT/state" "$IMAGE"
+"$PREPULL" pull --store "oci:$OCI" --state-dir "$OUT/state" "$IMAGE"
 end=$(date +%s.%N)
 
 step "result"

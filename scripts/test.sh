@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from the root of a clone on Debian 12 (as root):
 #   bash scripts/test.sh
-# Installs what it needs (scripts/deps.sh), checks formatting, then builds and
+# Installs what it needs (scripts/deps.sh --test: the demo's packages and the
+# test world: daemons, packer, cloud-init, fuzzers), fetches containerd 2.1 and
+# Docker 28 beside the tests (scripts/newer-runtimes.sh), checks formatting, then builds and
 # runs every test twice: a normal build and an AddressSanitizer +
 # UndefinedBehaviorSanitizer build.  Then the libFuzzer targets run briefly.
 set -euo pipefail
@@ -16,7 +18,10 @@ failed=0
 step() { printf '\n==> %s\n' "$*"; }
 
 step "dependencies"
-bash scripts/deps.sh
+bash scripts/deps.sh --test
+
+step "containerd 2.1 and Docker 28 (Debian sid, unpacked under /var/tmp/prepull-newer)"
+bash scripts/newer-runtimes.sh
 
 step "clang-format"
 mapfile -t sources < <(git ls-files 'agent/*.c' 'include/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c')

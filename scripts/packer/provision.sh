@@ -2,7 +2,8 @@
 # Packer provisioner: install prepull, pre-pull the configured images into the
 # machine being baked, fail the bake unless every image is in the store and
 # verified, then leave the state dir clean for the snapshot. Run as root on the
-# machine being baked (scripts/packer/prepull.json runs it over SSH, or locally).
+# machine being baked (scripts/packer/prepull.pkr.hcl or prepull.json run it over
+# SSH, or locally).
 #
 # Environment:
 #   PREPULL_DEB            .deb to install: a path, or an http(s) URL. Empty: prepull

@@ -1,9 +1,15 @@
 # shellcheck shell=bash
 # containerd for the store tests: a private daemon (root, state, socket, config
 # of its own) that coexists with any system one. Source after lib.sh.
+#
+# The binaries are Debian's unless CONTAINERD_BIN and CTR_BIN name others (the
+# newer ones scripts/newer-runtimes.sh unpacks); the daemon gets its own
+# directory first on PATH, so it finds the shim that came with it.
 
-command -v containerd >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null ||
-  cannot_run "containerd, ctr and runc are needed (scripts/deps.sh installs them)"
+CONTAINERD_BIN=${CONTAINERD_BIN:-$(command -v containerd || echo /usr/bin/containerd)}
+CTR_BIN=${CTR_BIN:-$(command -v ctr || echo /usr/bin/ctr)}
+[ -x "$CONTAINERD_BIN" ] && [ -x "$CTR_BIN" ] && command -v runc >/dev/null ||
+  cannot_run "containerd ($CONTAINERD_BIN), ctr ($CTR_BIN) and runc are needed (scripts/deps.sh --test installs them)"
 [ "$(id -u)" = 0 ] || cannot_run "containerd tests need root"
 
 # start_containerd [NAME] -> CTD_DIR, CTD_SOCK, CTD_ROOT, CTD_PID
@@ -26,12 +32,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 [grpc]
   address = "$CTD_SOCK"
 EOF
-  bg "$name" containerd --config "$CTD_DIR/config.toml" --root "$CTD_ROOT" \
+  bg "$name" env PATH="$(dirname "$CONTAINERD_BIN"):$PATH" "$CONTAINERD_BIN" --config "$CTD_DIR/config.toml" --root "$CTD_ROOT" \
     --state "$CTD_DIR/state" --address "$CTD_SOCK"
   CTD_PID=$LAST_PID
   local i
   for i in $(seq 1 100); do
-    if [ -S "$CTD_SOCK" ] && ctr --address "$CTD_SOCK" version >/dev/null 2>&1; then
+    if [ -S "$CTD_SOCK" ] && "$CTR_BIN" --address "$CTD_SOCK" version >/dev/null 2>&1; then
       log "containerd $name on $CTD_SOCK (pid $CTD_PID)"
       return 0
     fi
@@ -42,7 +48,7 @@ EOF
 }
 
 # ctr_ ARGS... — ctr against the test's containerd.
-ctr_() { ctr --address "$CTD_SOCK" "$@"; }
+ctr_() { "$CTR_BIN" --address "$CTD_SOCK" "$@"; }
 
 # Runs a command in a throw-away container of IMAGE; prints its output.
 # ctr_run NS IMAGE CMD...
@@ -51,5 +57,5 @@ ctr_run() {
   local ns=$1 image=$2
   shift 2
   CTR_RUN_N=$((CTR_RUN_N + 1))
-  ctr --address "$CTD_SOCK" -n "$ns" run --rm "$image" "prepull-t$CTR_RUN_N" "$@" 2>&1
+  "$CTR_BIN" --address "$CTD_SOCK" -n "$ns" run --rm "$image" "prepull-t$CTR_RUN_N" "$@" 2>&1
 }

@@ -10,10 +10,20 @@
 # The daemon is stopped by PID (and then the containerd it started, by the PID of
 # that child) when the test exits, before lib.sh's own cleanup runs; anything it
 # left mounted under the test's temp dir is unmounted.
+#
+# Other binaries and settings, from the environment:
+#   DOCKERD_BIN          the daemon (e.g. the newer one scripts/newer-runtimes.sh unpacks)
+#   CONTAINERD_BIN       the containerd dockerd starts; its directory and dockerd's
+#                        go first on dockerd's PATH (the shim and docker-proxy are
+#                        found there too)
+#   DOCKER_CLI           the client
+#   DOCKERD_DAEMON_JSON  the daemon's config file (default {}), e.g.
+#                        {"features": {"containerd-snapshotter": true}}
 
 DOCKERD_BIN=${DOCKERD_BIN:-$(command -v dockerd || echo /usr/sbin/dockerd)}
 # /usr/local/bin/docker may be a newer CLI: the tests use the one Debian ships.
 DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker}
+DOCKERD_DAEMON_JSON=${DOCKERD_DAEMON_JSON:-'{}'}
 DOCKERD_PID=""
 DOCKERD_DIR=""
 
@@ -68,14 +78,16 @@ start_dockerd() {
   [ -x "$DOCKER_CLI" ] || cannot_run "docker CLI $DOCKER_CLI not installed (package docker.io)"
   DOCKERD_DIR=$T/dockerd
   mkdir -p "$DOCKERD_DIR"
-  echo '{}' >"$DOCKERD_DIR/daemon.json"
+  printf '%s\n' "$DOCKERD_DAEMON_JSON" >"$DOCKERD_DIR/daemon.json"
   DOCKER_SOCK=$DOCKERD_DIR/docker.sock
   if declare -F add_exit_hook >/dev/null; then
     add_exit_hook stop_dockerd
   else
     trap _dockerd_exit EXIT
   fi
-  "$DOCKERD_BIN" --config-file "$DOCKERD_DIR/daemon.json" \
+  local path
+  path=$(dirname "$DOCKERD_BIN"):${CONTAINERD_BIN:+$(dirname "$CONTAINERD_BIN"):}$PATH
+  PATH=$path "$DOCKERD_BIN" --config-file "$DOCKERD_DIR/daemon.json" \
     --data-root "$DOCKERD_DIR/root" --exec-root "$DOCKERD_DIR/exec" \
     -H "unix://$DOCKER_SOCK" --pidfile "$DOCKERD_DIR/docker.pid" \
     --bridge=none --iptables=false --ip-masq=false --userland-proxy=false \
