@@ -24,13 +24,20 @@ step "containerd 2.1 and Docker 28 (Debian sid, unpacked under /var/tmp/prepull-
 bash scripts/newer-runtimes.sh
 
 step "clang-format"
-mapfile -t sources < <(git ls-files 'agent/*.c' 'include/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c')
+mapfile -t sources < <(git ls-files 'agent/*.c' 'agent/*.h' 'include/*.h' 'tests/unit/*.c' 'tests/fuzz/*.c')
 if clang-format --dry-run --Werror "${sources[@]}"; then
   passed=$((passed + 1))
   echo "formatting ok (${#sources[@]} files)"
 else
   failed=$((failed + 1))
   echo "formatting: run clang-format -i on the files above" >&2
+fi
+
+step "layout (file sizes, store doors, private headers, include circles)"
+if bash scripts/check-layout.sh; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
 fi
 
 # Runs ctest in a build dir and adds its counts to the totals.
