@@ -8,6 +8,7 @@ set -euo pipefail
 PACKAGES=(
   cmake gcc clang clang-format pkg-config
   libcurl4-openssl-dev libssl-dev libjansson-dev libzstd-dev libarchive-dev libcmocka-dev
+  libisal-dev
   libfuzzer-14-dev libclang-rt-14-dev
   docker-registry nginx skopeo aria2 busybox-static apache2-utils openssl zstd python3
   ca-certificates curl containerd runc docker.io
