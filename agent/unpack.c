@@ -95,6 +95,16 @@ struct pp_unpack {
 	struct pp_error rerr; /* why our read callback failed libarchive */
 	char got_diff_id[PP_DIGEST_STR_LEN + 1];
 	struct archive *ar, *aw;
+	/* Directory entries whose times are set at the end, when nothing will
+	 * be created in them any more (containerd's `dirs`): one record per
+	 * directory of the layer. */
+	struct dir_time *dirs;
+	size_t ndirs, dirs_cap;
+};
+
+struct dir_time {
+	char *path;
+	struct timespec ts[2]; /* atime, mtime */
 };
 
 /* ------------------------------------------------------------ media types */
@@ -666,6 +676,25 @@ static int apply_entry(struct pp_unpack *u, struct archive_entry *e, struct pp_e
 	if (r == ARCHIVE_WARN)
 		pp_warn("%s%s%s: %s", u->label ? u->label : "", u->label ? ": " : "", shown,
 			archive_error_string(u->aw));
+	if (type == AE_IFDIR) {
+		/* libarchive defers the times of a directory it creates, but sets
+		 * those of one that existed at once: later entries would then
+		 * change them.  So every directory's times are set at the end. */
+		if (u->ndirs == u->dirs_cap) {
+			u->dirs_cap = u->dirs_cap ? 2 * u->dirs_cap : 64;
+			u->dirs = realloc(u->dirs, u->dirs_cap * sizeof(*u->dirs));
+			if (!u->dirs)
+				abort();
+		}
+		struct dir_time *d = &u->dirs[u->ndirs++];
+		d->ts[1] = (struct timespec){archive_entry_mtime(e), archive_entry_mtime_nsec(e)};
+		d->ts[0] = archive_entry_atime_is_set(e)
+				   ? (struct timespec){archive_entry_atime(e),
+						       archive_entry_atime_nsec(e)}
+				   : d->ts[1];
+		d->path = path;
+		path = NULL;
+	}
 	return 0;
 }
 
@@ -711,6 +740,13 @@ static int run(struct pp_unpack *u, struct pp_error *err)
 	if (archive_write_close(u->aw) != ARCHIVE_OK)
 		return pp_error_set(err, PP_EIO, "set directory attributes: %s",
 				    archive_error_string(u->aw));
+	for (size_t i = 0; i < u->ndirs; i++) {
+		char b[256];
+		if (utimensat(AT_FDCWD, u->dirs[i].path, u->dirs[i].ts, AT_SYMLINK_NOFOLLOW) < 0 &&
+		    errno != ENOENT)
+			return pp_error_errno(err, "set times of %s",
+					      pp_printable(b, sizeof(b), u->dirs[i].path));
+	}
 	/* The diffID covers the whole stream, including what follows the tar's
 	 * end-of-archive blocks. */
 	const void *buf;
@@ -752,6 +788,9 @@ static void free_state(struct pp_unpack *u)
 		archive_read_free(u->ar);
 	if (u->aw)
 		archive_write_free(u->aw);
+	for (size_t i = 0; i < u->ndirs; i++)
+		free(u->dirs[i].path);
+	free(u->dirs);
 	for (char **l = u->lowers; l && *l; l++)
 		free(*l);
 	free(u->lowers);
