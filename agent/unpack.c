@@ -702,18 +702,6 @@ static int apply_entry(struct pp_unpack *u, struct archive_entry *e, struct pp_e
 
 static int run(struct pp_unpack *u, struct pp_error *err)
 {
-	u->ar = archive_read_new();
-	u->aw = archive_write_disk_new();
-	if (!u->ar || !u->aw)
-		abort();
-	archive_read_support_format_tar(u->ar);
-	archive_read_support_format_empty(u->ar);
-	/* Numeric owners: no archive_write_disk_set_standard_lookup, so the
-	 * entry's uid/gid are used as they are, never a name from this host. */
-	archive_write_disk_set_options(u->aw, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM |
-						      ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
-						      ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-						      ARCHIVE_EXTRACT_SECURE_NODOTDOT);
 	if (archive_read_open(u->ar, u, NULL, ar_read, NULL) != ARCHIVE_OK) {
 		if (u->rerr.code)
 			return read_failed(u, err);
@@ -758,8 +746,8 @@ static int run(struct pp_unpack *u, struct pp_error *err)
 	pp_sha256_final(u->sha, u->got_diff_id);
 	if (strcmp(u->got_diff_id, u->diff_id) != 0)
 		return pp_error_set(err, PP_EDIGEST,
-				    "uncompressed layer is %s, the image config says %s",
-				    pp_short_digest(u->got_diff_id), pp_short_digest(u->diff_id));
+				    "uncompressed layer is %.19s, the image config says %.19s",
+				    u->got_diff_id, u->diff_id);
 	return 0;
 }
 
@@ -854,6 +842,24 @@ int pp_unpack_new(struct pp_unpack **out, const struct pp_unpack_opts *opts, str
 			return rc;
 		}
 	}
+	u->ar = archive_read_new();
+	/* archive_write_disk_new reads the umask by setting it (process-wide)
+	 * and back: done here, on the caller's thread, rather than racing
+	 * whatever the caller's other threads create meanwhile. */
+	u->aw = archive_write_disk_new();
+	if (!u->ar || !u->aw)
+		abort();
+	/* Only tar, no filter: the bytes are inflated (and hashed) by us. */
+	archive_read_support_format_tar(u->ar);
+	archive_read_support_format_empty(u->ar);
+	/* Numeric owners: no archive_write_disk_set_standard_lookup, so the
+	 * entry's uid/gid are used as they are, never a name from this host.
+	 * No ACL or fflags restore: containerd restores neither (a layer's
+	 * POSIX ACLs come as system.posix_acl_* xattrs, which XATTR keeps). */
+	archive_write_disk_set_options(u->aw, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM |
+						      ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
+						      ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+						      ARCHIVE_EXTRACT_SECURE_NODOTDOT);
 	u->ring = pp_xmalloc(RING_CAP);
 	u->in = pp_xmalloc(IN_CAP);
 	u->out = pp_xmalloc(OUT_CAP);
