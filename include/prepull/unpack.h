@@ -22,6 +22,13 @@
  *  - a parent directory the layer does not hold is created with the mode,
  *    owner, times and xattrs of the same directory in the first lower layer
  *    that has it (opts.lowers), else 0755 root:root.
+ * Two known differences from containerd's result: a hardlink entry's own
+ * owner, times and xattrs are not applied to the shared inode (libarchive's
+ * and GNU tar's rule; containerd re-applies them, and its chown then drops
+ * a security.capability the link entry does not repeat); and whiteouts are
+ * always overlay ones, while containerd removes the named files instead in
+ * a layer without a parent (the result seen through overlayfs is the
+ * same).
  *
  * Bytes the caller has fed are applied before they are verified: the
  * target must be a directory nobody uses until pp_unpack_finish() returned

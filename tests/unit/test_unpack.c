@@ -571,6 +571,35 @@ static void test_free_mid_stream(void **state)
 	free(big);
 }
 
+static void test_writable_and_misuse(void **state)
+{
+	struct tarb t;
+	basic_layer(&t);
+	char d[PP_DIGEST_STR_LEN + 1];
+	pp_sha256_digest(t.buf, t.used, d);
+	char *root = at("root");
+	struct pp_unpack_opts o = {.root = root, .compression = PP_UNPACK_TAR, .diff_id = d};
+	struct pp_unpack *u;
+	struct pp_error err = {0};
+	assert_int_equal(pp_unpack_new(&u, &o, &err), 0);
+	size_t w = pp_unpack_writable(u);
+	assert_true(w >= t.used); /* an empty ring takes a small layer at once */
+	assert_int_equal(pp_unpack_feed(u, t.buf, t.used, &err), 0);
+	assert_int_equal(pp_unpack_finish(u, &err), 0);
+	assert_int_equal(pp_unpack_writable(u), 0);
+	assert_int_equal(pp_unpack_feed(u, t.buf, 1, &err), PP_EUSAGE);
+	assert_int_equal(pp_unpack_finish(u, &err), 0); /* the result stays */
+	struct pp_unpack_stats st;
+	pp_unpack_stats(u, &st);
+	assert_int_equal(st.compressed, t.used);
+	assert_int_equal(st.uncompressed, t.used);
+	assert_int_equal(st.entries, 8);
+	assert_string_equal(st.diff_id, d);
+	pp_unpack_free(u);
+	free(root);
+	free(t.buf);
+}
+
 static void test_media_types(void **state)
 {
 	enum pp_unpack_compression c;
@@ -623,6 +652,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_whiteouts_and_lowers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_mid_stream, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writable_and_misuse, setup, teardown),
 		cmocka_unit_test(test_media_types),
 		cmocka_unit_test(test_bad_options),
 	};
