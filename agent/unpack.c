@@ -564,6 +564,23 @@ static int whiteout(struct pp_unpack *u, struct archive_entry *e, const char *pd
 	return skip_data(u, err);
 }
 
+/* archive_write_disk failed: its message, and the system's reason when
+ * there is one (libarchive says only "Write failed" for a full disk). */
+static int write_failed(struct pp_unpack *u, const char *shown, const char *what,
+			struct pp_error *err)
+{
+	int e = archive_errno(u->aw);
+	const char *msg = archive_error_string(u->aw);
+	if (e > 0 && e < 4096) {
+		pp_error_set(err, PP_EIO, "%s: %s: %s (%s)", shown, what, msg ? msg : "failed",
+			     strerror(e));
+		err->sys_errno = e;
+	} else {
+		pp_error_set(err, PP_EIO, "%s: %s: %s", shown, what, msg ? msg : "failed");
+	}
+	return PP_EIO;
+}
+
 static int copy_data(struct pp_unpack *u, const char *shown, struct pp_error *err)
 {
 	for (;;) {
@@ -582,9 +599,12 @@ static int copy_data(struct pp_unpack *u, const char *shown, struct pp_error *er
 		if (aborted(u))
 			return pp_error_set(err, PP_EINTR, "stopped");
 		/* The offset makes a sparse entry's holes holes again. */
-		if (archive_write_data_block(u->aw, buf, size, off) < ARCHIVE_OK)
-			return pp_error_set(err, PP_EIO, "%s: write: %s", shown,
-					    archive_error_string(u->aw));
+		if (archive_write_data_block(u->aw, buf, size, off) < ARCHIVE_OK) {
+			char what[96];
+			snprintf(what, sizeof(what), "write of %zu bytes at offset %lld", size,
+				 (long long)off);
+			return write_failed(u, shown, what, err);
+		}
 	}
 }
 
@@ -662,7 +682,7 @@ static int apply_entry(struct pp_unpack *u, struct archive_entry *e, struct pp_e
 	archive_entry_set_pathname(e, path);
 	int r = archive_write_header(u->aw, e);
 	if (r < ARCHIVE_WARN)
-		return pp_error_set(err, PP_EIO, "%s: %s", shown, archive_error_string(u->aw));
+		return write_failed(u, shown, "create", err);
 	if (r == ARCHIVE_WARN)
 		pp_warn("%s%s%s: %s", u->label ? u->label : "", u->label ? ": " : "", shown,
 			archive_error_string(u->aw));
@@ -672,7 +692,7 @@ static int apply_entry(struct pp_unpack *u, struct archive_entry *e, struct pp_e
 	}
 	r = archive_write_finish_entry(u->aw);
 	if (r < ARCHIVE_WARN)
-		return pp_error_set(err, PP_EIO, "%s: %s", shown, archive_error_string(u->aw));
+		return write_failed(u, shown, "finish", err);
 	if (r == ARCHIVE_WARN)
 		pp_warn("%s%s%s: %s", u->label ? u->label : "", u->label ? ": " : "", shown,
 			archive_error_string(u->aw));
