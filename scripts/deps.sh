@@ -29,6 +29,7 @@ set -euo pipefail
 BUILD_PACKAGES=(
   cmake make gcc libc6-dev pkg-config
   libcurl4-openssl-dev libssl-dev libjansson-dev libzstd-dev libarchive-dev libcmocka-dev
+  libisal-dev
 )
 # What scripts/demo.sh runs. docker-registry is the one daemon among them.
 DEMO_RUN_PACKAGES=(docker-registry skopeo busybox-static zstd python3 curl ca-certificates)
