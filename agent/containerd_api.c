@@ -234,6 +234,28 @@ int pp_ctd_snapshot_exists(struct pp_grpc *g, const char *snapshotter, const cha
 	return r < 0 ? r : 1;
 }
 
+int pp_ctd_snapshot_usage(struct pp_grpc *g, const char *snapshotter, const char *key,
+			  int64_t *size, struct pp_error *err)
+{
+	/* UsageRequest {snapshotter = 1, key = 2} -> UsageResponse {size = 1, inodes = 2} */
+	struct pp_buf req = {0}, resp = {0};
+	pp_pb_put_string(&req, 1, snapshotter);
+	pp_pb_put_string(&req, 2, key);
+	int r = pp_grpc_unary(g, SVC_SNAPSHOTS "Usage", &req, &resp, NULL, err);
+	*size = 0;
+	struct pp_pb_reader rd = {0};
+	struct pp_pb_field f;
+	pp_pb_reader_init(&rd, resp.data, resp.len);
+	while (r >= 0 && (r = pp_pb_next(&rd, &f, err)) > 0) {
+		uint64_t v;
+		if (f.num == 1 && (r = pp_pb_varint(&f, &v, err)) >= 0)
+			*size = (int64_t)v;
+	}
+	pp_buf_free(&req);
+	pp_buf_free(&resp);
+	return r < 0 ? r : 0;
+}
+
 void pp_ctd_snapshot_remove(struct pp_grpc *g, const char *snapshotter, const char *key)
 {
 	/* RemoveSnapshotRequest {snapshotter = 1, key = 2} */
@@ -302,6 +324,121 @@ static int mounts_for_apply(const struct pp_buf *prepared, struct pp_buf *out, s
 	if (n == 0)
 		return pp_error_set(err, PP_EPROTO, "Prepare returned no mounts");
 	return 0;
+}
+
+/* One Mount {type = 1, source = 2, target = 3, options = 4 (repeated)}. */
+struct mount {
+	char *type;
+	char *source;
+	char **options;
+	size_t n_options;
+};
+
+static void mount_free(struct mount *m)
+{
+	free(m->type);
+	free(m->source);
+	for (size_t i = 0; i < m->n_options; i++)
+		free(m->options[i]);
+	free(m->options);
+}
+
+static int parse_mount(const struct pp_pb_field *f, struct mount *m, struct pp_error *err)
+{
+	struct pp_pb_reader rd = {0};
+	struct pp_pb_field g;
+	int r = pp_pb_sub(f, &rd, err);
+	while (r >= 0 && (r = pp_pb_next(&rd, &g, err)) > 0) {
+		if (g.num == 1)
+			r = pp_pb_string(&g, &m->type, err);
+		else if (g.num == 2)
+			r = pp_pb_string(&g, &m->source, err);
+		else if (g.num == 4) {
+			m->options = pp_xrealloc(m->options, (m->n_options + 1) * sizeof(char *));
+			m->options[m->n_options] = NULL;
+			r = pp_pb_string(&g, &m->options[m->n_options++], err);
+		}
+	}
+	return r;
+}
+
+/* The value of option "name=value", or NULL. */
+static const char *option(const struct mount *m, const char *name)
+{
+	size_t n = strlen(name);
+	for (size_t i = 0; i < m->n_options; i++)
+		if (strncmp(m->options[i], name, n) == 0 && m->options[i][n] == '=')
+			return m->options[i] + n + 1;
+	return NULL;
+}
+
+static bool has_flag(const struct mount *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_options; i++)
+		if (strcmp(m->options[i], name) == 0)
+			return true;
+	return false;
+}
+
+int pp_ctd_mounts_layout(const struct pp_buf *prepared, struct pp_ctd_layout *out,
+			 struct pp_error *err)
+{
+	struct pp_pb_reader rd = {0};
+	struct pp_pb_field f;
+	struct mount m = {0};
+	size_t n = 0;
+	int r;
+	*out = (struct pp_ctd_layout){0};
+	pp_pb_reader_init(&rd, prepared->data, prepared->len);
+	while ((r = pp_pb_next(&rd, &f, err)) > 0) {
+		if (f.num != 1)
+			continue;
+		if (n++ > 0) {
+			r = pp_error_set(err, PP_EUNSUPPORTED, "more than one mount");
+			goto done;
+		}
+		if ((r = parse_mount(&f, &m, err)) < 0)
+			goto done;
+	}
+	if (r < 0)
+		goto done;
+	const char *upper = NULL;
+	if (m.type && strcmp(m.type, "bind") == 0 && m.source) {
+		upper = m.source; /* the first layer: the snapshot's own directory */
+	} else if (m.type && strcmp(m.type, "overlay") == 0 && (upper = option(&m, "upperdir"))) {
+		const char *lower = option(&m, "lowerdir");
+		size_t k = 0;
+		out->lowers = pp_xcalloc(1, sizeof(char *));
+		for (const char *p = lower; p && *p;) {
+			const char *colon = strchr(p, ':');
+			size_t len = colon ? (size_t)(colon - p) : strlen(p);
+			out->lowers = pp_xrealloc(out->lowers, (k + 2) * sizeof(char *));
+			out->lowers[k++] = pp_xstrndup(p, len);
+			out->lowers[k] = NULL;
+			p = colon ? colon + 1 : p + len;
+		}
+		out->userxattr = has_flag(&m, "userxattr");
+	} else {
+		r = pp_error_set(err, PP_EUNSUPPORTED, "a %s mount with no directory to write into",
+				 m.type ? m.type : "typeless");
+		goto done;
+	}
+	out->dir = pp_xstrdup(upper);
+	r = 0;
+done:
+	mount_free(&m);
+	if (r < 0)
+		pp_ctd_layout_free(out);
+	return r;
+}
+
+void pp_ctd_layout_free(struct pp_ctd_layout *l)
+{
+	for (size_t i = 0; l->lowers && l->lowers[i]; i++)
+		free(l->lowers[i]);
+	free(l->lowers);
+	free(l->dir);
+	*l = (struct pp_ctd_layout){0};
 }
 
 /* ApplyResponse.applied (1) .digest (2) */

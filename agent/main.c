@@ -36,6 +36,10 @@ static const char usage_text[] =
 	"                         else oci:<state-dir>/oci)\n"
 	"  --namespace NS         containerd namespace (default k8s.io)\n"
 	"  --snapshotter NAME     containerd snapshotter to unpack into (default overlayfs)\n"
+	"  --unpacker WHO         who applies layers into containerd's overlayfs\n"
+	"                         snapshots: prepull (default: as their bytes arrive,\n"
+	"                         ISA-L/zstd inflate) or containerd (Diff.Apply once\n"
+	"                         each layer is in)\n"
 	"  --platform OS/ARCH[/VARIANT]  platform to take from a multi-arch index\n"
 	"                         (default: this machine's)\n"
 	"  -j, --connections N    parallel connections in total (default 16)\n"
@@ -103,6 +107,7 @@ enum {
 	OPT_STORE = 256,
 	OPT_NAMESPACE,
 	OPT_SNAPSHOTTER,
+	OPT_UNPACKER,
 	OPT_PLATFORM,
 	OPT_PER_HOST,
 	OPT_CHUNK_SIZE,
@@ -123,6 +128,7 @@ static const struct option long_options[] = {
 	{"store", required_argument, NULL, OPT_STORE},
 	{"namespace", required_argument, NULL, OPT_NAMESPACE},
 	{"snapshotter", required_argument, NULL, OPT_SNAPSHOTTER},
+	{"unpacker", required_argument, NULL, OPT_UNPACKER},
 	{"platform", required_argument, NULL, OPT_PLATFORM},
 	{"connections", required_argument, NULL, 'j'},
 	{"per-host", required_argument, NULL, OPT_PER_HOST},
@@ -204,6 +210,13 @@ int main(int argc, char **argv)
 			break;
 		case OPT_SNAPSHOTTER:
 			opts.snapshotter = optarg;
+			break;
+		case OPT_UNPACKER:
+			if (strcmp(optarg, "prepull") != 0 && strcmp(optarg, "containerd") != 0)
+				return usage_error(
+					"--unpacker: expected prepull or containerd, got \"%s\"",
+					optarg);
+			opts.unpacker = optarg;
 			break;
 		case OPT_PLATFORM:
 			if (pp_platform_parse(&opts.platform, optarg, &err) < 0)

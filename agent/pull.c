@@ -19,6 +19,7 @@
 #include "prepull/image.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
+#include "prepull/prefix.h"
 #include "prepull/progress.h"
 #include "prepull/reference.h"
 #include "prepull/registry.h"
@@ -140,6 +141,12 @@ static void plan_image(struct pull *run, struct pull_image *pi)
 		}
 		pi->pending++;
 		pp_progress_plan(run->progress, d->size);
+		/* A store that unpacks layers may take their bytes as they come. */
+		struct pp_prefix_consumer c;
+		if (pp_store_layer_consumer(run->store, img, l, &c, &err) < 0 ||
+		    (c.ops && pp_engine_add_consumer(run->engine, d->digest, &c, &err) < 0))
+			pp_debug("layer %s: unpacked once it is in (%s)",
+				 pp_short_digest(d->digest), err.msg);
 	}
 	pi->planned = !pi->failed;
 }

@@ -17,6 +17,7 @@
 #include "prepull/image.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
+#include "prepull/prefix.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
 
@@ -271,6 +272,14 @@ int pp_store_prepare_image(struct pp_store *s, const struct pp_image *img, bool 
 {
 	*complete = false;
 	return s->ops->prepare_image ? s->ops->prepare_image(s, img, complete, err) : 0;
+}
+
+int pp_store_layer_consumer(struct pp_store *s, const struct pp_image *img, size_t index,
+			    struct pp_prefix_consumer *out, struct pp_error *err)
+{
+	out->ops = NULL;
+	out->ctx = NULL;
+	return s->ops->layer_consumer ? s->ops->layer_consumer(s, img, index, out, err) : 0;
 }
 
 int pp_store_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err)

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "containerd_int.h"
 #include "prepull/containerd_api.h"
 #include "prepull/digest.h"
 #include "prepull/error.h"
@@ -38,63 +39,6 @@
 
 #define LEASE_EXPIRE_SECONDS (24 * 3600)
 #define CRI_NAMESPACE "k8s.io"
-
-/* The short form of a digest ("sha256:" + 12 hex) for messages.  Not
- * SHORT(): its static ring is not safe from the unpack thread. */
-struct short_digest {
-	char s[20];
-};
-static struct short_digest short_digest(const char *digest)
-{
-	struct short_digest d;
-	snprintf(d.s, sizeof(d.s), "%.19s", digest ? digest : "(none)");
-	return d;
-}
-#define SHORT(digest) (short_digest(digest).s)
-
-/* One layer of an image being unpacked: copies, so the worker never
- * touches the pp_image (main frees images before the store). */
-struct layer {
-	char *digest;
-	char *media_type;
-	int64_t size;
-	char diff_id[PP_DIGEST_STR_LEN + 1];
-	char chain_id[PP_DIGEST_STR_LEN + 1];
-	bool present; /* in the content store and recorded in the namespace */
-};
-
-struct cimage {
-	const struct pp_image *img; /* identity only; compared, never read by the worker */
-	char *source_key;           /* containerd.io/distribution.source.<domain> */
-	char *source_repo;
-	struct layer *layers;
-	size_t n_layers;
-	size_t unpacked; /* layers [0, unpacked) are in the snapshotter */
-	bool busy;       /* the worker is on it */
-	bool failed;
-	struct pp_error err;
-	bool registered;
-	struct cimage *next;
-};
-
-struct ctd {
-	char *socket;
-	char *ns;
-	char *snapshotter;
-	char *content_root;
-	char *blob_dir;
-	char *lease;
-	struct pp_grpc *g;  /* main thread */
-	struct pp_grpc *wg; /* worker thread */
-
-	pthread_mutex_t mu;
-	pthread_cond_t cond; /* work for the worker, or an image finished */
-	pthread_t worker;
-	bool worker_running;
-	bool stop;
-	struct cimage *images;
-	unsigned counter; /* for unique snapshot keys */
-};
 
 /* ------------------------------------------------------------ content */
 
@@ -186,18 +130,12 @@ static int ctd_put_blob(struct pp_store *s, const char *digest, const void *data
 
 /* ------------------------------------------------------------ unpacking */
 
-/* The unpack recipe for one layer (containerd's own, without its Go
- * client): skip when the chain exists; else Prepare, Apply, Commit. */
-static int unpack_layer(struct ctd *c, const struct layer *l, const char *parent,
-			struct pp_error *err)
+/* containerd's own unpack recipe (without its Go client): Prepare, Diff.Apply,
+ * Commit. */
+static int apply_by_containerd(struct ctd *c, const struct layer *l, const char *parent,
+			       struct pp_error *err)
 {
-	int r = pp_ctd_snapshot_exists(c->wg, c->snapshotter, l->chain_id, err);
-	if (r != 0) {
-		if (r > 0)
-			pp_debug("layer %s: chain %s already unpacked", SHORT(l->digest),
-				 SHORT(l->chain_id));
-		return r < 0 ? r : 0;
-	}
+	int r;
 	double t0 = pp_now();
 	cleanup_free char *key = NULL;
 	pthread_mutex_lock(&c->mu);
@@ -254,12 +192,29 @@ static int unpack_layer(struct ctd *c, const struct layer *l, const char *parent
 	}
 	if (r == 0)
 		prepared = false; /* the active snapshot became the committed one */
-	pp_debug("layer %s: unpacked as %s in %.2f s", SHORT(l->digest), SHORT(l->chain_id),
-		 pp_now() - t0);
+	pp_debug("layer %s: unpacked as %s by containerd in %.2f s", SHORT(l->digest),
+		 SHORT(l->chain_id), pp_now() - t0);
 done:
 	if (prepared)
 		pp_ctd_snapshot_remove(c->wg, c->snapshotter, key);
 	pp_buf_free(&mounts);
+	return r;
+}
+
+/* One layer into the snapshotter: skipped when its chain exists; else
+ * prepull's own apply (as the bytes arrived, or from the store), or
+ * containerd's where that does not fit. */
+static int unpack_layer(struct ctd *c, struct layer *l, const char *parent, struct pp_error *err)
+{
+	int r = pp_ctd_snapshot_exists(c->wg, c->snapshotter, l->chain_id, err);
+	if (r != 0) {
+		if (r > 0)
+			pp_debug("layer %s: chain %s already unpacked", SHORT(l->digest),
+				 SHORT(l->chain_id));
+		return r < 0 ? r : 0;
+	}
+	if ((r = ctd_apply_direct(c, l, parent, err)) > 0)
+		r = apply_by_containerd(c, l, parent, err);
 	if (r < 0)
 		return r;
 	struct pp_ctd_label unc = {"containerd.io/uncompressed", l->diff_id};
@@ -271,7 +226,7 @@ static struct cimage *next_job(struct ctd *c)
 {
 	for (struct cimage *ci = c->images; ci; ci = ci->next)
 		if (!ci->busy && !ci->failed && ci->unpacked < ci->n_layers &&
-		    ci->layers[ci->unpacked].present)
+		    ci->layers[ci->unpacked].present && !ctd_stream_busy(&ci->layers[ci->unpacked]))
 			return ci;
 	return NULL;
 }
@@ -289,7 +244,7 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		size_t i = ci->unpacked;
-		const struct layer *l = &ci->layers[i];
+		struct layer *l = &ci->layers[i];
 		const char *parent = i ? ci->layers[i - 1].chain_id : NULL;
 		ci->busy = true;
 		pthread_mutex_unlock(&c->mu);
@@ -327,6 +282,7 @@ static void cimage_free(struct cimage *ci)
 	for (size_t i = 0; i < ci->n_layers; i++) {
 		free(ci->layers[i].digest);
 		free(ci->layers[i].media_type);
+		ctd_stream_free(ci->layers[i].stream);
 	}
 	free(ci->layers);
 	free(ci->source_key);
@@ -610,6 +566,7 @@ static const struct pp_store_ops ctd_ops = {
 	.put_blob = ctd_put_blob,
 	.prepare_image = ctd_prepare_image,
 	.register_image = ctd_register_image,
+	.layer_consumer = ctd_layer_consumer,
 	.free = ctd_free,
 };
 
@@ -682,6 +639,10 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	c->socket = pp_xstrdup(socket);
 	c->ns = pp_xstrdup(ns);
 	c->snapshotter = pp_xstrdup(snapshotter);
+	/* prepull writes layers itself only where it knows the layout and
+	 * whiteouts containerd expects: overlayfs. */
+	c->direct = strcmp(snapshotter, "overlayfs") == 0 &&
+		    !(opts->unpacker && strcmp(opts->unpacker, "containerd") == 0);
 	struct pp_store *s = pp_xcalloc(1, sizeof(*s));
 	s->ops = &ctd_ops;
 	s->priv = c;

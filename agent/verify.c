@@ -82,7 +82,15 @@ static int consumers_catch_up(struct pp_engine *e, struct blob *b, int64_t *budg
 		while (s->pos < b->hashed) {
 			if (*budget <= 0)
 				return 1;
-			ssize_t n = partial_read(e, b, s->pos, b->hashed, err);
+			int64_t end = b->hashed;
+			if (s->c.ops->wants) {
+				int64_t want = s->c.ops->wants(s->c.ctx);
+				if (want <= 0)
+					break;
+				if (end - s->pos > want)
+					end = s->pos + want;
+			}
+			ssize_t n = partial_read(e, b, s->pos, end, err);
 			if (n < 0)
 				return -1;
 			int64_t taken = offer(b, s, e->hashbuf, (size_t)n, err);

@@ -52,6 +52,10 @@ int pp_ctd_content_register(struct pp_grpc *g, const char *digest, int64_t size,
 /* Snapshots.Stat: 1 when snapshot `key` exists, 0 when not. */
 int pp_ctd_snapshot_exists(struct pp_grpc *g, const char *snapshotter, const char *key,
 			   struct pp_error *err);
+/* Snapshots.Usage: the bytes snapshot `key` holds (containerd walks its
+ * directory for an active one). */
+int pp_ctd_snapshot_usage(struct pp_grpc *g, const char *snapshotter, const char *key,
+			  int64_t *size, struct pp_error *err);
 /* Snapshots.Remove; a failure is only warned about. */
 void pp_ctd_snapshot_remove(struct pp_grpc *g, const char *snapshotter, const char *key);
 /* Snapshots.Prepare of active snapshot `key` on `parent` (NULL: none).
@@ -65,6 +69,21 @@ int pp_ctd_snapshot_prepare(struct pp_grpc *g, const char *snapshotter, const ch
 int pp_ctd_snapshot_commit(struct pp_grpc *g, const char *snapshotter, const char *name,
 			   const char *key, const struct pp_ctd_label *labels, size_t n, int *code,
 			   struct pp_error *err);
+
+/* Where an active snapshot's files are, read from the mounts a Prepare
+ * answered with: a bind mount's source (a first layer) or an overlay's
+ * upperdir, with its lowerdirs (topmost first, NULL-terminated) and whether
+ * it keeps whiteouts in user.* xattrs (`userxattr`).  PP_EUNSUPPORTED for
+ * any other shape (another snapshotter's mounts).  Free with
+ * pp_ctd_layout_free. */
+struct pp_ctd_layout {
+	char *dir;
+	char **lowers;
+	bool userxattr;
+};
+int pp_ctd_mounts_layout(const struct pp_buf *prepared, struct pp_ctd_layout *out,
+			 struct pp_error *err);
+void pp_ctd_layout_free(struct pp_ctd_layout *l);
 
 /* Diff.Apply of a layer blob onto the mounts a Prepare answered with.
  * *diff_id is the digest of the uncompressed content containerd applied

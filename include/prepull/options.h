@@ -17,6 +17,7 @@ struct pp_options {
 	const char *store;       /* "oci:DIR", "auto", ... */
 	const char *namespace;   /* containerd namespace */
 	const char *snapshotter; /* containerd snapshotter */
+	const char *unpacker;    /* "prepull" (default) or "containerd": who applies layers */
 	struct pp_platform platform;
 	int connections;    /* total connections (-j) */
 	int per_host;       /* connections to one host */

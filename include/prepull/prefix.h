@@ -31,6 +31,10 @@ struct pp_prefix_consumer_ops {
 	 * must not block for long. */
 	int64_t (*feed)(void *ctx, int64_t offset, const void *data, size_t len,
 			struct pp_error *err);
+	/* Optional: how many bytes feed() would take now (0: none, so the
+	 * engine reads nothing back for it this turn).  Without it, the engine
+	 * offers what it has. */
+	int64_t (*wants)(void *ctx);
 	/* Everything fed so far is void: the bytes come again from offset 0
 	 * (a chunk that failed after its bytes were fed, a repair pass, a
 	 * server that ignores Range). */

@@ -13,6 +13,7 @@
 struct pp_error;
 struct pp_image;
 struct pp_options;
+struct pp_prefix_consumer;
 struct pp_store;
 
 struct pp_store_ops {
@@ -43,6 +44,11 @@ struct pp_store_ops {
 	 * and register_image is not called. */
 	int (*prepare_image)(struct pp_store *s, const struct pp_image *img, bool *complete,
 			     struct pp_error *err);
+	/* Optional: a consumer that unpacks layer `index` of a prepared
+	 * image while its bytes arrive (see prefix.h).  Leaving out->ops NULL
+	 * says the store has none for this layer. */
+	int (*layer_consumer)(struct pp_store *s, const struct pp_image *img, size_t index,
+			      struct pp_prefix_consumer *out, struct pp_error *err);
 	/* Makes the image visible under its name once all its blobs are in. */
 	int (*register_image)(struct pp_store *s, const struct pp_image *img, struct pp_error *err);
 	void (*free)(struct pp_store *s);
@@ -80,6 +86,11 @@ int pp_store_has_layer(struct pp_store *s, const struct pp_image *img, size_t in
  * *complete = true when the store already holds the whole image. */
 int pp_store_prepare_image(struct pp_store *s, const struct pp_image *img, bool *complete,
 			   struct pp_error *err);
+/* A consumer for layer `index` of a prepared image that unpacks it as its
+ * bytes arrive; out->ops is NULL when the store has none (it unpacks after
+ * the blob lands, or not at all). */
+int pp_store_layer_consumer(struct pp_store *s, const struct pp_image *img, size_t index,
+			    struct pp_prefix_consumer *out, struct pp_error *err);
 /* Makes the image visible under its name once all its blobs are in. */
 int pp_store_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err);
 

@@ -250,8 +250,13 @@ static void rec_free(void *ctx)
 {
 	(void)ctx;
 }
-static const struct pp_prefix_consumer_ops rec_ops = {"recorder", rec_feed, rec_restart, rec_finish,
-						      rec_free};
+static const struct pp_prefix_consumer_ops rec_ops = {
+	.name = "recorder",
+	.feed = rec_feed,
+	.restart = rec_restart,
+	.finish = rec_finish,
+	.free = rec_free,
+};
 
 /* Lands chunk ci as a transfer would: its bytes on disk, its state DONE. */
 static void land(struct blob *b, size_t ci, const unsigned char *data)
