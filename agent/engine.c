@@ -514,7 +514,7 @@ static int open_blob(struct pp_engine *e, struct blob *b, struct pp_error *err)
 		b->partial = pp_xasprintf("%s/%s.partial", e->store->stage_dir, hex);
 		b->journal = pp_xasprintf("%s/%s.journal", e->store->stage_dir, hex);
 	}
-	b->fd = open(b->partial, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	b->fd = open(b->partial, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (b->fd < 0)
 		return pp_error_errno(err, "open %s", b->partial);
 	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
