@@ -243,10 +243,20 @@ int pp_fsync_dir(const char *dir)
 
 int pp_write_file_atomic(const char *path, const void *data, size_t len, struct pp_error *err)
 {
-	cleanup_free char *tmp = pp_xasprintf("%s.tmp.%ld", path, (long)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A new file of a name nobody could guess (O_EXCL): never one planted
+	 * there beforehand, nor a symlink's target.  0644 is what every file
+	 * written this way wants: OCI layout files are read by other tools, and
+	 * private ones sit in private directories. */
+	cleanup_free char *tmp = pp_xasprintf("%s.tmp.XXXXXX", path);
+	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return pp_error_errno(err, "create %s", tmp);
+	if (fchmod(fd, 0644) < 0) {
+		pp_error_errno(err, "chmod %s", tmp);
+		close(fd);
+		unlink(tmp);
+		return PP_EIO;
+	}
 	const char *p = data;
 	size_t left = len;
 	while (left) {

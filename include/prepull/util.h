@@ -87,8 +87,10 @@ double pp_backoff(int attempt);
 /* mkdir -p; 0 or -1 with errno. */
 int pp_mkdir_p(const char *path, unsigned mode);
 
-/* Writes data to path atomically: temp file in the same dir, fsync, rename,
- * fsync the directory. */
+/* Writes data to path atomically: a new temp file in the same dir (created
+ * with O_EXCL under an unguessable name), fsync, rename, fsync the
+ * directory.  The file is 0644.  A symlink at path is replaced, not
+ * followed. */
 struct pp_error;
 int pp_write_file_atomic(const char *path, const void *data, size_t len, struct pp_error *err);
 

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "prepull/error.h"
 #include "prepull/util.h"
@@ -148,6 +150,37 @@ static void test_error_messages(void **state)
 	assert_string_equal(err.msg, "open /tmp/\\x1b]0;title\\x07: No such file or directory");
 }
 
+/* A symlink at the path is replaced, its target untouched; the file is 0644. */
+static void test_write_atomic_symlink(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/prepull-test-util-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char victim[256], path[256];
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	snprintf(path, sizeof(path), "%s/index.json", dir);
+	FILE *f = fopen(victim, "w");
+	assert_non_null(f);
+	fputs("precious", f);
+	fclose(f);
+	assert_int_equal(symlink(victim, path), 0);
+	struct pp_error err = {0};
+	assert_int_equal(pp_write_file_atomic(path, "new", 3, &err), 0);
+	struct stat st;
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0644);
+	char buf[32] = {0};
+	f = fopen(victim, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	assert_string_equal(buf, "precious");
+	unlink(path);
+	unlink(victim);
+	assert_int_equal(rmdir(dir), 0); /* no temp file left behind */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -156,6 +189,7 @@ int main(void)
 		cmocka_unit_test(test_cut),
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_error_messages),
+		cmocka_unit_test(test_write_atomic_symlink),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
