@@ -5,6 +5,21 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "prepull/util.h"
+
+/* Every message may quote what a server sent (a header, an error body) and
+ * ends up on a terminal, in the journal and in --json events: it is made
+ * printable valid UTF-8 here, once, where it is written.  This also mends a
+ * multi-byte character that formatting or wrapping cut in two. */
+static void sanitize_msg(struct pp_error *err)
+{
+	if (pp_is_sanitized(err->msg))
+		return;
+	char clean[sizeof(err->msg)];
+	pp_sanitize(clean, sizeof(clean), err->msg, sizeof(err->msg));
+	memcpy(err->msg, clean, sizeof(clean));
+}
+
 int pp_error_set(struct pp_error *err, int code, const char *fmt, ...)
 {
 	if (!err)
@@ -13,6 +28,7 @@ int pp_error_set(struct pp_error *err, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
+	sanitize_msg(err);
 	err->code = code;
 	err->sys_errno = 0;
 	err->http_status = 0;
@@ -53,7 +69,9 @@ int pp_error_errno(struct pp_error *err, const char *fmt, ...)
 	int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
 	if (n >= 0 && (size_t)n < sizeof(err->msg))
-		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(saved));
+		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s%s", strerror(saved),
+			 saved == ELOOP ? " (a symbolic link is not followed here)" : "");
+	sanitize_msg(err);
 	err->code = pp_errno_code(saved);
 	err->sys_errno = saved;
 	err->http_status = 0;
@@ -78,6 +96,7 @@ int pp_error_wrap(struct pp_error *err, const char *fmt, ...)
 	memcpy(err->msg, prefix, plen);
 	err->msg[plen] = ':';
 	err->msg[plen + 1] = ' ';
+	sanitize_msg(err);
 	return err->code ? err->code : PP_EGENERIC;
 }
 

@@ -114,7 +114,7 @@ void pp_journal_free(struct pp_journal *j)
 
 int pp_journal_load(struct pp_journal *out, const char *path, struct pp_error *err)
 {
-	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return pp_error_set(err, PP_ENOTFOUND, "%s: no journal", path);
@@ -152,7 +152,12 @@ static int write_all(int fd, const char *path, const char *s, size_t len, struct
 int pp_journal_create(int *out_fd, const char *path, const char *digest, int64_t size,
 		      int64_t chunk_size, struct pp_error *err)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	/* A new file, private like the partial blob it describes: whatever was
+	 * at the path goes (a symlink planted there is removed, not followed,
+	 * and O_EXCL makes sure nothing took its place meanwhile). */
+	if (unlink(path) < 0 && errno != ENOENT)
+		return pp_error_errno(err, "remove %s", path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return pp_error_errno(err, "create %s", path);
 	char line[160];
@@ -169,7 +174,7 @@ int pp_journal_create(int *out_fd, const char *path, const char *digest, int64_t
 
 int pp_journal_open_append(int *out_fd, const char *path, struct pp_error *err)
 {
-	int fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+	int fd = open(path, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return pp_error_errno(err, "open %s", path);
 	/* End a torn last line, so the next line is not glued to it. */

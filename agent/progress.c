@@ -54,15 +54,29 @@ void pp_progress_free(struct pp_progress *p)
 	free(p);
 }
 
-static void emit(struct pp_progress *p, json_t *ev)
+/* Prints one event.  Its string fields are sanitised by the caller, so
+ * json_pack cannot refuse them; should it still fail (out of memory, a
+ * number JSON cannot hold), the event goes out by name rather than not at
+ * all, and a NULL is never printed. */
+static void emit(struct pp_progress *p, const char *name, json_t *ev)
 {
 	if (p->json) {
-		char *s = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
-		printf("%s\n", s);
+		char *s = ev ? json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		if (s)
+			printf("%s\n", s);
+		else
+			printf("{\"event\":\"%s\",\"error\":\"the event could not be encoded\"}\n",
+			       name);
 		fflush(stdout);
 		free(s);
 	}
 	json_decref(ev);
+}
+
+/* A copy of s fit for a terminal and for JSON (see pp_sanitize). */
+static char *clean(const char *s)
+{
+	return pp_sanitize_dup(s);
 }
 
 static void clear_display(struct pp_progress *p)
@@ -78,18 +92,19 @@ static void say(struct pp_progress *p, const char *fmt, ...)
 	if (p->quiet)
 		return;
 	clear_display(p);
+	char line[2048], shown[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("prepull: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	fprintf(stderr, "prepull: %s\n", pp_sanitize(shown, sizeof(shown), line, sizeof(line)));
 }
 
 void pp_progress_store(struct pp_progress *p, const char *store_desc)
 {
-	say(p, "store %s", store_desc);
-	emit(p, json_pack("{s:s, s:s}", "event", "store", "store", store_desc));
+	cleanup_free char *desc = clean(store_desc);
+	say(p, "store %s", desc);
+	emit(p, "store", json_pack("{s:s, s:s}", "event", "store", "store", desc));
 }
 
 void pp_progress_resolved(struct pp_progress *p, const struct pp_image *img)
@@ -98,42 +113,58 @@ void pp_progress_resolved(struct pp_progress *p, const struct pp_image *img)
 	pp_platform_format(&img->platform, plat, sizeof(plat));
 	p->images = pp_xrealloc(p->images, (p->n_images + 1) * sizeof(*p->images));
 	p->images[p->n_images++] = (struct shown_image){.img = img};
-	say(p, "%s: %s (%s), %zu layers, %s", img->ref.full, pp_short_digest(img->manifest_digest),
-	    plat, img->manifest.n_layers,
+	cleanup_free char *image = clean(img->ref.full);
+	cleanup_free char *digest = clean(img->top_digest);
+	cleanup_free char *platform = clean(plat);
+	say(p, "%s: %s (%s), %zu layers, %s", image, pp_short_digest(img->manifest_digest),
+	    platform, img->manifest.n_layers,
 	    pp_format_bytes(sz, sizeof(sz), (double)img->total_bytes));
-	emit(p, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "resolved", "image",
-			  img->ref.full, "digest", img->top_digest, "platform", plat, "blobs",
-			  (int)img->manifest.n_layers + 1, "bytes", (json_int_t)img->total_bytes));
+	emit(p, "resolved",
+	     json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "event", "resolved", "image", image,
+		       "digest", digest, "platform", platform, "blobs",
+		       (int)img->manifest.n_layers + 1, "bytes", (json_int_t)img->total_bytes));
 }
 
 void pp_progress_blob_present(struct pp_progress *p, const struct pp_image *img, const char *digest,
 			      int64_t size)
 {
-	emit(p, json_pack("{s:s, s:s, s:s, s:I}", "event", "blob_present", "image", img->ref.full,
-			  "digest", digest, "size", (json_int_t)size));
+	cleanup_free char *image = clean(img->ref.full);
+	cleanup_free char *blob = clean(digest);
+	emit(p, "blob_present",
+	     json_pack("{s:s, s:s, s:s, s:I}", "event", "blob_present", "image", image, "digest",
+		       blob, "size", (json_int_t)size));
 }
 
 void pp_progress_blob_done(struct pp_progress *p, const struct pp_image *img, const char *digest,
 			   int64_t size, int64_t fetched, double seconds)
 {
-	emit(p, json_pack("{s:s, s:s, s:s, s:I, s:f, s:I}", "event", "blob_done", "image",
-			  img->ref.full, "digest", digest, "size", (json_int_t)size, "seconds",
-			  seconds, "fetched", (json_int_t)fetched));
+	cleanup_free char *image = clean(img->ref.full);
+	cleanup_free char *blob = clean(digest);
+	emit(p, "blob_done",
+	     json_pack("{s:s, s:s, s:s, s:I, s:f, s:I}", "event", "blob_done", "image", image,
+		       "digest", blob, "size", (json_int_t)size, "seconds", seconds, "fetched",
+		       (json_int_t)fetched));
 }
 
 void pp_progress_image_done(struct pp_progress *p, const struct pp_image *img)
 {
-	say(p, "%s: done", img->ref.full);
-	emit(p, json_pack("{s:s, s:s, s:s}", "event", "image_done", "image", img->ref.full,
-			  "digest", img->top_digest));
+	cleanup_free char *image = clean(img->ref.full);
+	cleanup_free char *digest = clean(img->top_digest);
+	say(p, "%s: done", image);
+	emit(p, "image_done",
+	     json_pack("{s:s, s:s, s:s}", "event", "image_done", "image", image, "digest", digest));
 }
 
 void pp_progress_image_failed(struct pp_progress *p, const char *image, const char *message)
 {
+	cleanup_free char *shown_image = clean(image);
+	cleanup_free char *shown_message = clean(message);
 	clear_display(p);
 	/* Errors are printed even with -q. */
-	fprintf(stderr, "prepull: error: %s: %s\n", image, message);
-	emit(p, json_pack("{s:s, s:s, s:s}", "event", "error", "image", image, "message", message));
+	fprintf(stderr, "prepull: error: %s: %s\n", shown_image, shown_message);
+	emit(p, "error",
+	     json_pack("{s:s, s:s, s:s}", "event", "error", "image", shown_image, "message",
+		       shown_message));
 }
 
 void pp_progress_plan(struct pp_progress *p, int64_t bytes)
@@ -220,7 +251,9 @@ void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 			struct pp_image_progress ip = image_progress(p, s->img);
 			if (ip.have >= s->img->total_bytes || ip.failed)
 				continue;
-			fprintf(stderr, "prepull: progress: %s: %s\n", s->img->ref.full,
+			char name[512];
+			fprintf(stderr, "prepull: progress: %s: %s\n",
+				pp_sanitize(name, sizeof(name), s->img->ref.full, SIZE_MAX),
 				format_status(line, sizeof(line), ip.have, s->img->total_bytes,
 					      s->rate));
 		}
@@ -239,7 +272,9 @@ void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 			snprintf(line, sizeof(line), "done");
 		else
 			format_status(line, sizeof(line), ip.have, s->img->total_bytes, s->rate);
-		fprintf(stderr, "  %-40.40s %s\n", s->img->ref.full, line);
+		char name[41];
+		fprintf(stderr, "  %-40s %s\n",
+			pp_sanitize(name, sizeof(name), s->img->ref.full, SIZE_MAX), line);
 		p->drawn++;
 	}
 	char done[32], total[32], eta[32];
@@ -268,7 +303,8 @@ void pp_progress_summary(struct pp_progress *p, int images, int failed, int64_t 
 		images, images == 1 ? "" : "s", failed,
 		pp_format_bytes(b, sizeof(b), (double)bytes),
 		pp_format_bytes(f, sizeof(f), (double)fetched), secs, mbps);
-	emit(p, json_pack("{s:s, s:i, s:i, s:I, s:I, s:f, s:f}", "event", "summary", "images",
-			  images, "failed", failed, "bytes", (json_int_t)bytes, "fetched",
-			  (json_int_t)fetched, "seconds", secs, "mb_per_s", mbps));
+	emit(p, "summary",
+	     json_pack("{s:s, s:i, s:i, s:I, s:I, s:f, s:f}", "event", "summary", "images", images,
+		       "failed", failed, "bytes", (json_int_t)bytes, "fetched", (json_int_t)fetched,
+		       "seconds", secs, "mb_per_s", mbps));
 }

@@ -23,6 +23,7 @@
 #include "prepull/progress.h"
 #include "prepull/reference.h"
 #include "prepull/registry.h"
+#include "prepull/state_dir.h"
 #include "prepull/stop.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
@@ -262,8 +263,7 @@ static int open_run(struct pull *run)
 	struct pp_error err = {0};
 	if (opts->ready_file && unlink(opts->ready_file) < 0 && errno != ENOENT)
 		pp_warn("remove %s: %s", opts->ready_file, strerror(errno));
-	if (pp_mkdir_p(opts->state_dir, 0755) < 0) {
-		pp_error_errno(&err, "create state dir %s", opts->state_dir);
+	if (pp_state_dir_open(opts->state_dir, &err) < 0) {
 		fprintf(stderr, "prepull: error: %s\n", err.msg);
 		return PP_EXIT_FAILED;
 	}

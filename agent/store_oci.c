@@ -94,11 +94,22 @@ static void oci_free(struct pp_store *s)
 	free(o);
 }
 
+/* A partial file is private (0600) while it is fetched; in the layout a
+ * blob is readable like every other file there, by skopeo or umoci run as
+ * another user. */
+static int oci_commit_file(struct pp_store *s, const char *digest, const char *path,
+			   struct pp_error *err)
+{
+	if (chmod(path, 0644) < 0)
+		return pp_error_errno(err, "chmod %s", path);
+	return pp_store_dir_commit_file(s, digest, path, err);
+}
+
 static const struct pp_store_ops oci_ops = {
 	.name = "oci",
 	.has_blob = pp_store_dir_has_blob,
 	.read_blob = pp_store_dir_read_blob,
-	.commit_file = pp_store_dir_commit_file,
+	.commit_file = oci_commit_file,
 	.put_blob = pp_store_dir_put_blob,
 	.register_image = oci_register_image,
 	.free = oci_free,
@@ -142,7 +153,7 @@ int pp_store_oci_open(struct pp_store **out, const char *dir, const struct pp_op
 			     err)) < 0)
 		goto fail;
 	char *fallback = pp_xasprintf("%s/.prepull-partial", abs);
-	s->stage_dir = pp_store_stage_dir(opts->state_dir, o->blob_dir, fallback, 0755);
+	s->stage_dir = pp_store_stage_dir(opts->state_dir, o->blob_dir, fallback, 0700);
 	free(fallback);
 	*out = s;
 	return 0;

@@ -275,10 +275,20 @@ int pp_fsync_dir(const char *dir)
 
 int pp_write_file_atomic(const char *path, const void *data, size_t len, struct pp_error *err)
 {
-	cleanup_free char *tmp = pp_xasprintf("%s.tmp.%ld", path, (long)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A new file of a name nobody could guess (O_EXCL): never one planted
+	 * there beforehand, nor a symlink's target.  0644 is what every file
+	 * written this way wants: OCI layout files are read by other tools, and
+	 * private ones sit in private directories. */
+	cleanup_free char *tmp = pp_xasprintf("%s.tmp.XXXXXX", path);
+	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return pp_error_errno(err, "create %s", tmp);
+	if (fchmod(fd, 0644) < 0) {
+		pp_error_errno(err, "chmod %s", tmp);
+		close(fd);
+		unlink(tmp);
+		return PP_EIO;
+	}
 	const char *p = data;
 	size_t left = len;
 	while (left) {
@@ -324,6 +334,121 @@ const char *pp_printable(char *buf, size_t n, const char *s)
 	if (s[i] && n > 4)
 		memcpy(buf + n - 4, "...", 4);
 	return buf;
+}
+
+/* The length of the valid UTF-8 sequence at s (at most `left` bytes) with
+ * its code point in *cp; 0 when the bytes are not valid UTF-8: a stray or
+ * missing continuation byte, an overlong form, a surrogate, a code point
+ * above U+10FFFF.  These are the bytes jansson refuses. */
+static size_t utf8_seq(const unsigned char *s, size_t left, uint32_t *cp)
+{
+	unsigned char c = s[0];
+	size_t n;
+	uint32_t v, min;
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2, v = c & 0x1f, min = 0x80;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3, v = c & 0x0f, min = 0x800;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4, v = c & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (left < n)
+		return 0;
+	/* Checked one by one, so a NUL ends the sequence before we read past it. */
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		v = (v << 6) | (s[i] & 0x3f);
+	}
+	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	*cp = v;
+	return n;
+}
+
+/* Code points that change what a terminal or a log viewer shows: controls
+ * (an ESC starts a sequence; C1 0x9b is a CSI on some terminals), line
+ * breaks that split one log line into two, and bidi controls that reorder
+ * the text around them. */
+static bool unsafe_code_point(uint32_t cp)
+{
+	return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
+	       cp == 0x061c || cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+	       (cp >= 0x2066 && cp <= 0x2069);
+}
+
+const char *pp_sanitize(char *buf, size_t n, const char *s, size_t len)
+{
+	if (n == 0)
+		return buf;
+	if (!s)
+		s = "";
+	const unsigned char *p = (const unsigned char *)s, *end = p + strnlen(s, len);
+	size_t o = 0, mark = 0; /* mark: the last boundary that leaves room for "..." */
+	bool cut = false;
+	while (p < end) {
+		char esc[16];
+		const char *piece = (const char *)p;
+		uint32_t cp;
+		size_t used = utf8_seq(p, (size_t)(end - p), &cp), plen = used;
+		if (used == 0) {
+			used = 1;
+			plen = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *p);
+			piece = esc;
+		} else if (unsafe_code_point(cp)) {
+			plen = (size_t)snprintf(esc, sizeof(esc), cp < 0x80 ? "\\x%02x" : "\\u%04x",
+						(unsigned)cp);
+			piece = esc;
+		}
+		if (o + plen + 1 > n) {
+			cut = true;
+			break;
+		}
+		memcpy(buf + o, piece, plen);
+		o += plen;
+		p += used;
+		if (o + 4 <= n)
+			mark = o;
+	}
+	if (cut && n >= 4) {
+		memcpy(buf + mark, "...", 3);
+		o = mark + 3;
+	} else if (cut) {
+		o = 0;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+char *pp_sanitize_dup(const char *s)
+{
+	size_t len = s ? strlen(s) : 0;
+	/* The longest escape, "\x1b", is 4 bytes for 1. */
+	size_t n = 4 * len + 4;
+	char *buf = pp_xmalloc(n);
+	pp_sanitize(buf, n, s, len);
+	return buf;
+}
+
+bool pp_is_sanitized(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s);
+	while (left) {
+		uint32_t cp;
+		size_t k = utf8_seq(p, left, &cp);
+		if (k == 0 || unsafe_code_point(cp))
+			return false;
+		p += k;
+		left -= k;
+	}
+	return true;
 }
 
 double pp_backoff(int attempt)

@@ -28,6 +28,9 @@ enum pp_error_code {
 	PP_EPERM = -13,       /* local permission denied (a file, a socket) */
 };
 
+/* err->msg is always printable, valid UTF-8: every function below passes
+ * the message it formats through pp_sanitize, so a message may quote what
+ * a server sent and still go to a terminal or into JSON as it is. */
 struct pp_error {
 	int code;         /* enum pp_error_code */
 	int sys_errno;    /* errno when the cause was a syscall, else 0 */

@@ -49,8 +49,9 @@ void pp_journal_free(struct pp_journal *j);
 /* Reads and parses the journal at path.  PP_ENOTFOUND when there is none. */
 int pp_journal_load(struct pp_journal *out, const char *path, struct pp_error *err);
 
-/* Starts a journal afresh (truncating any old one) and returns its fd,
- * open for appending. */
+/* Starts a journal afresh and returns its fd, open for appending: any old
+ * file (or symlink) at path is removed and a new one created, 0600.
+ * Symlinks are never followed here. */
 int pp_journal_create(int *out_fd, const char *path, const char *digest, int64_t size,
 		      int64_t chunk_size, struct pp_error *err);
 

@@ -1,6 +1,7 @@
 /* Logging to stderr in a form journald keeps well: one line per event,
  * no colour unless stderr is a terminal.  The level is checked before
- * anything is formatted. */
+ * anything is formatted.  Every line is sanitised as it is written (see
+ * pp_sanitize): control characters and invalid UTF-8 show as escapes. */
 #ifndef PREPULL_LOG_H
 #define PREPULL_LOG_H
 

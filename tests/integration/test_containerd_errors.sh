@@ -34,7 +34,7 @@ CONTENT=$CTD_ROOT/io.containerd.content.v1.content
 if setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$PREPULL" 2>/dev/null; then
   chmod 711 "$T"
   mkdir -p "$T/nobody"
-  chmod 777 "$T/nobody"
+  chmod 1777 "$T/nobody" # sticky, as /tmp: prepull refuses a state dir others could swap
   set +e
   msg=$(setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$T/nobody" \
     "$PREPULL" pull --store "containerd:$CTD_SOCK" --state-dir "$T/nobody/state" "$REF" 2>&1)

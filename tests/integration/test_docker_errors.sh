@@ -51,7 +51,7 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
   bg perm "$PY" "$IT_DIR/fake_dockerd.py" --socket "$P/docker.sock"
   for _ in $(seq 1 100); do [ -S "$P/docker.sock" ] && break; sleep 0.1; done
   chmod 600 "$P/docker.sock"
-  mkdir -m 777 "$P/state"
+  mkdir -m 700 "$P/state" && chown 65534:65534 "$P/state" # a state dir of its own
   NB="setpriv --reuid=65534 --regid=65534 --clear-groups"
   if $NB test -x "$PREPULL"; then
     set +e

@@ -11,6 +11,7 @@ use_direct_python
 
 STATE=$T/state
 mount_tmpfs "$STATE" 16m
+chmod 700 "$STATE" # a tmpfs root is 1777: prepull refuses a state dir others can write
 [ "$(stat -c %d "$STATE")" != "$(stat -c %d "$T")" ] || fail "the tmpfs is not a separate filesystem"
 
 start_registry
