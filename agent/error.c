@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "prepull/util.h"
+#include "prepull/sanitize.h"
 
 /* Every message may quote what a server sent (a header, an error body) and
  * ends up on a terminal, in the journal and in --json events: it is made

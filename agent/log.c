@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "prepull/sanitize.h"
 #include "prepull/util.h"
 
 int pp_log_level = PP_LOG_INFO;

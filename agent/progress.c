@@ -9,6 +9,7 @@
 #include "prepull/image.h"
 #include "prepull/options.h"
 #include "prepull/progress.h"
+#include "prepull/sanitize.h"
 #include "prepull/util.h"
 
 #define LINE_INTERVAL 5.0 /* seconds between progress lines without a terminal */

@@ -2,6 +2,7 @@
  * whatever bytes come in, what comes out is valid UTF-8 without control
  * characters (jansson takes it), fits the buffer, and is stable. */
 #include "prepull/error.h"
+#include "prepull/sanitize.h"
 #include "prepull/util.h"
 
 #include <jansson.h>

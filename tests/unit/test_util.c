@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "prepull/error.h"
+#include "prepull/sanitize.h"
 #include "prepull/util.h"
 
 static const char *san(const char *in)
