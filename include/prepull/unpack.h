@@ -34,6 +34,10 @@
  * target must be a directory nobody uses until pp_unpack_finish() returned
  * 0 (an active snapshot), and is to be thrown away otherwise.
  *
+ * One thread drives an unpacker (new, feed, finish, free); writable, refused
+ * and stats may be asked from any thread.  The worker blocks all signals:
+ * they stay with the caller's threads, whose loops watch for them.
+ *
  * Memory is bounded whatever the layer's size: a fixed input ring, fixed
  * inflate buffers, libarchive's own buffers, plus one record per directory
  * of the layer (their modes and times are set at the end, as containerd
