@@ -35,8 +35,11 @@ import glob, os, re, sys
 MODULES = {
     "engine_int": "engine", "transfer": "engine", "partial": "engine", "verify": "engine",
 }
-for f in glob.glob("agent/auth_*.c") + glob.glob("agent/auth_*.h"):
-    MODULES[os.path.basename(f).rsplit(".", 1)[0]] = "auth"
+for prefix in ("auth", "unpack"):
+    for f in glob.glob("agent/%s_*.[ch]" % prefix):
+        MODULES[os.path.basename(f).rsplit(".", 1)[0]] = prefix
+# The containerd store's own files (its wire API, containerd_api, is apart).
+MODULES.update({"containerd_int": "store_containerd", "containerd_stream": "store_containerd"})
 def module(path):
     name = os.path.basename(path).rsplit(".", 1)[0]
     return MODULES.get(name, name)
