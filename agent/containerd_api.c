@@ -234,6 +234,61 @@ int pp_ctd_snapshot_exists(struct pp_grpc *g, const char *snapshotter, const cha
 	return r < 0 ? r : 1;
 }
 
+int pp_ctd_snapshot_list_active(struct pp_grpc *g, const char *snapshotter, char ***out,
+				size_t *n_out, struct pp_error *err)
+{
+	/* ListSnapshotsRequest {snapshotter = 1} -> a stream of
+	 * ListSnapshotsResponse {info = 1 (repeated Info {name = 1, kind = 3})} */
+	struct pp_buf req = {0}, body = {0}, raw = {0};
+	pp_pb_put_string(&req, 1, snapshotter);
+	pp_grpc_frame(&body, req.data, req.len);
+	int r = pp_grpc_call(g, SVC_SNAPSHOTS "List", &body, &raw, NULL, err);
+	char **names = NULL;
+	size_t n = 0, pos = 0;
+	const uint8_t *msg;
+	size_t len;
+	while (r >= 0 && (r = pp_grpc_next_message(&raw, &pos, &msg, &len, err)) > 0) {
+		struct pp_pb_reader rd = {0}, info = {0};
+		struct pp_pb_field f, h;
+		pp_pb_reader_init(&rd, msg, len);
+		while (r >= 0 && (r = pp_pb_next(&rd, &f, err)) > 0) {
+			if (f.num != 1 || (r = pp_pb_sub(&f, &info, err)) < 0)
+				continue;
+			char *name = NULL;
+			uint64_t kind = 0;
+			while (r >= 0 && (r = pp_pb_next(&info, &h, err)) > 0) {
+				if (h.num == 1)
+					r = pp_pb_string(&h, &name, err);
+				else if (h.num == 3)
+					r = pp_pb_varint(&h, &kind, err);
+			}
+			if (r >= 0 && name && kind == 2 /* ACTIVE */) {
+				names = pp_xrealloc(names, (n + 1) * sizeof(*names));
+				names[n++] = name;
+				name = NULL;
+			}
+			free(name);
+		}
+	}
+	pp_buf_free(&req);
+	pp_buf_free(&body);
+	pp_buf_free(&raw);
+	if (r < 0) {
+		pp_ctd_names_free(names, n);
+		return r;
+	}
+	*out = names;
+	*n_out = n;
+	return 0;
+}
+
+void pp_ctd_names_free(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
 int pp_ctd_snapshot_usage(struct pp_grpc *g, const char *snapshotter, const char *key,
 			  int64_t *size, struct pp_error *err)
 {

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -510,6 +511,30 @@ static int create_lease(struct ctd *c, struct pp_error *err)
 	return 0;
 }
 
+/* A run killed while a layer was being applied leaves its active snapshot
+ * ("extract-prepull-<time>-<pid>-<n> <chain>"): removed when that pid is
+ * gone.  The layer is applied again, from the blob kept on disk. */
+static void remove_leftovers(struct ctd *c)
+{
+	char **keys = NULL;
+	size_t n = 0;
+	struct pp_error err = {0};
+	if (pp_ctd_snapshot_list_active(c->g, c->snapshotter, &keys, &n, &err) < 0) {
+		pp_debug("containerd: cannot list snapshots: %s", err.msg);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		long long when;
+		int pid;
+		if (sscanf(keys[i], "extract-prepull-%lld-%d-", &when, &pid) != 2 ||
+		    pid == getpid() || (kill(pid, 0) < 0 ? errno != ESRCH : true))
+			continue;
+		pp_info("containerd: removing snapshot \"%s\" left by an interrupted run", keys[i]);
+		pp_ctd_snapshot_remove(c->g, c->snapshotter, keys[i]);
+	}
+	pp_ctd_names_free(keys, n);
+}
+
 static void delete_lease(struct ctd *c)
 {
 	struct pp_error err = {0};
@@ -670,6 +695,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	}
 	if ((r = create_lease(c, err)) < 0)
 		goto fail;
+	remove_leftovers(c);
 	char *fallback = pp_xasprintf("%s/prepull-partial", c->content_root);
 	s->stage_dir = pp_store_stage_dir(opts->state_dir, c->blob_dir, fallback, 0700);
 	free(fallback);

@@ -52,6 +52,11 @@ int pp_ctd_content_register(struct pp_grpc *g, const char *digest, int64_t size,
 /* Snapshots.Stat: 1 when snapshot `key` exists, 0 when not. */
 int pp_ctd_snapshot_exists(struct pp_grpc *g, const char *snapshotter, const char *key,
 			   struct pp_error *err);
+/* Snapshots.List: the keys of the active snapshots in the namespace.
+ * Caller frees with pp_ctd_names_free. */
+int pp_ctd_snapshot_list_active(struct pp_grpc *g, const char *snapshotter, char ***out,
+				size_t *n_out, struct pp_error *err);
+void pp_ctd_names_free(char **names, size_t n);
 /* Snapshots.Usage: the bytes snapshot `key` holds (containerd walks its
  * directory for an active one). */
 int pp_ctd_snapshot_usage(struct pp_grpc *g, const char *snapshotter, const char *key,

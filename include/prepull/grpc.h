@@ -61,7 +61,7 @@ void pp_grpc_frame(struct pp_buf *body, const void *msg, size_t len);
  * Otherwise returns a negative PP_E* code, err says which method failed and
  * why (the server's grpc-message), and *code (when non-NULL) is the gRPC
  * status or PP_GRPC_TRANSPORT.  NOT_FOUND gives PP_ENOTFOUND,
- * PERMISSION_DENIED/UNAUTHENTICATED PP_EAUTH, UNIMPLEMENTED
+ * PERMISSION_DENIED/UNAUTHENTICATED PP_EPERM, UNIMPLEMENTED
  * PP_EUNSUPPORTED, UNAVAILABLE and transport failures PP_ENET. */
 int pp_grpc_call(struct pp_grpc *g, const char *method, const struct pp_buf *body,
 		 struct pp_buf *resp, int *code, struct pp_error *err);
