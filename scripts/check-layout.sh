@@ -34,6 +34,7 @@ import glob, os, re, sys
 # Files that make up one module under another name.
 MODULES = {
     "engine_int": "engine", "transfer": "engine", "partial": "engine", "verify": "engine",
+    "unpack_int": "unpack", "unpack_apply": "unpack",
 }
 for f in glob.glob("agent/auth_*.c") + glob.glob("agent/auth_*.h"):
     MODULES[os.path.basename(f).rsplit(".", 1)[0]] = "auth"
