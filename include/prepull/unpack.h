@@ -102,8 +102,9 @@ int pp_unpack_compression_of(const char *media_type, enum pp_unpack_compression 
 
 /* Creates an unpacker and starts its worker thread.  *out is owned by the
  * caller and released with pp_unpack_free.  Returns 0, or a negative PP_E*
- * code (PP_EUSAGE for bad options, PP_EIO when the root cannot be
- * resolved) with err filled in and *out left NULL. */
+ * code (PP_EUSAGE for bad options; when the root cannot be resolved,
+ * what its errno says: PP_ENOTFOUND, PP_EPERM, PP_EIO) with err filled in
+ * and *out left NULL. */
 int pp_unpack_new(struct pp_unpack **out, const struct pp_unpack_opts *opts, struct pp_error *err);
 
 /* Hands the next `len` bytes of the compressed layer, in order.  The bytes

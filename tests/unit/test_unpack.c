@@ -633,7 +633,7 @@ static void test_bad_options(void **state)
 	assert_int_equal(pp_unpack_new(&u, &o, &err), PP_EPROTO);
 	assert_null(u);
 	o.diff_id = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-	assert_int_equal(pp_unpack_new(&u, &o, &err), PP_EIO);
+	assert_int_equal(pp_unpack_new(&u, &o, &err), PP_ENOTFOUND);
 	assert_null(u);
 	o.root = NULL;
 	assert_int_equal(pp_unpack_new(&u, &o, &err), PP_EUSAGE);
