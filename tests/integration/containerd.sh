@@ -59,3 +59,25 @@ ctr_run() {
   CTR_RUN_N=$((CTR_RUN_N + 1))
   "$CTR_BIN" --address "$CTD_SOCK" -n "$ns" run --rm "$image" "prepull-t$CTR_RUN_N" "$@" 2>&1
 }
+
+# snapshot_dirs NS CHAIN — the directories of a committed snapshot chain, bottom
+# layer first (overlayfs).  A view made by ctr outlives ctr only until the next
+# garbage collection (ctr's lease goes when it exits), so the view is marked a GC
+# root at once, and made again if it was collected before it could be read.
+SNAPSHOT_VIEWS=0
+snapshot_dirs() {
+  local ns=$1 chain=$2 v m try
+  for try in 1 2 3 4 5; do
+    SNAPSHOT_VIEWS=$((SNAPSHOT_VIEWS + 1))
+    v="prepull-test-view-$SNAPSHOT_VIEWS-$BASHPID"
+    ctr_ -n "$ns" snapshots view "$v" "$chain" >/dev/null 2>&1 || continue
+    ctr_ -n "$ns" snapshots label "$v" containerd.io/gc.root=test >/dev/null 2>&1 || continue
+    m=$(ctr_ -n "$ns" snapshots mounts /mnt "$v" 2>&1) || continue
+    if grep -q lowerdir= <<<"$m"; then
+      sed -n 's/.*lowerdir=\([^ ,]*\).*/\1/p' <<<"$m" | tr ':' '\n' | tac
+      return 0
+    fi
+  done
+  echo "no readable view of snapshot chain $chain in namespace $ns: ${m:-}" >&2
+  return 1
+}

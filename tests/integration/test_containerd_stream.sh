@@ -41,15 +41,7 @@ start_faultserver --rate 2000000
 REF=$FS_ADDR/test/stream:v1
 
 # layer_dirs NS -> the snapshot directories of the image's layers, bottom first.
-VIEWS=0
-layer_dirs() {
-  VIEWS=$((VIEWS + 1))
-  local v="view-$VIEWS-$BASHPID" m
-  ctr_ -n "$1" snapshots view "$v" "$TOP_CHAIN" >"$T/logs/view-$VIEWS.log" 2>&1 ||
-    { echo "$1: no committed snapshot for the top chain $TOP_CHAIN: $(cat "$T/logs/view-$VIEWS.log")" >&2; return 1; }
-  m=$(ctr_ -n "$1" snapshots mounts /mnt "$v")
-  sed -n 's/.*lowerdir=\([^ ,]*\).*/\1/p' <<<"$m" | tr ':' '\n' | tac
-}
+layer_dirs() { snapshot_dirs "$1" "$TOP_CHAIN"; }
 
 # same_trees NS_A NS_B WHAT — each layer's snapshot holds the same tree in both.
 same_trees() {

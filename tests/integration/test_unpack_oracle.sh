@@ -93,15 +93,12 @@ NAME=oracle.test/unpack:v1
 ctr_ -n oracle images import "$T/image.tar" >"$T/logs/import.log" 2>&1 ||
   fail "ctr images import failed: $(tail -n 5 "$T/logs/import.log")"
 C2=$("${ORACLE[@]}" chain "$D1" "$D2")
-ctr_ -n oracle snapshots view oracle-view "$C2" >/dev/null 2>&1 ||
-  fail "containerd did not unpack the image (no snapshot $C2)"
-MOUNT=$(ctr_ -n oracle snapshots mounts /mnt oracle-view)
-log "$MOUNT"
-LOWERDIR=$(sed -n 's/.*lowerdir=\([^ ,]*\).*/\1/p' <<<"$MOUNT")
-CTD2=${LOWERDIR%%:*}
-CTD1=${LOWERDIR##*:}
+DIRS=$(snapshot_dirs oracle "$C2") || fail "containerd did not unpack the image (no snapshot $C2)"
+log "$DIRS"
+CTD1=$(sed -n 1p <<<"$DIRS")
+CTD2=$(sed -n 2p <<<"$DIRS")
 [ -d "$CTD2" ] && [ -d "$CTD1" ] && [ "$CTD1" != "$CTD2" ] ||
-  fail "cannot find the two snapshot directories in: $MOUNT"
+  fail "cannot find the two snapshot directories in: $DIRS"
 ok "containerd unpacked both layers ($CTD1, $CTD2)"
 
 # ---------------------------------------------------------------- ours
@@ -142,11 +139,9 @@ gzip -n -c "$T/hostile.tar" >"$T/hostile.tar.gz"
 ctr_ -n oracle images import "$T/image2.tar" >"$T/logs/import2.log" 2>&1 ||
   fail "ctr images import of the hostile image failed: $(tail -n 5 "$T/logs/import2.log")"
 CH=$("${ORACLE[@]}" chain "$D1" "$DH")
-ctr_ -n oracle snapshots view oracle-view2 "$CH" >/dev/null 2>&1 || fail "no snapshot $CH"
-MOUNT=$(ctr_ -n oracle snapshots mounts /mnt oracle-view2)
-LOWERDIR=$(sed -n 's/.*lowerdir=\([^ ,]*\).*/\1/p' <<<"$MOUNT")
-CTDH=${LOWERDIR%%:*}
-[ -d "$CTDH" ] && [ "$CTDH" != "$CTD1" ] || fail "no hostile snapshot directory in: $MOUNT"
+DIRS=$(snapshot_dirs oracle "$CH") || fail "no snapshot $CH"
+CTDH=$(sed -n 2p <<<"$DIRS")
+[ -d "$CTDH" ] && [ "$CTDH" != "$CTD1" ] || fail "no hostile snapshot directory in: $DIRS"
 mkdir -p "$T/h/root"
 echo precious >"$T/h/victim"
 # Everything but the root's own contents (and its link count, which grows).
