@@ -95,7 +95,7 @@ static void remember_stage_dir(const char *state_dir, const char *stage_dir)
 		return;
 	/* One short write with O_APPEND: runs that add at once cannot interleave. */
 	cleanup_free char *entry = pp_xasprintf("%s\n", stage_dir);
-	int fd = open(list, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	int fd = open(list, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0 || write(fd, entry, strlen(entry)) != (ssize_t)strlen(entry))
 		pp_warn("cannot record %s in %s: %s; `prepull status` will not list its partial "
 			"blobs",
@@ -227,10 +227,17 @@ char *pp_store_stage_dir(const char *state_dir, const char *blobs, const char *f
 			 unsigned mode)
 {
 	char *partial = pp_xasprintf("%s/partial", state_dir);
-	if (pp_mkdir_p(partial, 0755) == 0 && rename_works(partial, blobs))
+	if (pp_mkdir_p(partial, 0700) == 0 && rename_works(partial, blobs))
 		return partial;
 	free(partial);
 	pp_mkdir_p(fallback, mode);
+	/* One an older prepull made may be wider than asked: partial files
+	 * are nobody else's business.  One that is not ours is only named. */
+	struct stat st;
+	if (lstat(fallback, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid())
+		chmod(fallback, mode);
+	else
+		pp_warn("staging directory %s is not a directory of this user", fallback);
 	return pp_xstrdup(fallback);
 }
 

@@ -544,7 +544,7 @@ static const struct pp_store_ops docker_ops = {
 static int lock_dir(struct docker *k, struct pp_error *err)
 {
 	cleanup_free char *p = pp_xasprintf("%s/lock", k->dir);
-	k->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	k->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (k->lock_fd < 0)
 		return pp_error_errno(err, "open %s", p);
 	if (flock(k->lock_fd, LOCK_EX | LOCK_NB) == 0)
@@ -605,14 +605,14 @@ int pp_store_docker_open(struct pp_store **out, const char *socket, const struct
 	s->priv = k;
 	s->blob_dir = k->blob_dir;
 	s->desc = pp_xasprintf("docker:%s", d->socket);
-	if (pp_mkdir_p(k->blob_dir, 0755) < 0) {
+	if (pp_mkdir_p(k->blob_dir, 0700) < 0) {
 		r = pp_error_errno(err, "create %s", k->blob_dir);
 		goto fail;
 	}
 	if ((r = lock_dir(k, err)) < 0)
 		goto fail;
 	char *fallback = pp_xasprintf("%s/partial", k->dir);
-	s->stage_dir = pp_store_stage_dir(opts->state_dir, k->blob_dir, fallback, 0755);
+	s->stage_dir = pp_store_stage_dir(opts->state_dir, k->blob_dir, fallback, 0700);
 	free(fallback);
 	pp_debug("Docker %s (API %d.%d, classic image store%s)", d->version, d->api_major,
 		 d->api_minor, d->zstd_layers ? "" : ", zstd layers decompressed for it");
