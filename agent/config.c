@@ -170,6 +170,22 @@ static int key_ready_file(struct key_ctx *k)
 	return want_string(k, &k->opts->ready_file);
 }
 
+static int key_unpacker(struct key_ctx *k)
+{
+	const char *s = NULL;
+	if (want_string(k, &s) < 0)
+		return PP_EUSAGE;
+	if (strcmp(s, "prepull") != 0 && strcmp(s, "containerd") != 0)
+		return bad_value(k, "\"prepull\" or \"containerd\"");
+	k->opts->unpacker = s;
+	return 0;
+}
+
+static int key_discard_layers(struct key_ctx *k)
+{
+	return want_bool(k, &k->opts->discard_layers);
+}
+
 static int key_plain_http(struct key_ctx *k)
 {
 	return want_bool(k, &k->opts->plain_http);
@@ -200,6 +216,8 @@ static const struct {
 	{"store", key_store},
 	{"namespace", key_namespace},
 	{"snapshotter", key_snapshotter},
+	{"unpacker", key_unpacker},
+	{"discard_layers", key_discard_layers},
 	{"platform", key_platform},
 	{"connections", key_connections},
 	{"per_host", key_per_host},

@@ -216,6 +216,22 @@ int pp_ctd_content_register(struct pp_grpc *g, const char *digest, int64_t size,
 
 /* ------------------------------------------------------------ snapshots */
 
+int pp_ctd_content_delete(struct pp_grpc *g, const char *digest, struct pp_error *err)
+{
+	/* DeleteContentRequest {digest = 1} */
+	struct pp_buf req = {0}, resp = {0};
+	pp_pb_put_string(&req, 1, digest);
+	int code = 0;
+	int r = pp_grpc_unary(g, SVC_CONTENT "Delete", &req, &resp, &code, err);
+	pp_buf_free(&req);
+	pp_buf_free(&resp);
+	if (r < 0 && code == PP_GRPC_NOT_FOUND) {
+		pp_error_clear(err);
+		r = 0;
+	}
+	return r;
+}
+
 int pp_ctd_snapshot_exists(struct pp_grpc *g, const char *snapshotter, const char *key,
 			   struct pp_error *err)
 {

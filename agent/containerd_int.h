@@ -63,6 +63,7 @@ struct ctd {
 	struct cimage *images;
 	unsigned counter; /* for unique snapshot keys */
 	bool direct;      /* layers may be applied by prepull itself (overlayfs) */
+	bool discard;     /* --discard-layers: a layer's blob goes once it is unpacked */
 	int direct_probe; /* 0 not yet, 1 containerd sees what we write, -1 it does not */
 };
 

@@ -40,6 +40,10 @@ static const char usage_text[] =
 	"                         snapshots: prepull (default: as their bytes arrive,\n"
 	"                         ISA-L/zstd inflate) or containerd (Diff.Apply once\n"
 	"                         each layer is in)\n"
+	"  --discard-layers       containerd only: once a layer is unpacked, its\n"
+	"                         compressed blob is not kept in the content store\n"
+	"                         (disk for huge images; `ctr images check` then says\n"
+	"                         incomplete, and a later ctr/docker pull fetches it)\n"
 	"  --platform OS/ARCH[/VARIANT]  platform to take from a multi-arch index\n"
 	"                         (default: this machine's)\n"
 	"  -j, --connections N    parallel connections in total (default 16)\n"
@@ -108,6 +112,7 @@ enum {
 	OPT_NAMESPACE,
 	OPT_SNAPSHOTTER,
 	OPT_UNPACKER,
+	OPT_DISCARD_LAYERS,
 	OPT_PLATFORM,
 	OPT_PER_HOST,
 	OPT_CHUNK_SIZE,
@@ -129,6 +134,7 @@ static const struct option long_options[] = {
 	{"namespace", required_argument, NULL, OPT_NAMESPACE},
 	{"snapshotter", required_argument, NULL, OPT_SNAPSHOTTER},
 	{"unpacker", required_argument, NULL, OPT_UNPACKER},
+	{"discard-layers", no_argument, NULL, OPT_DISCARD_LAYERS},
 	{"platform", required_argument, NULL, OPT_PLATFORM},
 	{"connections", required_argument, NULL, 'j'},
 	{"per-host", required_argument, NULL, OPT_PER_HOST},
@@ -217,6 +223,9 @@ int main(int argc, char **argv)
 					"--unpacker: expected prepull or containerd, got \"%s\"",
 					optarg);
 			opts.unpacker = optarg;
+			break;
+		case OPT_DISCARD_LAYERS:
+			opts.discard_layers = true;
 			break;
 		case OPT_PLATFORM:
 			if (pp_platform_parse(&opts.platform, optarg, &err) < 0)

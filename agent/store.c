@@ -108,6 +108,16 @@ int pp_store_open(struct pp_store **out, const char *spec, const struct pp_optio
 		  struct pp_error *err)
 {
 	int r = open_spec(out, spec, opts, err);
+	if (r == 0 && opts->discard_layers && !(*out)->discards_layers) {
+		r = pp_error_set(
+			err, PP_EUSAGE,
+			"--discard-layers needs a store that unpacks layers: containerd, or "
+			"Docker with its containerd image store (this is %s)",
+			(*out)->desc);
+		pp_store_free(*out);
+		*out = NULL;
+		return r;
+	}
 	if (r == 0 && opts->state_dir)
 		remember_stage_dir(opts->state_dir, (*out)->stage_dir);
 	return r;

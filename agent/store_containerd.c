@@ -386,6 +386,12 @@ static int register_all(struct ctd *c, struct cimage *ci, const struct pp_image 
 		pthread_mutex_unlock(&c->mu);
 		if (present)
 			continue;
+		if (c->discard && !pp_blob_dir_has(c->blob_dir, l->digest, l->size) &&
+		    pp_ctd_snapshot_exists(c->g, c->snapshotter, l->chain_id, err) > 0) {
+			/* Discarded after an earlier unpack: the snapshot is what counts. */
+			mark_present(c, l->digest);
+			continue;
+		}
 		if (!pp_blob_dir_has(c->blob_dir, l->digest, l->size))
 			return pp_error_set(err, PP_ENOTFOUND, "layer %s is not in %s",
 					    SHORT(l->digest), c->blob_dir);
@@ -459,6 +465,11 @@ static int register_all(struct ctd *c, struct cimage *ci, const struct pp_image 
 		if ((r = put_image_record(c, cfg->digest, img, top_type, cri, err)) < 0)
 			return r;
 	}
+	/* --discard-layers: every layer is in a committed snapshot, which the
+	 * config's GC reference keeps; the compressed blobs can go. */
+	for (size_t i = 0; c->discard && i < ci->n_layers; i++)
+		if ((r = pp_ctd_content_delete(c->g, ci->layers[i].digest, err)) < 0)
+			return pp_error_wrap(err, "discard layer %s", SHORT(ci->layers[i].digest));
 	pthread_mutex_lock(&c->mu);
 	ci->registered = true;
 	pthread_mutex_unlock(&c->mu);
@@ -472,6 +483,29 @@ static struct cimage *find_image(struct ctd *c, const struct pp_image *img)
 		if (ci->img == img)
 			return ci;
 	return NULL;
+}
+
+/* With --discard-layers a layer whose snapshot chain exists needs nothing
+ * fetched, blob or not. */
+static int ctd_has_layer(struct pp_store *s, const struct pp_image *img, size_t index, bool *out,
+			 struct pp_error *err)
+{
+	struct ctd *c = s->priv;
+	const struct pp_descriptor *d = &img->manifest.layers[index];
+	*out = pp_blob_dir_has(c->blob_dir, d->digest, d->size);
+	if (*out || !c->discard)
+		return 0;
+	pthread_mutex_lock(&c->mu);
+	struct cimage *ci = find_image(c, img);
+	char chain[PP_DIGEST_STR_LEN + 1] = "";
+	if (ci && index < ci->n_layers)
+		memcpy(chain, ci->layers[index].chain_id, sizeof(chain));
+	pthread_mutex_unlock(&c->mu);
+	int r = chain[0] ? pp_ctd_snapshot_exists(c->g, c->snapshotter, chain, err) : 0;
+	if (r < 0)
+		return r;
+	*out = r > 0;
+	return 0;
 }
 
 static int ctd_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err)
@@ -592,6 +626,7 @@ static const struct pp_store_ops ctd_ops = {
 	.prepare_image = ctd_prepare_image,
 	.register_image = ctd_register_image,
 	.layer_consumer = ctd_layer_consumer,
+	.has_layer = ctd_has_layer,
 	.free = ctd_free,
 };
 
@@ -664,6 +699,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	c->socket = pp_xstrdup(socket);
 	c->ns = pp_xstrdup(ns);
 	c->snapshotter = pp_xstrdup(snapshotter);
+	c->discard = opts->discard_layers;
 	/* prepull writes layers itself only where it knows the layout and
 	 * whiteouts containerd expects: overlayfs. */
 	c->direct = strcmp(snapshotter, "overlayfs") == 0 &&
@@ -671,6 +707,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	struct pp_store *s = pp_xcalloc(1, sizeof(*s));
 	s->ops = &ctd_ops;
 	s->priv = c;
+	s->discards_layers = true;
 	s->desc = pp_xasprintf("containerd:%s (namespace %s, snapshotter %s)", socket, ns,
 			       snapshotter);
 	int r;

@@ -49,6 +49,11 @@ int pp_ctd_content_label(struct pp_grpc *g, const char *digest, const struct pp_
 int pp_ctd_content_register(struct pp_grpc *g, const char *digest, int64_t size,
 			    const struct pp_ctd_label *labels, size_t n, struct pp_error *err);
 
+/* Content.Delete of a blob's record in the namespace (one that is not
+ * there is fine); containerd's garbage collector removes the file once no
+ * namespace records it. */
+int pp_ctd_content_delete(struct pp_grpc *g, const char *digest, struct pp_error *err);
+
 /* Snapshots.Stat: 1 when snapshot `key` exists, 0 when not. */
 int pp_ctd_snapshot_exists(struct pp_grpc *g, const char *snapshotter, const char *key,
 			   struct pp_error *err);

@@ -31,6 +31,7 @@ struct pp_options {
 	double deadline;      /* seconds from start, 0 = none */
 	double stall_seconds; /* no bytes for this long cancels a request */
 	const char *ready_file;
+	bool discard_layers; /* containerd: drop a layer's blob once it is unpacked */
 };
 
 #endif

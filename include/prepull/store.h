@@ -59,6 +59,7 @@ struct pp_store {
 	char *desc;           /* "oci:/abs/dir", shown to the user */
 	char *stage_dir;      /* where partial files go: renamable into the blob dir */
 	const char *blob_dir; /* the store's blobs/sha256, for the pp_store_dir_* ops */
+	bool discards_layers; /* it can drop a layer's blob once unpacked (--discard-layers) */
 	void *priv;
 };
 
