@@ -25,7 +25,8 @@ start_containerd() {
 version = 2
 root = "$CTD_ROOT"
 state = "$CTD_DIR/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+disabled_plugins = [${CTD_CRI:+#}"io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
   "io.containerd.internal.v1.tracing"]
