@@ -96,14 +96,6 @@ static struct token *find_token(struct pp_auth *a, const char *repo)
 	return NULL;
 }
 
-static size_t body_cb(char *buf, size_t size, size_t n, void *userdata)
-{
-	struct pp_buf *b = userdata;
-	if (pp_buf_append(b, buf, size * n) < 0)
-		return 0; /* over the cap: abort the transfer */
-	return size * n;
-}
-
 static char *url_escape(const char *s)
 {
 	char *e = curl_easy_escape(NULL, s, 0);
@@ -189,13 +181,7 @@ static int token_attempt(struct pp_auth *a, const char *url, const char *form,
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, form);
 		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	}
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, pp_http_header_cb);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp->body);
+	pp_http_capture(h, url, hdrs, errbuf, resp);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
 	CURLcode rc = curl_easy_perform(h);
 	int ret = 0;

@@ -215,3 +215,23 @@ int pp_http_retry_wait(int attempt, double wait, const char *what, struct pp_err
 	sleep_seconds(wait);
 	return 0;
 }
+
+static size_t body_cb(char *buf, size_t size, size_t n, void *userdata)
+{
+	struct pp_buf *b = userdata;
+	if (pp_buf_append(b, buf, size * n) < 0)
+		return 0; /* over the cap: abort the transfer */
+	return size * n;
+}
+
+void pp_http_capture(CURL *h, const char *url, struct curl_slist *hdrs, char *errbuf,
+		     struct pp_http_response *resp)
+{
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, pp_http_header_cb);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp->body);
+}

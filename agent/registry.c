@@ -152,14 +152,6 @@ void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h)
 	}
 }
 
-static size_t body_cb(char *buf, size_t size, size_t n, void *userdata)
-{
-	struct pp_buf *b = userdata;
-	if (pp_buf_append(b, buf, size * n) < 0)
-		return 0; /* over the cap: abort the transfer */
-	return size * n;
-}
-
 int pp_registry_auth_header(struct pp_registry *reg, const char *repo, char **out,
 			    struct pp_error *err)
 {
@@ -198,13 +190,7 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 		pp_buf_free(&resp->body);
 		resp->body.limit = max_body;
 		pp_registry_setup_handle(reg, h);
-		curl_easy_setopt(h, CURLOPT_URL, url);
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, pp_http_header_cb);
-		curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
-		curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp->body);
+		pp_http_capture(h, url, hdrs, errbuf, resp);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)reg->opts->stall_seconds);
 		CURLcode rc = curl_easy_perform(h);

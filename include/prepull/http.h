@@ -32,6 +32,13 @@ size_t pp_http_header_cb(char *buf, size_t size, size_t n, void *userdata);
  * wait for ever (or to overflow a timeout). */
 #define PP_RETRY_AFTER_MAX 120.0
 
+/* Points a request at `url` with headers `hdrs` and has its response
+ * captured into resp: the headers we act on, and the body up to
+ * resp->body.limit (past it the transfer is aborted).  errbuf is
+ * CURL_ERROR_SIZE bytes. */
+void pp_http_capture(CURL *h, const char *url, struct curl_slist *hdrs, char *errbuf,
+		     struct pp_http_response *resp);
+
 /* Parses Retry-After (delta-seconds or HTTP-date) into seconds, at most
  * PP_RETRY_AFTER_MAX; -1 when unparseable. */
 double pp_parse_retry_after(const char *value);
