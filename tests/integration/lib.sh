@@ -27,6 +27,15 @@ mkdir -p "$DOCKER_CONFIG"
 # Keep prepull's default state dir inside the temp dir too.
 export XDG_CACHE_HOME="$T/xdg-cache"
 
+# Sanitizer builds: a report must not hide behind an expected failure.  ASan, LSan
+# and UBSan exit 1 by default, the code many tests expect from prepull; give them
+# their own code and look for their reports in every captured stderr (see
+# check_sanitizer).  Later options win, so a caller's own exitcode is overridden.
+SANITIZER_EXIT=86
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=$SANITIZER_EXIT"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}exitcode=$SANITIZER_EXIT:print_stacktrace=1"
+SANITIZER_RX='ERROR: (AddressSanitizer|LeakSanitizer)|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer)|: runtime error: '
+
 PIDS=()
 CHECKS=0
 FAILED=0
@@ -47,6 +56,15 @@ _cleanup() {
     kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
+  # Output a test captured itself (not through run_prepull) is checked here.
+  local san
+  san=$(_sanitizer_files)
+  if [ -n "$san" ]; then
+    echo "not ok - sanitizer report in: $san" >&2
+    grep -hE -A 12 -- "$SANITIZER_RX" $san 2>/dev/null | head -n 60 >&2
+    FAILED=$((FAILED + 1))
+    [ "$rc" -ne 0 ] || rc=1
+  fi
   if [ "$rc" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
     echo "FAIL: $TEST_NAME ($CHECKS checks, rc=$rc); temp dir: $T" >&2
     _dump_logs >&2
@@ -136,6 +154,24 @@ assert_file() { # PATH WHAT
   if [ -e "$1" ]; then ok "$2"; else fail "$2: $1 does not exist"; fi
 }
 
+# ---------------------------------------------------------------- sanitizer reports
+
+# _sanitizer_files -> the captured outputs under $T (*.err, *.out; not blobs, not the
+# daemons' logs) that hold a sanitizer report, space separated.
+_sanitizer_files() {
+  find "$T" -maxdepth 3 -type f \( -name '*.err' -o -name '*.out' \) \
+    -size -16M -print0 2>/dev/null | xargs -0 -r grep -lE -- "$SANITIZER_RX" 2>/dev/null | tr '\n' ' '
+}
+
+# check_sanitizer RC STDERR_FILE — fail when a run ended with the sanitizers' exit
+# code or its stderr holds a sanitizer report, whatever the test expected of it.
+check_sanitizer() {
+  if [ "$1" -eq "$SANITIZER_EXIT" ] || grep -qE -- "$SANITIZER_RX" "$2" 2>/dev/null; then
+    grep -E -A 12 -- "$SANITIZER_RX" "$2" | head -n 60 >&2
+    fail "sanitizer report (exit $1) from prepull; stderr: $2"
+  fi
+}
+
 # ---------------------------------------------------------------- running prepull
 
 need_prepull() {
@@ -155,6 +191,7 @@ run_prepull() {
   set -e
   OUT=$(cat "$o")
   ERR=$(cat "$e")
+  check_sanitizer "$RC" "$e"
   if [ "${VERBOSE:-0}" = 1 ] || [ "$RC" -ne 0 ]; then
     sed 's/^/#   stdout: /' "$o" | head -n 40
     sed 's/^/#   stderr: /' "$e" | head -n 40
@@ -853,6 +890,7 @@ wait_prepull() {
   _forget_pid "$PP_PID"
   OUT=$(cat "$PP_OUTF")
   ERR=$(cat "$PP_ERRF")
+  check_sanitizer "$RC" "$PP_ERRF"
   if [ "${VERBOSE:-0}" = 1 ] || [ "$RC" -ne 0 ]; then
     sed 's/^/#   stdout: /' "$PP_OUTF" | head -n 40
     sed 's/^/#   stderr: /' "$PP_ERRF" | head -n 40
