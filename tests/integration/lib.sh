@@ -138,6 +138,14 @@ assert_contains() { # HAYSTACK NEEDLE WHAT  (case-insensitive, extended regex)
   fi
 }
 
+assert_has() { # HAYSTACK NEEDLE WHAT  (fixed string, case-sensitive)
+  if grep -Fq -- "$2" <<<"$1"; then
+    ok "$3"
+  else
+    fail "$3: [$2] not found in: $(printf '%s' "$1" | head -c 2000)"
+  fi
+}
+
 assert_not_contains() { # HAYSTACK NEEDLE WHAT  (fixed string)
   if grep -Fq -- "$2" <<<"$1"; then
     fail "$3: [$2] found in: $(printf '%s' "$1" | head -c 2000)"
