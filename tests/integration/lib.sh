@@ -493,7 +493,61 @@ verify_layout() {
   local bad
   bad=$(verify_blob_hashes "$dir")
   [ -z "$bad" ] || fail "blobs in $dir do not hash to their names: $bad"
-  ok "layout $ref passes skopeo inspect${*:+ $*} and every blob hashes to its name"
+  bad=$(layout_incomplete "$dir" "$tag")
+  [ -z "$bad" ] || fail "layout $ref is not complete: $bad"
+  ok "layout $ref passes skopeo inspect${*:+ $*}, has every blob its manifests name, and every blob hashes to its name"
+}
+
+# layout_incomplete DIR [TAG] -> prints what is missing (nothing when complete).
+# From the index.json entry for TAG (every entry when TAG is empty): every
+# descriptor's blob is present with the descriptor's size (its hash is checked by
+# verify_blob_hashes).  Of an image index, the manifests that were pulled (present)
+# must be complete and at least one must be there: prepull fetches one platform.
+layout_incomplete() {
+  "$PY" - "$1" "${2:-}" <<'EOF'
+import json, os, sys
+d, tag = sys.argv[1], sys.argv[2]
+problems = []
+def path(desc):
+    alg, _, hx = desc.get("digest", "").partition(":")
+    return os.path.join(d, "blobs", alg, hx)
+def present(desc, what):
+    p = path(desc)
+    if not os.path.isfile(p):
+        problems.append("%s %s missing" % (what, desc.get("digest")))
+        return None
+    if os.path.getsize(p) != desc.get("size"):
+        problems.append("%s %s is %d bytes, descriptor says %s" % (
+            what, desc.get("digest"), os.path.getsize(p), desc.get("size")))
+    return p
+def image(desc, what):
+    p = present(desc, what)
+    if not p:
+        return
+    o = json.load(open(p))
+    if "manifests" in o:
+        kids = [m for m in o["manifests"] if os.path.isfile(path(m))]
+        if not kids:
+            problems.append("index %s: none of its %d manifests is present" % (
+                desc["digest"], len(o["manifests"])))
+        for m in kids:
+            image(m, "manifest")
+        return
+    if "config" not in o:
+        problems.append("%s %s has no config" % (what, desc["digest"]))
+        return
+    present(o["config"], "config")
+    for l in o.get("layers", []):
+        present(l, "layer")
+idx = json.load(open(os.path.join(d, "index.json")))
+entries = [m for m in idx.get("manifests", [])
+           if not tag or m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+if not entries:
+    problems.append("no index.json entry" + (" for tag " + tag if tag else ""))
+for m in entries:
+    image(m, "top-level")
+print("; ".join(problems))
+EOF
 }
 
 # verify_blob_hashes DIR -> prints every bad file (nothing when all are good)
