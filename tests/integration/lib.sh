@@ -265,9 +265,67 @@ jget() {
 
 # ---------------------------------------------------------------- processes
 
+# free_port -> a port nothing listens on now.  Tests run in parallel and a port is
+# released before its server binds it, so it is picked at random below the kernel's
+# ephemeral range (where bind(0) and every outgoing connection take theirs); the
+# start_* helpers still start again on another port if theirs was taken meanwhile.
 free_port() {
-  "$PY" -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  "$PY" -c 'import random, socket
+lo, hi = 10000, 32767
+try:
+    lo_eph = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    hi = min(hi, lo_eph - 1)
+except (OSError, ValueError, IndexError):
+    pass
+for _ in range(200):
+    p = random.randint(lo, hi)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# port_owned_by PORT PID — PID (or a process it started) listens on 127.0.0.1:PORT.
+port_owned_by() {
+  local p q
+  for p in $(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    q=$p
+    while [ -n "$q" ] && [ "$q" -gt 1 ]; do
+      [ "$q" = "$2" ] && return 0
+      q=$(ps -o ppid= -p "$q" 2>/dev/null | tr -d ' ' || true)
+    done
+  done
+  return 1
+}
+
+# _url_port URL -> its port
+_url_port() {
+  local hp=${1#*://}
+  hp=${hp%%/*}
+  echo "${hp##*:}"
+}
+
+# _wait_ours URL PID — 0 when the URL answers and PID's process listens on its port;
+# 1 when PID died (its port was taken: the caller may start again on another).
+_wait_ours() {
+  local url=$1 pid=$2 port i
+  port=$(_url_port "$url")
+  for i in $(seq 1 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    if curl -sk -o /dev/null --max-time 2 "$url" && port_owned_by "$port" "$pid"; then return 0; fi
+    sleep 0.1
+  done
+  if curl -sk -o /dev/null --max-time 2 "$url"; then
+    fail "$url answers, but not from the server this test started (pid $pid): the port is another's"
+  fi
+  fail "server at $url not ready after 10 s"
 }
 
 # A closed port for "dead registry" tests: bound then released, nothing listens.
@@ -283,17 +341,33 @@ bg() {
   PIDS+=("$LAST_PID")
 }
 
-# wait_http URL [PID] — until the URL answers any HTTP status (curl exit 0).
+# wait_http URL [PID] — until the URL answers any HTTP status (curl exit 0); with
+# PID, from that process (or one it started): another test's server on the same
+# port does not count.
 wait_http() {
   local url=$1 pid=${2:-} i
+  if [ -n "$pid" ]; then
+    _wait_ours "$url" "$pid" || fail "server for $url died at start-up"
+    return 0
+  fi
   for i in $(seq 1 100); do
     if curl -sk -o /dev/null --max-time 2 "$url"; then return 0; fi
-    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-      fail "server for $url died at start-up"
-    fi
     sleep 0.1
   done
   fail "server at $url not ready after 10 s"
+}
+
+# _started_again NAME PID — PID died at start-up: forget it; true while retries are
+# left (3 tries in all).  Sets _TRIES.
+_started_again() {
+  _forget_pid "$2"
+  wait "$2" 2>/dev/null || true
+  _TRIES=$((${_TRIES:-0} + 1))
+  if [ "$_TRIES" -lt 3 ]; then
+    log "$1 died at start-up (its port taken?); starting it on another port"
+    return 0
+  fi
+  return 1
 }
 
 wait_port() { # PORT
@@ -320,45 +394,49 @@ start_registry() {
     *) fail "start_registry: unknown option $1" ;;
     esac
   done
-  REG_PORT=$(free_port)
-  REG_ADDR=127.0.0.1:$REG_PORT
   REG_ROOT=$T/$name
   mkdir -p "$REG_ROOT"
   local cfg=$T/$name.yml
-  {
-    echo "version: 0.1"
-    echo "log:"
-    echo "  level: warn"
-    echo "  accesslog:"
-    echo "    disabled: true"
-    echo "storage:"
-    echo "  filesystem:"
-    echo "    rootdirectory: $REG_ROOT"
-    echo "  delete:"
-    echo "    enabled: true"
-    echo "  maintenance:"
-    echo "    uploadpurging:"
-    echo "      enabled: false"
-    echo "http:"
-    echo "  addr: $REG_ADDR"
-    echo "  secret: prepull-test-secret"
-    if [ -n "$htpasswd" ]; then
-      echo "auth:"
-      echo "  htpasswd:"
-      echo "    realm: prepull-test"
-      echo "    path: $htpasswd"
-    elif [ -n "$realm" ]; then
-      echo "auth:"
-      echo "  token:"
-      echo "    realm: $realm"
-      echo "    service: $service"
-      echo "    issuer: $issuer"
-      echo "    rootcertbundle: $bundle"
-    fi
-  } >"$cfg"
-  bg "$name" docker-registry serve "$cfg"
-  REG_PID=$LAST_PID
-  wait_http "http://$REG_ADDR/v2/" "$REG_PID"
+  _TRIES=0
+  while :; do
+    REG_PORT=$(free_port)
+    REG_ADDR=127.0.0.1:$REG_PORT
+    {
+      echo "version: 0.1"
+      echo "log:"
+      echo "  level: warn"
+      echo "  accesslog:"
+      echo "    disabled: true"
+      echo "storage:"
+      echo "  filesystem:"
+      echo "    rootdirectory: $REG_ROOT"
+      echo "  delete:"
+      echo "    enabled: true"
+      echo "  maintenance:"
+      echo "    uploadpurging:"
+      echo "      enabled: false"
+      echo "http:"
+      echo "  addr: $REG_ADDR"
+      echo "  secret: prepull-test-secret"
+      if [ -n "$htpasswd" ]; then
+        echo "auth:"
+        echo "  htpasswd:"
+        echo "    realm: prepull-test"
+        echo "    path: $htpasswd"
+      elif [ -n "$realm" ]; then
+        echo "auth:"
+        echo "  token:"
+        echo "    realm: $realm"
+        echo "    service: $service"
+        echo "    issuer: $issuer"
+        echo "    rootcertbundle: $bundle"
+      fi
+    } >"$cfg"
+    bg "$name" docker-registry serve "$cfg"
+    REG_PID=$LAST_PID
+    _wait_ours "http://$REG_ADDR/v2/" "$REG_PID" && break
+    _started_again "registry $name" "$REG_PID" || fail "registry $name died at start-up: $(tail -n 3 "$T/logs/$name.log")"
+  done
   log "registry $name on $REG_ADDR (pid $REG_PID)"
 }
 
@@ -389,15 +467,19 @@ start_token_server() {
   openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 \
     -keyout "$d/key.pem" -out "$d/cert.pem" -subj "/CN=prepull test token signer" \
     >/dev/null 2>&1 || fail "openssl: cannot make the token signing key"
-  TOK_PORT=$(free_port)
   TOK_SERVICE="prepull-test-registry"
   TOK_ISSUER="prepull-test-token-issuer"
-  TOK_REALM="http://127.0.0.1:$TOK_PORT/token"
   TOK_BUNDLE=$d/cert.pem
-  bg token "$PY" "$IT_DIR/token_server.py" --port "$TOK_PORT" --key "$d/key.pem" \
-    --cert "$d/cert.pem" --issuer "$TOK_ISSUER" --service "$TOK_SERVICE" "$@"
-  TOK_PID=$LAST_PID
-  wait_http "http://127.0.0.1:$TOK_PORT/healthz" "$TOK_PID"
+  _TRIES=0
+  while :; do
+    TOK_PORT=$(free_port)
+    TOK_REALM="http://127.0.0.1:$TOK_PORT/token"
+    bg token "$PY" "$IT_DIR/token_server.py" --port "$TOK_PORT" --key "$d/key.pem" \
+      --cert "$d/cert.pem" --issuer "$TOK_ISSUER" --service "$TOK_SERVICE" "$@"
+    TOK_PID=$LAST_PID
+    _wait_ours "http://127.0.0.1:$TOK_PORT/healthz" "$TOK_PID" && break
+    _started_again "token server" "$TOK_PID" || fail "token server died at start-up: $(tail -n 3 "$T/logs/token.log")"
+  done
   log "token server on 127.0.0.1:$TOK_PORT (pid $TOK_PID)"
 }
 
@@ -771,7 +853,12 @@ start_nginx() {
   bg nginx nginx -e "$d/error.log" -p "$d" -c "$conf"
   NGINX_PID=$LAST_PID
   local p
-  for p in "$@"; do wait_port "$p"; done
+  for p in "$@"; do
+    wait_port "$p"
+    kill -0 "$NGINX_PID" 2>/dev/null || fail "nginx died at start-up: $(tail -n 5 "$d/error.log")"
+    wait_until 5 port_owned_by "$p" "$NGINX_PID" ||
+      fail "127.0.0.1:$p answers, but not from the nginx this test started (pid $NGINX_PID)"
+  done
   kill -0 "$NGINX_PID" 2>/dev/null || fail "nginx died at start-up: $(tail -n 5 "$d/error.log")"
   log "nginx $conf (pid $NGINX_PID) on ports $*"
 }
@@ -846,15 +933,19 @@ settle() { sleep "${1:-0.3}"; }
 # port, fronting the registry started by start_registry (REG_ADDR, REG_ROOT) when there
 # is one. Sets FS_PORT, FS_ADDR, FS_URL, FS_LOG (JSON lines), FS_PID.
 start_faultserver() {
-  FS_PORT=$(free_port)
-  FS_ADDR=127.0.0.1:$FS_PORT
-  FS_URL=http://$FS_ADDR
   FS_LOG=$T/logs/faultserver.jsonl
   local up=()
   [ -n "${REG_ADDR:-}" ] && up=(--registry "$REG_ADDR" --storage "$REG_ROOT")
-  bg faultserver "$PY" "$IT_DIR/faultserver.py" --port "$FS_PORT" --log "$FS_LOG" "${up[@]}" "$@"
-  FS_PID=$LAST_PID
-  wait_http "$FS_URL/healthz" "$FS_PID"
+  _TRIES=0
+  while :; do
+    FS_PORT=$(free_port)
+    FS_ADDR=127.0.0.1:$FS_PORT
+    FS_URL=http://$FS_ADDR
+    bg faultserver "$PY" "$IT_DIR/faultserver.py" --port "$FS_PORT" --log "$FS_LOG" "${up[@]}" "$@"
+    FS_PID=$LAST_PID
+    _wait_ours "$FS_URL/healthz" "$FS_PID" && break
+    _started_again "fault server" "$FS_PID" || fail "fault server died at start-up: $(tail -n 3 "$T/logs/faultserver.log")"
+  done
   log "fault server on $FS_ADDR (pid $FS_PID)"
 }
 
