@@ -1125,6 +1125,24 @@ add_exit_hook() {
   trap '_pp_rc=$?; set +e; _run_exit_hooks; (exit $_pp_rc); _cleanup' EXIT
 }
 
+# prepull_for_nobody — a copy of $PREPULL that uid nobody can run (the build dir may
+# sit under a private home), for permission checks: run it with
+#   runuser -u nobody -- "$NOBODY_PREPULL" ...
+# Sets NOBODY_PREPULL.  A check that cannot run as nobody fails; it is never skipped.
+prepull_for_nobody() {
+  [ "$(id -u)" = 0 ] || cannot_run "running prepull as nobody needs root"
+  command -v runuser >/dev/null || cannot_run "runuser (util-linux) is needed"
+  local d
+  d=$(mktemp -d /tmp/prepull-nobody.XXXXXX)
+  add_exit_hook "rm -rf '$d'"
+  chmod 755 "$d"
+  cp "$PREPULL" "$d/prepull"
+  chmod 755 "$d/prepull"
+  runuser -u nobody -- "$d/prepull" --version >"$T/logs/nobody-version.log" 2>&1 ||
+    cannot_run "uid nobody cannot run $d/prepull: $(tail -n 3 "$T/logs/nobody-version.log")"
+  NOBODY_PREPULL=$d/prepull
+}
+
 # use_direct_python — point PY at the interpreter itself rather than a wrapper on PATH
 # (a pyenv shim costs a few hundred ms per call; the fault tests call Python often).
 use_direct_python() {

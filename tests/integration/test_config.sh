@@ -101,5 +101,5 @@ EOF
   assert_contains "$(cat "$T/broken.err")" "config /etc/prepull/config.json: unknown key \"bogus\"" "a broken default file: the message names it and the key"
   [ ! -e /etc/prepull/config.json ] || [ "$(cat /etc/prepull/config.json)" != '{"bogus": 1}' ] || fail "the sandbox wrote to the host's /etc"
 else
-  log "not root or no unshare: the default-path checks are skipped"
+  cannot_run "the default-path checks need root and unshare (for a sandboxed /etc)"
 fi
