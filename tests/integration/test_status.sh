@@ -46,6 +46,16 @@ assert_num "$pct" -lt 100 "the blob was not complete ($pct%)"
 # the finished chunks (at 4 connections that would lose up to 4 x 1 MiB).
 kept=$(awk '{ print $3 }' <<<"$line")
 assert_num "$(awk -v k="$kept" -v g="$got" 'BEGIN { print (k >= g - 0.05) }')" -eq 1 "everything downloaded before the deadline is kept ($kept of $got MiB)"
+# The same against what the server sent, not prepull's own count: at most the bytes
+# still on the wire at the stop (a paced 64 KiB piece or two per connection) are not
+# kept, and nothing is kept that was not sent.
+settle
+served=$(fs_blob_bytes "$BIG")
+log "status keeps $kept MiB; the server sent $served bytes of the blob"
+assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k * 1048576 >= s - 4 * 384 * 1024) }')" -eq 1 \
+  "status keeps what the server sent, but for the bytes on the wire ($kept MiB of $served bytes)"
+assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k * 1048576 <= s + 0.05 * 1048576) }')" -eq 1 \
+  "status keeps no more than the server sent ($kept MiB of $served bytes)"
 
 prepull_ok "the next run completes" "${ARGS[@]}"
 verify_layout "$T/oci" v1
