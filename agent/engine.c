@@ -1127,6 +1127,13 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, CURLcode rc)
 		return;
 	}
 	describe_failure(x, rc, &err);
+	if (err.code == PP_EDEADLINE || err.code == PP_EINTR) {
+		/* Not a failure but our stop, caught by the request before the
+		 * loop: keep what it brought, as stop_all does for the others. */
+		struct chunk *c = &b->chunks[ci];
+		if (b->jfd >= 0 && c->sha && c->received > c->checkpoint && c->received < c->len)
+			checkpoint(e, b, ci);
+	}
 	if (err.code == PP_ETLS) {
 		fail_blob(e, b, &err);
 		return;
