@@ -270,9 +270,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not hasattr(self, "_pace_t0") or self._pace_req is not self.rec:
                     self._pace_t0, self._pace_sent, self._pace_req = time.monotonic(), 0, self.rec
                 due = self._pace_t0 + self._pace_sent / rate
-                d = due - time.monotonic()
-                if d > 0:
-                    time.sleep(d)
+                # Sleep in slices, watching the client: one that went away (a kill, a
+                # deadline) ends the request now, so the log has it at once.
+                while True:
+                    d = due - time.monotonic()
+                    if d <= 0:
+                        break
+                    if self._client_closed():
+                        raise ConnectionResetError("client went away while paced")
+                    time.sleep(min(d, 0.05))
                 self._pace_sent += len(piece)
             self.wfile.write(piece)
             self.rec["bytes"] += len(piece)
