@@ -63,9 +63,10 @@ step "tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
   UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 run_ctest build-asan
 
-step "fuzz targets (${FUZZ_SECONDS}s each)"
+step "fuzz targets: seed corpora replayed, then ${FUZZ_SECONDS}s each"
 CC=clang cmake -S . -B build-fuzz -DPREPULL_FUZZ=ON -DPREPULL_TESTS=OFF >/dev/null
 cmake --build build-fuzz -j "$JOBS"
+run_ctest build-fuzz/tests/fuzz
 for target in build-fuzz/tests/fuzz/fuzz_*; do
   [ -x "$target" ] || continue
   name=$(basename "$target")
