@@ -157,7 +157,7 @@ assert_num "$sent2" -le $((11 * MIB)) "kill in repair: the second run fetched ch
 # ---- Range ignored for this blob: 200 with the whole body every time
 pull_with "{\"rules\": [{\"path\": \"$BIG\", \"fault\": \"norange\", \"count\": -1}]}" "Range ignored"
 expect_recovered "Range ignored (one stream)" $((BIG_SIZE * 2)) "$BIG_SIZE"
-assert_contains "$ERR" "Range|one stream|single" "Range ignored: prepull says it falls back to one stream"
+assert_contains "$ERR" "blob ${BIG:0:19}: server ignored Range; fetching it as one stream" "Range ignored: prepull says it falls back to one stream"
 
 # ---- wrong Content-Range on two responses (the right bytes, shifted header)
 pull_with "{\"rules\": [{\"path\": \"$BIG\", \"fault\": \"badrange\", \"count\": 2, \"skip\": 1}]}" "wrong Content-Range x2"
