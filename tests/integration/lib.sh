@@ -277,7 +277,7 @@ try:
     hi = min(hi, lo_eph - 1)
 except (OSError, ValueError, IndexError):
     pass
-for _ in range(200):
+for _ in range(200 if hi - lo >= 1000 else 0):
     p = random.randint(lo, hi)
     s = socket.socket()
     try:
