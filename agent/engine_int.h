@@ -214,6 +214,7 @@ enum xfer_outcome {
 	XO_UNAUTHORIZED,     /* 401: renew credentials, then retry */
 	XO_REFUSED,          /* another 4xx: the blob fails */
 	XO_RETRY,            /* transient (transport, 5xx, 429, 408, short body) */
+	XO_STOPPED,          /* a signal or the deadline aborted it: keep what it brought */
 };
 const char *xfer_outcome_name(enum xfer_outcome o);
 /* Pure: the outcome for a transfer's facts, as curl and the write callback

@@ -14,6 +14,7 @@
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/registry.h"
+#include "prepull/stop.h"
 
 /* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
 static void xfer_detach(struct pp_engine *e, struct xfer *x)
@@ -301,6 +302,7 @@ static const char *const outcome_names[] = {
 	[XO_UNAUTHORIZED] = "unauthorized",
 	[XO_REFUSED] = "refused",
 	[XO_RETRY] = "retry",
+	[XO_STOPPED] = "stopped",
 };
 
 const char *xfer_outcome_name(enum xfer_outcome o)
@@ -323,6 +325,8 @@ enum xfer_outcome xfer_classify(const struct xfer *x, CURLcode rc, bool complete
 	long status = x->resp.status;
 	if (x->io_errno || x->consumer_failed)
 		return XO_LOCAL_IO;
+	if (rc == CURLE_ABORTED_BY_CALLBACK && pp_should_stop())
+		return XO_STOPPED; /* caught by the request before the loop saw it */
 	if (rc == CURLE_OK && !x->error_status && !x->bad_reply[0] && !x->stalled &&
 	    (status == 200 || status == 206) && complete)
 		return XO_DONE;
@@ -419,6 +423,15 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		pp_error_wrap(&err, "blob %s from %s", b->digest, b->url);
 		engine_fail_blob(e, b, &err);
 		return;
+	case XO_STOPPED: {
+		/* Not a failure but our stop: keep what it brought, as stop_all
+		 * does for the requests still open, and count no attempt. */
+		struct chunk *c = &b->chunks[ci];
+		if (b->jfd >= 0 && c->sha && c->received > c->checkpoint && c->received < c->len)
+			partial_checkpoint(e, b, ci);
+		chunk_set_state(b, ci, CHUNK_PENDING);
+		return;
+	}
 	case XO_RETRY:
 		describe_failure(x, rc, &err);
 		retry_chunk(e, b, ci,

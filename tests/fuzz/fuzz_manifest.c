@@ -9,6 +9,16 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* What pp_manifest_parse promises of every descriptor it returns: a valid
+ * digest and 0 <= size <= PP_BLOB_MAX_BYTES. */
+static void check_descriptor(const struct pp_descriptor *d)
+{
+	if (!d->digest || pp_digest_validate(d->digest, NULL) != 0)
+		abort();
+	if (d->size < 0 || d->size > PP_BLOB_MAX_BYTES)
+		abort();
+}
+
 static const char *const content_types[] = {
 	NULL,
 	PP_MT_OCI_MANIFEST,
@@ -32,7 +42,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct pp_error err = {0};
 
 	if (pp_manifest_parse(&m, ct, body, len, &err) == 0) {
+		if (m.kind != PP_KIND_INDEX && m.kind != PP_KIND_IMAGE)
+			abort();
 		if (m.kind == PP_KIND_INDEX) {
+			for (size_t i = 0; i < m.n_manifests; i++)
+				check_descriptor(&m.manifests[i]);
 			static const char *const wants[] = {"linux/amd64", "linux/arm64",
 							    "linux/arm/v7", "windows/amd64"};
 			for (size_t i = 0; i < sizeof(wants) / sizeof(wants[0]); i++) {
@@ -45,9 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					abort();
 			}
 		} else {
+			check_descriptor(&m.config);
 			for (size_t i = 0; i < m.n_layers; i++)
-				if (m.layers[i].size < 0 || m.layers[i].size > PP_BLOB_MAX_BYTES)
-					abort();
+				check_descriptor(&m.layers[i]);
 		}
 		pp_manifest_free(&m);
 	}
@@ -55,6 +69,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char **ids;
 	size_t n;
 	if (pp_config_diff_ids(&ids, &n, body, len, &err) == 0) {
+		/* Every diff ID returned is a valid digest (chain IDs hash them). */
+		for (size_t i = 0; i < n; i++)
+			if (!ids[i] || pp_digest_validate(ids[i], NULL) != 0)
+				abort();
 		for (size_t i = 0; i < n; i++)
 			free(ids[i]);
 		free(ids);

@@ -7,14 +7,31 @@ BUILD_DIR=$(cd "$(dirname "$PREPULL")" && pwd)
 
 # build_deb [--fresh] — `cpack -G DEB` from the build dir of $PREPULL. Sets DEB
 # (a copy in $T/pkg). The package is kept in $BUILD_DIR/prepull-test-deb and
-# reused by later tests while nothing it is made from changed; --fresh always
-# runs cpack (the packaging test does).
+# reused by later tests while nothing it is made from changed; tests running in
+# parallel take a lock on it while they check, rebuild or copy it.  --fresh always
+# runs cpack (the packaging test does), into the test's own directory: the shared
+# package is not touched while others copy it.
 build_deb() {
   [ -f "$BUILD_DIR/CPackConfig.cmake" ] || cannot_run "no CPackConfig.cmake in $BUILD_DIR (not a CMake build dir)"
   command -v cpack >/dev/null || fail "cpack not found"
-  local cache=$BUILD_DIR/prepull-test-deb cached
+  mkdir -p "$T/pkg"
+  if [ "${1:-}" = --fresh ]; then
+    cpack -G DEB -B "$T/cpack" --config "$BUILD_DIR/CPackConfig.cmake" >"$T/logs/cpack.log" 2>&1 ||
+      fail "cpack -G DEB failed: $(tail -n 5 "$T/logs/cpack.log")"
+    local fresh
+    fresh=$(ls "$T/cpack"/prepull_*.deb 2>/dev/null | head -n 1 || true)
+    [ -n "$fresh" ] || fail "cpack made no prepull_*.deb: $(ls "$T/cpack")"
+    log "built $fresh"
+    mv "$fresh" "$T/pkg/"
+    rm -rf "$T/cpack"
+    DEB=$T/pkg/$(basename "$fresh")
+    return 0
+  fi
+  local cache=$BUILD_DIR/prepull-test-deb cached lock
+  exec {lock}>"$BUILD_DIR/prepull-test-deb.lock"
+  flock "$lock"
   cached=$(ls "$cache"/prepull_*.deb 2>/dev/null | head -n 1 || true)
-  if [ "${1:-}" = --fresh ] || [ -z "$cached" ] ||
+  if [ -z "$cached" ] ||
     [ -n "$(find "$PREPULL" "$BUILD_DIR/CPackConfig.cmake" "$BUILD_DIR/prepull.service" \
       "$PREPULL_SRC/scripts/man" "$PREPULL_SRC/scripts/systemd" -newer "$cached" 2>/dev/null | head -n 1)" ]; then
     rm -rf "$cache"
@@ -25,17 +42,22 @@ build_deb() {
     [ -n "$cached" ] || fail "cpack made no prepull_*.deb: $(ls "$cache")"
     log "built $cached"
   fi
-  mkdir -p "$T/pkg"
   cp "$cached" "$T/pkg/"
+  flock -u "$lock"
+  exec {lock}>&-
   DEB=$T/pkg/$(basename "$cached")
 }
 
 # serve_dir DIR — a static HTTP server on 127.0.0.1 for DIR. Sets SERVE_URL.
 serve_dir() {
   local port
-  port=$(free_port)
-  bg "http-$port" "$PY" -m http.server --bind 127.0.0.1 --directory "$1" "$port"
-  wait_http "http://127.0.0.1:$port/" "$LAST_PID"
+  _TRIES=0
+  while :; do
+    port=$(free_port)
+    bg "http-$port" "$PY" -m http.server --bind 127.0.0.1 --directory "$1" "$port"
+    _wait_ours "http://127.0.0.1:$port/" "$LAST_PID" && break
+    _started_again "http.server for $1" "$LAST_PID" || fail "http.server for $1 died at start-up"
+  done
   SERVE_URL=http://127.0.0.1:$port
 }
 

@@ -42,7 +42,9 @@ Canned routes: --canned FILE or POST /_canned {"routes": {PATH: SPEC}}; SPEC has
 2xx body on a blob path is served with Range support like a real blob.
 
 Auth (--auth): none (default); "bearer": /v2/ needs a token from GET /_token (no
-credentials asked; {"token", "expires_in"}); "basic:USER:PASSWORD".
+credentials asked; {"token", "expires_in"}); "basic:USER:PASSWORD".  In bearer mode
+--token-expires-in says how long a token lives (default 300), --token-lifetime how
+many real seconds the server accepts it (default: the same).
 
 --rate BYTES_PER_S paces every response body (per connection; connections serve one
 request at a time).  GET /_stats gives live per-path bytes and request counts;
@@ -270,9 +272,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not hasattr(self, "_pace_t0") or self._pace_req is not self.rec:
                     self._pace_t0, self._pace_sent, self._pace_req = time.monotonic(), 0, self.rec
                 due = self._pace_t0 + self._pace_sent / rate
-                d = due - time.monotonic()
-                if d > 0:
-                    time.sleep(d)
+                # Sleep in slices, watching the client: one that went away (a kill, a
+                # deadline) ends the request now, so the log has it at once.
+                while True:
+                    d = due - time.monotonic()
+                    if d <= 0:
+                        break
+                    if self._client_closed():
+                        raise ConnectionResetError("client went away while paced")
+                    time.sleep(min(d, 0.05))
                 self._pace_sent += len(piece)
             self.wfile.write(piece)
             self.rec["bytes"] += len(piece)
@@ -385,11 +393,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._send_simple(200, "{}")
         if path == "/_token":
             tok = secrets.token_hex(16)
+            a = st.args
+            life = a.token_lifetime if a.token_lifetime is not None else a.token_expires_in
             with st.lock:
-                st.tokens[tok] = time.time() + 300
+                st.tokens[tok] = time.time() + life
                 st.tokens_issued += 1
             return self._send_simple(200, json.dumps({"token": tok, "access_token": tok,
-                                                      "expires_in": 300}))
+                                                      "expires_in": a.token_expires_in}))
         return self._json_error(404, "NOT_FOUND", "no such control path")
 
     # ------------------------------------------------------------ auth
@@ -620,6 +630,10 @@ def main():
     ap.add_argument("--canned", help="JSON file with canned routes")
     ap.add_argument("--rate", type=int, default=0, help="body bytes/s per connection (0 = no limit)")
     ap.add_argument("--auth", default="none", help="none | bearer | basic:USER:PASSWORD")
+    ap.add_argument("--token-expires-in", type=int, default=300,
+                    help="bearer: the expires_in of issued tokens (seconds)")
+    ap.add_argument("--token-lifetime", type=float, default=None,
+                    help="bearer: real seconds a token is accepted (default: expires_in)")
     args = ap.parse_args()
     srv = Server(("127.0.0.1", args.port), Handler)
     srv.state = State(args)

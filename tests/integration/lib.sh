@@ -27,6 +27,15 @@ mkdir -p "$DOCKER_CONFIG"
 # Keep prepull's default state dir inside the temp dir too.
 export XDG_CACHE_HOME="$T/xdg-cache"
 
+# Sanitizer builds: a report must not hide behind an expected failure.  ASan, LSan
+# and UBSan exit 1 by default, the code many tests expect from prepull; give them
+# their own code and look for their reports in every captured stderr (see
+# check_sanitizer).  Later options win, so a caller's own exitcode is overridden.
+SANITIZER_EXIT=86
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=$SANITIZER_EXIT"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}exitcode=$SANITIZER_EXIT:print_stacktrace=1"
+SANITIZER_RX='ERROR: (AddressSanitizer|LeakSanitizer)|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer)|: runtime error: '
+
 PIDS=()
 CHECKS=0
 FAILED=0
@@ -47,6 +56,15 @@ _cleanup() {
     kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
+  # Output a test captured itself (not through run_prepull) is checked here.
+  local san
+  san=$(_sanitizer_files)
+  if [ -n "$san" ]; then
+    echo "not ok - sanitizer report in: $san" >&2
+    grep -hE -A 12 -- "$SANITIZER_RX" $san 2>/dev/null | head -n 60 >&2
+    FAILED=$((FAILED + 1))
+    [ "$rc" -ne 0 ] || rc=1
+  fi
   if [ "$rc" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
     echo "FAIL: $TEST_NAME ($CHECKS checks, rc=$rc); temp dir: $T" >&2
     _dump_logs >&2
@@ -120,6 +138,14 @@ assert_contains() { # HAYSTACK NEEDLE WHAT  (case-insensitive, extended regex)
   fi
 }
 
+assert_has() { # HAYSTACK NEEDLE WHAT  (fixed string, case-sensitive)
+  if grep -Fq -- "$2" <<<"$1"; then
+    ok "$3"
+  else
+    fail "$3: [$2] not found in: $(printf '%s' "$1" | head -c 2000)"
+  fi
+}
+
 assert_not_contains() { # HAYSTACK NEEDLE WHAT  (fixed string)
   if grep -Fq -- "$2" <<<"$1"; then
     fail "$3: [$2] found in: $(printf '%s' "$1" | head -c 2000)"
@@ -134,6 +160,24 @@ assert_num() { # A OP B WHAT   with OP one of -eq -ne -lt -le -gt -ge
 
 assert_file() { # PATH WHAT
   if [ -e "$1" ]; then ok "$2"; else fail "$2: $1 does not exist"; fi
+}
+
+# ---------------------------------------------------------------- sanitizer reports
+
+# _sanitizer_files -> the captured outputs under $T (*.err, *.out; not blobs, not the
+# daemons' logs) that hold a sanitizer report, space separated.
+_sanitizer_files() {
+  find "$T" -maxdepth 3 -type f \( -name '*.err' -o -name '*.out' \) \
+    -size -16M -print0 2>/dev/null | xargs -0 -r grep -lE -- "$SANITIZER_RX" 2>/dev/null | tr '\n' ' '
+}
+
+# check_sanitizer RC STDERR_FILE — fail when a run ended with the sanitizers' exit
+# code or its stderr holds a sanitizer report, whatever the test expected of it.
+check_sanitizer() {
+  if [ "$1" -eq "$SANITIZER_EXIT" ] || grep -qE -- "$SANITIZER_RX" "$2" 2>/dev/null; then
+    grep -E -A 12 -- "$SANITIZER_RX" "$2" | head -n 60 >&2
+    fail "sanitizer report (exit $1) from prepull; stderr: $2"
+  fi
 }
 
 # ---------------------------------------------------------------- running prepull
@@ -155,6 +199,7 @@ run_prepull() {
   set -e
   OUT=$(cat "$o")
   ERR=$(cat "$e")
+  check_sanitizer "$RC" "$e"
   if [ "${VERBOSE:-0}" = 1 ] || [ "$RC" -ne 0 ]; then
     sed 's/^/#   stdout: /' "$o" | head -n 40
     sed 's/^/#   stderr: /' "$e" | head -n 40
@@ -220,9 +265,67 @@ jget() {
 
 # ---------------------------------------------------------------- processes
 
+# free_port -> a port nothing listens on now.  Tests run in parallel and a port is
+# released before its server binds it, so it is picked at random below the kernel's
+# ephemeral range (where bind(0) and every outgoing connection take theirs); the
+# start_* helpers still start again on another port if theirs was taken meanwhile.
 free_port() {
-  "$PY" -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  "$PY" -c 'import random, socket
+lo, hi = 10000, 32767
+try:
+    lo_eph = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    hi = min(hi, lo_eph - 1)
+except (OSError, ValueError, IndexError):
+    pass
+for _ in range(200 if hi - lo >= 1000 else 0):
+    p = random.randint(lo, hi)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# port_owned_by PORT PID — PID (or a process it started) listens on 127.0.0.1:PORT.
+port_owned_by() {
+  local p q
+  for p in $(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    q=$p
+    while [ -n "$q" ] && [ "$q" -gt 1 ]; do
+      [ "$q" = "$2" ] && return 0
+      q=$(ps -o ppid= -p "$q" 2>/dev/null | tr -d ' ' || true)
+    done
+  done
+  return 1
+}
+
+# _url_port URL -> its port
+_url_port() {
+  local hp=${1#*://}
+  hp=${hp%%/*}
+  echo "${hp##*:}"
+}
+
+# _wait_ours URL PID — 0 when the URL answers and PID's process listens on its port;
+# 1 when PID died (its port was taken: the caller may start again on another).
+_wait_ours() {
+  local url=$1 pid=$2 port i
+  port=$(_url_port "$url")
+  for i in $(seq 1 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    if curl -sk -o /dev/null --max-time 2 "$url" && port_owned_by "$port" "$pid"; then return 0; fi
+    sleep 0.1
+  done
+  if curl -sk -o /dev/null --max-time 2 "$url"; then
+    fail "$url answers, but not from the server this test started (pid $pid): the port is another's"
+  fi
+  fail "server at $url not ready after 10 s"
 }
 
 # A closed port for "dead registry" tests: bound then released, nothing listens.
@@ -238,17 +341,33 @@ bg() {
   PIDS+=("$LAST_PID")
 }
 
-# wait_http URL [PID] — until the URL answers any HTTP status (curl exit 0).
+# wait_http URL [PID] — until the URL answers any HTTP status (curl exit 0); with
+# PID, from that process (or one it started): another test's server on the same
+# port does not count.
 wait_http() {
   local url=$1 pid=${2:-} i
+  if [ -n "$pid" ]; then
+    _wait_ours "$url" "$pid" || fail "server for $url died at start-up"
+    return 0
+  fi
   for i in $(seq 1 100); do
     if curl -sk -o /dev/null --max-time 2 "$url"; then return 0; fi
-    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-      fail "server for $url died at start-up"
-    fi
     sleep 0.1
   done
   fail "server at $url not ready after 10 s"
+}
+
+# _started_again NAME PID — PID died at start-up: forget it; true while retries are
+# left (3 tries in all).  Sets _TRIES.
+_started_again() {
+  _forget_pid "$2"
+  wait "$2" 2>/dev/null || true
+  _TRIES=$((${_TRIES:-0} + 1))
+  if [ "$_TRIES" -lt 3 ]; then
+    log "$1 died at start-up (its port taken?); starting it on another port"
+    return 0
+  fi
+  return 1
 }
 
 wait_port() { # PORT
@@ -275,45 +394,49 @@ start_registry() {
     *) fail "start_registry: unknown option $1" ;;
     esac
   done
-  REG_PORT=$(free_port)
-  REG_ADDR=127.0.0.1:$REG_PORT
   REG_ROOT=$T/$name
   mkdir -p "$REG_ROOT"
   local cfg=$T/$name.yml
-  {
-    echo "version: 0.1"
-    echo "log:"
-    echo "  level: warn"
-    echo "  accesslog:"
-    echo "    disabled: true"
-    echo "storage:"
-    echo "  filesystem:"
-    echo "    rootdirectory: $REG_ROOT"
-    echo "  delete:"
-    echo "    enabled: true"
-    echo "  maintenance:"
-    echo "    uploadpurging:"
-    echo "      enabled: false"
-    echo "http:"
-    echo "  addr: $REG_ADDR"
-    echo "  secret: prepull-test-secret"
-    if [ -n "$htpasswd" ]; then
-      echo "auth:"
-      echo "  htpasswd:"
-      echo "    realm: prepull-test"
-      echo "    path: $htpasswd"
-    elif [ -n "$realm" ]; then
-      echo "auth:"
-      echo "  token:"
-      echo "    realm: $realm"
-      echo "    service: $service"
-      echo "    issuer: $issuer"
-      echo "    rootcertbundle: $bundle"
-    fi
-  } >"$cfg"
-  bg "$name" docker-registry serve "$cfg"
-  REG_PID=$LAST_PID
-  wait_http "http://$REG_ADDR/v2/" "$REG_PID"
+  _TRIES=0
+  while :; do
+    REG_PORT=$(free_port)
+    REG_ADDR=127.0.0.1:$REG_PORT
+    {
+      echo "version: 0.1"
+      echo "log:"
+      echo "  level: warn"
+      echo "  accesslog:"
+      echo "    disabled: true"
+      echo "storage:"
+      echo "  filesystem:"
+      echo "    rootdirectory: $REG_ROOT"
+      echo "  delete:"
+      echo "    enabled: true"
+      echo "  maintenance:"
+      echo "    uploadpurging:"
+      echo "      enabled: false"
+      echo "http:"
+      echo "  addr: $REG_ADDR"
+      echo "  secret: prepull-test-secret"
+      if [ -n "$htpasswd" ]; then
+        echo "auth:"
+        echo "  htpasswd:"
+        echo "    realm: prepull-test"
+        echo "    path: $htpasswd"
+      elif [ -n "$realm" ]; then
+        echo "auth:"
+        echo "  token:"
+        echo "    realm: $realm"
+        echo "    service: $service"
+        echo "    issuer: $issuer"
+        echo "    rootcertbundle: $bundle"
+      fi
+    } >"$cfg"
+    bg "$name" docker-registry serve "$cfg"
+    REG_PID=$LAST_PID
+    _wait_ours "http://$REG_ADDR/v2/" "$REG_PID" && break
+    _started_again "registry $name" "$REG_PID" || fail "registry $name died at start-up: $(tail -n 3 "$T/logs/$name.log")"
+  done
   log "registry $name on $REG_ADDR (pid $REG_PID)"
 }
 
@@ -344,15 +467,19 @@ start_token_server() {
   openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 \
     -keyout "$d/key.pem" -out "$d/cert.pem" -subj "/CN=prepull test token signer" \
     >/dev/null 2>&1 || fail "openssl: cannot make the token signing key"
-  TOK_PORT=$(free_port)
   TOK_SERVICE="prepull-test-registry"
   TOK_ISSUER="prepull-test-token-issuer"
-  TOK_REALM="http://127.0.0.1:$TOK_PORT/token"
   TOK_BUNDLE=$d/cert.pem
-  bg token "$PY" "$IT_DIR/token_server.py" --port "$TOK_PORT" --key "$d/key.pem" \
-    --cert "$d/cert.pem" --issuer "$TOK_ISSUER" --service "$TOK_SERVICE" "$@"
-  TOK_PID=$LAST_PID
-  wait_http "http://127.0.0.1:$TOK_PORT/healthz" "$TOK_PID"
+  _TRIES=0
+  while :; do
+    TOK_PORT=$(free_port)
+    TOK_REALM="http://127.0.0.1:$TOK_PORT/token"
+    bg token "$PY" "$IT_DIR/token_server.py" --port "$TOK_PORT" --key "$d/key.pem" \
+      --cert "$d/cert.pem" --issuer "$TOK_ISSUER" --service "$TOK_SERVICE" "$@"
+    TOK_PID=$LAST_PID
+    _wait_ours "http://127.0.0.1:$TOK_PORT/healthz" "$TOK_PID" && break
+    _started_again "token server" "$TOK_PID" || fail "token server died at start-up: $(tail -n 3 "$T/logs/token.log")"
+  done
   log "token server on 127.0.0.1:$TOK_PORT (pid $TOK_PID)"
 }
 
@@ -448,7 +575,61 @@ verify_layout() {
   local bad
   bad=$(verify_blob_hashes "$dir")
   [ -z "$bad" ] || fail "blobs in $dir do not hash to their names: $bad"
-  ok "layout $ref passes skopeo inspect${*:+ $*} and every blob hashes to its name"
+  bad=$(layout_incomplete "$dir" "$tag")
+  [ -z "$bad" ] || fail "layout $ref is not complete: $bad"
+  ok "layout $ref passes skopeo inspect${*:+ $*}, has every blob its manifests name, and every blob hashes to its name"
+}
+
+# layout_incomplete DIR [TAG] -> prints what is missing (nothing when complete).
+# From the index.json entry for TAG (every entry when TAG is empty): every
+# descriptor's blob is present with the descriptor's size (its hash is checked by
+# verify_blob_hashes).  Of an image index, the manifests that were pulled (present)
+# must be complete and at least one must be there: prepull fetches one platform.
+layout_incomplete() {
+  "$PY" - "$1" "${2:-}" <<'EOF'
+import json, os, sys
+d, tag = sys.argv[1], sys.argv[2]
+problems = []
+def path(desc):
+    alg, _, hx = desc.get("digest", "").partition(":")
+    return os.path.join(d, "blobs", alg, hx)
+def present(desc, what):
+    p = path(desc)
+    if not os.path.isfile(p):
+        problems.append("%s %s missing" % (what, desc.get("digest")))
+        return None
+    if os.path.getsize(p) != desc.get("size"):
+        problems.append("%s %s is %d bytes, descriptor says %s" % (
+            what, desc.get("digest"), os.path.getsize(p), desc.get("size")))
+    return p
+def image(desc, what):
+    p = present(desc, what)
+    if not p:
+        return
+    o = json.load(open(p))
+    if "manifests" in o:
+        kids = [m for m in o["manifests"] if os.path.isfile(path(m))]
+        if not kids:
+            problems.append("index %s: none of its %d manifests is present" % (
+                desc["digest"], len(o["manifests"])))
+        for m in kids:
+            image(m, "manifest")
+        return
+    if "config" not in o:
+        problems.append("%s %s has no config" % (what, desc["digest"]))
+        return
+    present(o["config"], "config")
+    for l in o.get("layers", []):
+        present(l, "layer")
+idx = json.load(open(os.path.join(d, "index.json")))
+entries = [m for m in idx.get("manifests", [])
+           if not tag or m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+if not entries:
+    problems.append("no index.json entry" + (" for tag " + tag if tag else ""))
+for m in entries:
+    image(m, "top-level")
+print("; ".join(problems))
+EOF
 }
 
 # verify_blob_hashes DIR -> prints every bad file (nothing when all are good)
@@ -672,7 +853,12 @@ start_nginx() {
   bg nginx nginx -e "$d/error.log" -p "$d" -c "$conf"
   NGINX_PID=$LAST_PID
   local p
-  for p in "$@"; do wait_port "$p"; done
+  for p in "$@"; do
+    wait_port "$p"
+    kill -0 "$NGINX_PID" 2>/dev/null || fail "nginx died at start-up: $(tail -n 5 "$d/error.log")"
+    wait_until 5 port_owned_by "$p" "$NGINX_PID" ||
+      fail "127.0.0.1:$p answers, but not from the nginx this test started (pid $NGINX_PID)"
+  done
   kill -0 "$NGINX_PID" 2>/dev/null || fail "nginx died at start-up: $(tail -n 5 "$d/error.log")"
   log "nginx $conf (pid $NGINX_PID) on ports $*"
 }
@@ -747,15 +933,19 @@ settle() { sleep "${1:-0.3}"; }
 # port, fronting the registry started by start_registry (REG_ADDR, REG_ROOT) when there
 # is one. Sets FS_PORT, FS_ADDR, FS_URL, FS_LOG (JSON lines), FS_PID.
 start_faultserver() {
-  FS_PORT=$(free_port)
-  FS_ADDR=127.0.0.1:$FS_PORT
-  FS_URL=http://$FS_ADDR
   FS_LOG=$T/logs/faultserver.jsonl
   local up=()
   [ -n "${REG_ADDR:-}" ] && up=(--registry "$REG_ADDR" --storage "$REG_ROOT")
-  bg faultserver "$PY" "$IT_DIR/faultserver.py" --port "$FS_PORT" --log "$FS_LOG" "${up[@]}" "$@"
-  FS_PID=$LAST_PID
-  wait_http "$FS_URL/healthz" "$FS_PID"
+  _TRIES=0
+  while :; do
+    FS_PORT=$(free_port)
+    FS_ADDR=127.0.0.1:$FS_PORT
+    FS_URL=http://$FS_ADDR
+    bg faultserver "$PY" "$IT_DIR/faultserver.py" --port "$FS_PORT" --log "$FS_LOG" "${up[@]}" "$@"
+    FS_PID=$LAST_PID
+    _wait_ours "$FS_URL/healthz" "$FS_PID" && break
+    _started_again "fault server" "$FS_PID" || fail "fault server died at start-up: $(tail -n 3 "$T/logs/faultserver.log")"
+  done
   log "fault server on $FS_ADDR (pid $FS_PID)"
 }
 
@@ -853,6 +1043,7 @@ wait_prepull() {
   _forget_pid "$PP_PID"
   OUT=$(cat "$PP_OUTF")
   ERR=$(cat "$PP_ERRF")
+  check_sanitizer "$RC" "$PP_ERRF"
   if [ "${VERBOSE:-0}" = 1 ] || [ "$RC" -ne 0 ]; then
     sed 's/^/#   stdout: /' "$PP_OUTF" | head -n 40
     sed 's/^/#   stderr: /' "$PP_ERRF" | head -n 40
@@ -932,6 +1123,24 @@ _run_exit_hooks() {
 add_exit_hook() {
   EXIT_HOOKS+=("$1")
   trap '_pp_rc=$?; set +e; _run_exit_hooks; (exit $_pp_rc); _cleanup' EXIT
+}
+
+# prepull_for_nobody — a copy of $PREPULL that uid nobody can run (the build dir may
+# sit under a private home), for permission checks: run it with
+#   runuser -u nobody -- "$NOBODY_PREPULL" ...
+# Sets NOBODY_PREPULL.  A check that cannot run as nobody fails; it is never skipped.
+prepull_for_nobody() {
+  [ "$(id -u)" = 0 ] || cannot_run "running prepull as nobody needs root"
+  command -v runuser >/dev/null || cannot_run "runuser (util-linux) is needed"
+  local d
+  d=$(mktemp -d /tmp/prepull-nobody.XXXXXX)
+  add_exit_hook "rm -rf '$d'"
+  chmod 755 "$d"
+  cp "$PREPULL" "$d/prepull"
+  chmod 755 "$d/prepull"
+  runuser -u nobody -- "$d/prepull" --version >"$T/logs/nobody-version.log" 2>&1 ||
+    cannot_run "uid nobody cannot run $d/prepull: $(tail -n 3 "$T/logs/nobody-version.log")"
+  NOBODY_PREPULL=$d/prepull
 }
 
 # use_direct_python — point PY at the interpreter itself rather than a wrapper on PATH

@@ -12,7 +12,7 @@ assert_contains "$OUT$ERR" "pull" "--help mentions pull"
 
 run_prepull pull --no-such-flag example.invalid/x:1
 assert_eq 2 "$RC" "unknown flag exits 2"
-assert_contains "$ERR" "no-such-flag|unknown|unrecognized|invalid" "unknown flag: the message names the problem"
+assert_has "$ERR" "unknown option --no-such-flag" "unknown flag: the message names the problem"
 run_prepull pull
 assert_eq 2 "$RC" "'pull' without an image exits 2"
 run_prepull frobnicate
@@ -30,7 +30,7 @@ push_layout "$T/src" v1 "$REG_ADDR/test/exists:v1"
 run_prepull pull --store "oci:$T/oci" "$REG_ADDR/test/nosuchrepo:v1"
 assert_eq 1 "$RC" "unknown repository exits 1"
 assert_contains "$ERR" "test/nosuchrepo" "unknown repository: the message names the image"
-assert_contains "$ERR" "not found|unknown|404|does not exist|no such" "unknown repository: the message says it is not there"
+assert_has "$ERR" "manifest v1 not found in $REG_ADDR/test/nosuchrepo" "unknown repository: the message says it is not there"
 run_prepull pull --store "oci:$T/oci" "$REG_ADDR/test/exists:nosuchtag"
 assert_eq 1 "$RC" "unknown tag exits 1"
 assert_contains "$ERR" "nosuchtag" "unknown tag: the message names the tag"
@@ -43,10 +43,16 @@ assert_contains "$(json_events "$OUT" error)" "nosuchrepo" "an error event names
 assert_contains "$(json_events "$OUT" summary)" '"failed": 1' "summary counts one failed image"
 
 # Invalid references.
-for bad in 'UPPER/Case:tag' "$REG_ADDR/test/x:bad tag" "$REG_ADDR/test/x@sha256:1234" "$REG_ADDR/test//x:1" ':nope'; do
+# Each with the reason it is invalid (the quoted input alone would match "bad").
+for c in 'UPPER/Case:tag|repository name must be lowercase' \
+  "$REG_ADDR/test/x:bad tag|invalid tag \"bad tag\"" \
+  "$REG_ADDR/test/x@sha256:1234|invalid digest \"sha256:1234\": sha256 needs 64 hex characters" \
+  "$REG_ADDR/test//x:1|empty path component in repository name" \
+  ':nope|missing repository name'; do
+  bad=${c%%|*} why=${c#*|}
   run_prepull pull --store "oci:$T/oci-inv" "$bad"
   if [ "$RC" -eq 1 ] || [ "$RC" -eq 2 ]; then ok "invalid reference [$bad] exits $RC"; else fail "invalid reference [$bad]: exit $RC"; fi
-  assert_contains "$ERR" "invalid|reference|malformed|bad|digest" "invalid reference [$bad]: clear message"
+  assert_has "$ERR" "invalid reference \"$bad\": $why" "invalid reference [$bad]: clear message"
 done
 
 # Dead registry: nothing listens on the port.
@@ -54,5 +60,5 @@ DEAD=$(dead_port)
 run_prepull pull --store "oci:$T/oci-dead" "127.0.0.1:$DEAD/test/x:1"
 assert_eq 1 "$RC" "dead registry exits 1"
 assert_contains "$ERR" "127.0.0.1:$DEAD|test/x" "dead registry: the message names the image or registry"
-assert_contains "$ERR" "connect|refused|unreachable|connection" "dead registry: the message says the connection failed"
+assert_contains "$ERR" "error: 127\.0\.0\.1:$DEAD/test/x:1: .*Couldn't connect to server" "dead registry: the message says the connection failed"
 assert_num "$(printf "%s\n" "$ERR" | grep -ci "test/x")" -ge 1 "dead registry: an error line names the image"

@@ -66,6 +66,66 @@ assert_contains "$ERR" "no image given" "no image: clear message"
 run_prepull pull --config
 assert_eq 2 "$RC" "--config without a path: exit 2"
 
+# ---- connections, chunk_size, deadline and platform from the file take effect
+# (counted by the fault server: concurrent requests, range sizes; exit 3 at the
+# deadline; the manifest of the platform asked for, not this machine's)
+case $(uname -m) in
+x86_64) OTHER=linux/arm64 ;;
+aarch64) OTHER=linux/amd64 ;;
+*) cannot_run "machine $(uname -m) is neither amd64 nor arm64" ;;
+esac
+mkimage "$T/src" m --multiarch --layer random:none:6M:161 --label m
+push_layout "$T/src" m "$REG_ADDR/test/m:v1"
+M_OTHER=$(img_field m "o['platforms']['$OTHER']['manifest']")
+SHARED=$(img_field m "o['platforms']['linux/amd64']['layers'][0]")
+start_faultserver --rate $((128 * 1024)) # per connection: 3 x 128 KiB/s, 4 s a chunk
+opts_file() { # FILE DEADLINE_JSON
+  cat >"$1" <<JSON
+{
+  "images": ["$FS_ADDR/test/m:v1"],
+  "store": "oci:$T/oci-opts",
+  "state_dir": "$T/state-opts",
+  "connections": 3,
+  "chunk_size": "512K",
+  $2
+  "platform": "$OTHER"
+}
+JSON
+}
+opts_file "$T/c-opts.json" '"deadline": "2s",'
+t0=$(date +%s.%N)
+run_prepull pull --config "$T/c-opts.json"
+secs=$(elapsed_since "$t0")
+assert_eq 3 "$RC" "deadline 2s from the file: exit 3"
+assert_contains "$ERR" "deadline reached; progress kept for the next run" "deadline from the file: says so"
+assert_num "$(awk -v s="$secs" 'BEGIN { print (s >= 1.9 && s < 6) }')" -eq 1 "deadline from the file: stopped after about 2 s (${secs}s)"
+settle
+conc=$("$PY" - "$FS_LOG" <<'PYEOF'
+import json, sys
+L = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+R = [r for r in L if r["method"] == "GET" and "/blobs/" in r["path"]]
+ev = sorted([(r["t"], 1) for r in R] + [(r["t_end"], -1) for r in R], key=lambda e: (e[0], e[1]))
+n = m = 0
+for _, d in ev:
+    n += d
+    m = max(m, n)
+print(m)
+PYEOF
+)
+assert_eq 3 "$conc" "connections 3 from the file: at most 3 blob requests at once, and 3 were"
+sizes=$(fs_query '" ".join(sorted(set(str(int(r["range"].split("-")[1]) - int(r["range"].split("=")[1].split("-")[0]) + 1) for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and r["range"])))' "$SHARED")
+assert_eq 524288 "$sizes" "chunk_size 512K from the file: every range asked for is 512 KiB"
+fs_rules '{"rules": [], "rate": 0}'
+fs_reset_log
+opts_file "$T/c-opts2.json" ""
+prepull_ok "the same file without the deadline completes" pull --config "$T/c-opts2.json"
+assert_contains "$(index_entries "$T/oci-opts")" "^($M_OTHER|$(img_field m 'o["digest"]')) v1 " "platform from the file: the image is in the store"
+settle
+assert_eq 1 "$(fs_query 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith("/manifests/" + A[0]))' "$M_OTHER")" \
+  "platform $OTHER from the file: its manifest was fetched"
+verify_layout "$T/oci-opts" v1 --override-os linux --override-arch "${OTHER#linux/}"
+assert_eq "" "$(layout_has_image "$T/oci-opts" "$M_OTHER" "$OTHER")" "platform $OTHER from the file: its manifest, config and layers are in the store"
+
 # ---- -q: only the summary line (and errors)
 printf '{"images": ["%s"], "store": "oci:%s/oci4", "state_dir": "%s/state4"}\n' "$REG_ADDR/test/a:v1" "$T" "$T" >"$T/c4.json"
 prepull_ok "pull --config -q" pull --config "$T/c4.json" -q
@@ -101,5 +161,5 @@ EOF
   assert_contains "$(cat "$T/broken.err")" "config /etc/prepull/config.json: unknown key \"bogus\"" "a broken default file: the message names it and the key"
   [ ! -e /etc/prepull/config.json ] || [ "$(cat /etc/prepull/config.json)" != '{"bogus": 1}' ] || fail "the sandbox wrote to the host's /etc"
 else
-  log "not root or no unshare: the default-path checks are skipped"
+  cannot_run "the default-path checks need root and unshare (for a sandboxed /etc)"
 fi

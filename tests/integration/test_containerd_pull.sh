@@ -120,3 +120,20 @@ assert_eq 0 "$(stat_field "$(log_stats "$ALOG")" bytes)" "namespace other: no bl
 assert_contains "$(ctr_ -n other images check)" "complete \(([0-9]+)/\1\).*true" \
   "namespace other: complete and unpacked"
 assert_eq "$REF" "$(ctr_ -n other images ls -q)" "namespace other: only the tag record, no CRI records"
+
+# ---- an OCI layout store passes containerd's own import (the README's criterion).
+# Layers of their own, not yet in the content store: the import must take every
+# blob from the layout, and unpacking checks each layer against its diff_id.
+mkimage "$T/src" oci --layer file:gzip:/etc/oci=from-the-layout --layer random:zstd:1M:73
+push_layout "$T/src" oci "$REG_ADDR/test/ctd:oci"
+OCI_DIGEST=$(img_field oci 'o["digest"]')
+prepull_ok "pull into an OCI layout" pull --store "oci:$T/oci" --state-dir "$T/state-oci" \
+  --chunk-size 256K "$REG_ADDR/test/ctd:oci"
+verify_layout "$T/oci" oci
+tar -C "$T/oci" -cf "$T/oci.tar" oci-layout index.json blobs
+ctr_ -n ociimport images import "$T/oci.tar" >"$T/logs/ctr-import.log" 2>&1 ||
+  fail "ctr images import of the OCI layout failed: $(tail -n 5 "$T/logs/ctr-import.log")"
+check=$(ctr_ -n ociimport images check)
+log "$check"
+assert_contains "$check" "$OCI_DIGEST" "ctr images import: the image is recorded with the manifest digest"
+assert_contains "$check" "complete \(([0-9]+)/\1\) .*true *$" "ctr images import: complete (N/N) and unpacked"

@@ -30,4 +30,4 @@ WRONG=sha256:$(printf 'not-in-this-registry' | sha256sum | cut -d' ' -f1)
 run_prepull pull --store "oci:$T/oci4" "$REG_ADDR/test/dig@$WRONG"
 assert_eq 1 "$RC" "a digest not in the registry exits 1"
 assert_contains "$ERR" "test/dig" "the message names the image"
-assert_contains "$ERR" "not found|unknown|404|manifest" "the message says it was not found"
+assert_contains "$ERR" "manifest $WRONG not found in $REG_ADDR/test/dig" "the message says it was not found"

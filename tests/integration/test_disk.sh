@@ -24,6 +24,11 @@ ARGS=(pull --store "oci:$DISK/oci" --state-dir "$DISK/state" -j 4 --chunk-size 4
 
 run_prepull "${ARGS[@]}"
 assert_eq 1 "$RC" "layer larger than the free space: exit 1"
+# "Found before any download starts": the server sent (almost) nothing of the big blob.
+settle
+big_sent=$(fs_blob_bytes "$BIG")
+log "big blob bytes served in the failed run: $big_sent"
+assert_num "$big_sent" -le 65536 "full disk: found before the big blob's download started (server side)"
 errl=$(printf '%s\n' "$ERR" | grep -i "error" | grep -F "test/disk" || true)
 assert_ne "" "$errl" "an error line names the image"
 assert_contains "$errl" "space|ENOSPC|full" "the error says the disk is full"

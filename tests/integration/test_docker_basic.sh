@@ -15,7 +15,9 @@ start_dockerd
 mkimage "$T/src" v1 --layer busybox:gzip --layer file:gzip:/etc/motd=hello-from-prepull \
   --layer random:gzip:1M:7 --label docker-basic
 push_layout "$T/src" v1 "$REG_ADDR/test/dk:v1"
-REF=$REG_ADDR/test/dk:v1
+# Through the fault server (no faults): it counts what each run was sent.
+start_faultserver
+REF=$FS_ADDR/test/dk:v1
 CONFIG=$(img_field v1 'o["platforms"]["linux/amd64"]["config"]')
 STATE=$T/state
 
@@ -39,6 +41,12 @@ assert_eq "" "$(find "$STATE/docker/blobs/sha256" -type f)" \
   "blobs of the loaded image removed from the state dir"
 
 # ---- second run: nothing loaded, nothing fetched
+blob_get_bytes() { # [EXCEPT_DIGEST]
+  fs_query 'sum(r["bytes"] for r in L if r["method"] == "GET" and "/blobs/" in r["path"] and not (A and r["path"].endswith(A[0])))' "$@"
+}
+settle
+assert_num "$(blob_get_bytes)" -gt 1048576 "first run: the server sent the blobs"
+fs_reset_log
 t0=$(docker_now)
 prepull_ok "second pull of $REF" pull --store "docker:$DOCKER_SOCK" --state-dir "$STATE" \
   --json "$REF"
@@ -46,6 +54,11 @@ t1=$(docker_now)
 assert_contains "$ERR" "already in docker as ${CONFIG:0:19}; nothing to load" \
   "second run: stderr says it is already there"
 assert_eq 0 "$(json_events "$OUT" summary | jget - 'o["fetched"]')" "second run: 0 bytes fetched"
+settle
+# The config (under 1 KiB) is read again to check the image; no layer byte is sent.
+assert_eq 0 "$(blob_get_bytes "$CONFIG")" "second run: the server sent no layer byte"
+assert_num "$(fs_blob_bytes "$CONFIG")" -le "$(stat -c %s "$T/src/blobs/sha256/${CONFIG#sha256:}")" \
+  "second run: at most the config, once"
 assert_eq "" "$(json_events "$OUT" blob_done)" "second run: no blob downloaded"
 assert_contains "$(json_events "$OUT" image_done)" "$REF" "second run: image_done"
 assert_eq "" "$(docker_image_events "$t0" "$t1")" "second run: no image event at all in the daemon"

@@ -44,28 +44,25 @@ assert_eq 1 "$RC" "old API: exit 1"
 assert_contains "$ERR" "Docker API at $T/old.sock is too old: version 1.12, prepull needs 1.24" \
   "old API: says too old"
 
-# ---- permission denied (as an unprivileged user on a root-only socket)
-if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
-  P=$(mktemp -d /tmp/prepull-perm.XXXXXX)
-  chmod 755 "$P"
-  bg perm "$PY" "$IT_DIR/fake_dockerd.py" --socket "$P/docker.sock"
-  for _ in $(seq 1 100); do [ -S "$P/docker.sock" ] && break; sleep 0.1; done
-  chmod 600 "$P/docker.sock"
-  mkdir -m 700 "$P/state" && chown 65534:65534 "$P/state" # a state dir of its own
-  NB="setpriv --reuid=65534 --regid=65534 --clear-groups"
-  if $NB test -x "$PREPULL"; then
-    set +e
-    perm_err=$($NB env HOME="$P" "$PREPULL" pull --store "docker:$P/docker.sock" --state-dir "$P/state" "$IMG" 2>&1 >/dev/null)
-    perm_rc=$?
-    set -e
-    assert_eq 1 "$perm_rc" "permission denied: exit 1"
-    assert_contains "$perm_err" "permission denied on the docker socket $P/docker.sock" \
-      "permission denied: says so"
-  else
-    log "skipping the permission check: $PREPULL is not reachable for uid 65534"
-  fi
-  rm -rf "$P"
-fi
+# ---- permission denied (as nobody on a root-only socket): never skipped
+prepull_for_nobody
+P=$(mktemp -d /tmp/prepull-perm.XXXXXX)
+add_exit_hook "rm -rf '$P'"
+chmod 755 "$P"
+bg perm "$PY" "$IT_DIR/fake_dockerd.py" --socket "$P/docker.sock"
+for _ in $(seq 1 100); do [ -S "$P/docker.sock" ] && break; sleep 0.1; done
+[ -S "$P/docker.sock" ] || fail "fake dockerd made no socket at $P/docker.sock"
+chmod 600 "$P/docker.sock"
+mkdir -m 700 "$P/state" && chown 65534:65534 "$P/state" # a state dir of its own
+set +e
+runuser -u nobody -- env HOME="$P" "$NOBODY_PREPULL" pull --store "docker:$P/docker.sock" \
+  --state-dir "$P/state" "$IMG" >"$T/nobody.out" 2>"$T/nobody.err"
+perm_rc=$?
+set -e
+check_sanitizer "$perm_rc" "$T/nobody.err"
+assert_eq 1 "$perm_rc" "permission denied: exit 1"
+assert_contains "$(cat "$T/nobody.err")" "permission denied on the docker socket $P/docker.sock" \
+  "permission denied: says so"
 
 # ---- images for the load checks
 start_registry

@@ -48,5 +48,11 @@ settle
 total=$(fs_live_bytes "$BIG")
 log "bytes served for the blob: $sent1 before the kill, $((total - sent1)) after, $total in all ($(awk -v a="$total" -v b="$BIG_SIZE" 'BEGIN { printf "%.2f", a / b }') x the blob)"
 assert_num "$total" -le $((BIG_SIZE * 11 / 10)) "both runs together: the server sent <= 1.1 x the blob size"
+# What the kill cost: each open request loses at most what came since its last
+# journal checkpoint (every max(size / 8192, 1 MiB), engine.c checkpoint_every), plus
+# what was on the wire (a paced 64 KiB piece or two per connection).
+CKPT=$((BIG_SIZE / 8192 > 1048576 ? BIG_SIZE / 8192 : 1048576))
+lost=$((total - BIG_SIZE))
+assert_num "$lost" -le $((CONNS * (CKPT + 384 * 1024))) "SIGKILL lost at most $CONNS lanes x (checkpoint interval + 384 KiB) (server count: $lost bytes sent twice)"
 leftover=$(find "$T/state" "$T/oci" -name '*.partial' 2>/dev/null | head -n 3)
 assert_eq "" "$leftover" "no partial files left after success"

@@ -34,7 +34,9 @@ log "large blob, server side: $st (client took ${elapsed}s)"
 min_chunks=$((BIG_SIZE / (8 * 1024 * 1024) / 2))
 assert_num "$(stat_field "$st" distinct_ranges)" -ge "$min_chunks" "many distinct Range requests for the large blob"
 assert_num "$(stat_field "$st" conns)" -ge 4 "Range requests on several distinct connections"
-assert_num "$(stat_field "$st" conns)" -le $((CONNS * 4)) "connections are reused, not one per chunk"
+# Fewer connections than chunks (25), or they were not reused: the lanes and a
+# few spares (a lane whose connection the server closed opens another).
+assert_num "$(stat_field "$st" conns)" -le $((CONNS + 4)) "connections are reused, not one per chunk ($(stat_field "$st" distinct_ranges) chunks)"
 sent=$(stat_field "$st" bytes)
 assert_num "$sent" -ge "$BIG_SIZE" "server sent at least the blob size"
 assert_num "$sent" -le $((BIG_SIZE * 101 / 100)) "server sent at most 1.01x the blob size"

@@ -55,7 +55,8 @@ for l in $LAYERS1 $CONFIG1; do
     fail "blob $l differs from the pushed one"
 done
 ok "config and every layer are byte-identical to what was pushed"
-leftover=$(find "$OCI" -name '*.partial' -o -name '*.tmp' | head -n 3)
+# Temporary files are NAME.tmp.<pid> (util.c) and NAME.partial.
+leftover=$(find "$OCI" "$STATE" -name '*.partial' -o -name '*.tmp' -o -name '*.tmp.*' | head -n 3)
 assert_eq "" "$leftover" "no temporary files left in the layout"
 
 settle

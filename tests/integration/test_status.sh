@@ -47,6 +47,16 @@ assert_num "$pct" -lt 100 "the blob was not complete ($pct%)"
 # the finished chunks (at 4 connections that would lose up to 4 x 1 MiB).
 kept=$(awk '{ print $3 }' <<<"$line")
 assert_num "$(awk -v k="$kept" -v g="$got" 'BEGIN { print (k >= g - 0.05) }')" -eq 1 "everything downloaded before the deadline is kept ($kept of $got MiB)"
+# The same against what the server sent, not prepull's own count: at most the bytes
+# still on the wire at the stop (a paced 64 KiB piece or two per connection) are not
+# kept, and nothing is kept that was not sent.
+settle
+served=$(fs_blob_bytes "$BIG")
+log "status keeps $kept MiB; the server sent $served bytes of the blob"
+assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k * 1048576 >= s - 4 * 384 * 1024) }')" -eq 1 \
+  "status keeps what the server sent, but for the bytes on the wire ($kept MiB of $served bytes)"
+assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k * 1048576 <= s + 0.05 * 1048576) }')" -eq 1 \
+  "status keeps no more than the server sent ($kept MiB of $served bytes)"
 
 prepull_ok "the next run completes" "${ARGS[@]}"
 verify_layout "$T/oci" v1
@@ -54,3 +64,33 @@ run_prepull "${ARGS[@]}"
 assert_eq 1 "$(grep -c . "$STATE/stage-dirs")" "a second run does not record the directory twice"
 run_prepull status --state-dir "$STATE"
 assert_contains "$OUT" "no partial downloads" "after the pull completes, status lists nothing partial"
+
+# ---- a deadline that the requests see first (in libcurl's progress callback, before
+# the engine's loop does) keeps their bytes too.  slow_perform.c delays each
+# curl_multi_perform so that the deadline mostly passes there; the run says "retry"
+# for such a request.  A few tries, until one hits that path.
+SP=$T/slow_perform.so
+cc -shared -fPIC -O2 -o "$SP" "$IT_DIR/slow_perform.c" -ldl 2>"$T/logs/cc.log" ||
+  cannot_run "cannot build slow_perform.c: $(cat "$T/logs/cc.log")"
+PRELOAD=$SP
+asan=$(ldd "$PREPULL" | awk '/libasan/ { print $3 }')
+[ -z "$asan" ] || PRELOAD=$asan:$SP
+hit=0
+for i in 1 2 3; do
+  fs_reset_log
+  LD_PRELOAD=$PRELOAD run_prepull pull --store "oci:$T/oci-cb$i" --state-dir "$T/state-cb$i" -j 4 \
+    --chunk-size 1M "$FS_ADDR/test/status:v1" --deadline 2s
+  assert_eq 3 "$RC" "deadline seen by the requests (try $i): exit 3"
+  grep -q "deadline reached; progress kept for the next run; retry" <<<"$ERR" || continue
+  hit=1
+  settle
+  served=$(fs_blob_bytes "$BIG")
+  run_prepull status --state-dir "$T/state-cb$i"
+  kept=$(grep -F "$BIG" <<<"$OUT" | awk '{ print $3 }' || true)
+  log "deadline seen by the requests: status keeps $kept MiB; the server sent $served bytes"
+  assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k != "" && k * 1048576 >= s - 4 * 384 * 1024) }')" -eq 1 \
+    "deadline seen by the requests: status keeps what the server sent, but for the bytes on the wire ($kept MiB of $served bytes)"
+  break
+done
+[ "$hit" = 1 ] || fail "in 3 tries the deadline never reached a request first: nothing was tested"
+ok "a deadline that a request saw first was tested"

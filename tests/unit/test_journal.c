@@ -131,13 +131,47 @@ static void test_absurd_header(void **state)
 	}
 }
 
+/* Negative numbers are refused: in the header the journal is not trusted
+ * at all; a line with a negative chunk index or length is skipped. */
+static void test_negative_numbers(void **state)
+{
+	(void)state;
+	const char *bad[] = {
+		"prepull-journal 1 " BLOB " -250 100\n",
+		"prepull-journal 1 " BLOB " 250 -100\n",
+		"prepull-journal 1 " BLOB " -0 100\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct pp_journal j = {0};
+		struct pp_error err = {0};
+		assert_true(pp_journal_parse(&j, bad[i], strlen(bad[i]), &err) < 0);
+		assert_non_null(strstr(err.msg, "malformed header"));
+		pp_journal_free(&j);
+	}
+	const char lines[] = "prepull-journal 1 " BLOB " 250 100\n"
+			     "part 1 -5 " D_B "\n"
+			     "done -1 " D_A "\n"
+			     "part -2 10 " D_C "\n"
+			     "done 2 " D_C "\n";
+	struct pp_journal j = {0};
+	struct pp_error err = {0};
+	assert_int_equal(pp_journal_parse(&j, lines, sizeof(lines) - 1, &err), 0);
+	assert_int_equal(j.size, 250);
+	assert_int_equal(j.n_chunks, 3);
+	for (size_t i = 0; i < 2; i++) {
+		assert_string_equal(j.chunks[i].done, "");
+		assert_int_equal(j.chunks[i].part_len, 0);
+	}
+	assert_string_equal(j.chunks[2].done, D_C);
+	pp_journal_free(&j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_later_line_wins),
-		cmocka_unit_test(test_torn_and_bad_lines),
-		cmocka_unit_test(test_absurd_header),
+		cmocka_unit_test(test_round_trip),         cmocka_unit_test(test_later_line_wins),
+		cmocka_unit_test(test_torn_and_bad_lines), cmocka_unit_test(test_absurd_header),
+		cmocka_unit_test(test_negative_numbers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
