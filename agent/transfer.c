@@ -325,11 +325,13 @@ enum xfer_outcome xfer_classify(const struct xfer *x, CURLcode rc, bool complete
 	long status = x->resp.status;
 	if (x->io_errno || x->consumer_failed)
 		return XO_LOCAL_IO;
-	if (rc == CURLE_ABORTED_BY_CALLBACK && pp_should_stop())
-		return XO_STOPPED; /* caught by the request before the loop saw it */
-	if (rc == CURLE_OK && !x->error_status && !x->bad_reply[0] && !x->stalled &&
+	bool stopped = rc == CURLE_ABORTED_BY_CALLBACK && pp_should_stop();
+	/* A request the stop aborted after its last byte came is done. */
+	if ((rc == CURLE_OK || stopped) && !x->error_status && !x->bad_reply[0] && !x->stalled &&
 	    (status == 200 || status == 206) && complete)
 		return XO_DONE;
+	if (stopped)
+		return XO_STOPPED; /* caught by the request before the loop saw it */
 	if (x->wrong_size >= 0 || unsatisfiable_size(x) >= 0)
 		return XO_WRONG_SIZE; /* the registry and the manifest disagree */
 	if (x->range_ignored)
@@ -430,6 +432,10 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		if (b->jfd >= 0 && c->sha && c->received > c->checkpoint && c->received < c->len)
 			partial_checkpoint(e, b, ci);
 		chunk_set_state(b, ci, CHUNK_PENDING);
+		pp_info("blob %s: chunk %zu: stopped by the %s mid-request; its %lld bytes are "
+			"kept",
+			pp_short_digest(b->digest), ci, pp_stop_requested ? "signal" : "deadline",
+			(long long)c->received);
 		return;
 	}
 	case XO_RETRY:

@@ -67,8 +67,8 @@ assert_contains "$OUT" "no partial downloads" "after the pull completes, status 
 
 # ---- a deadline that the requests see first (in libcurl's progress callback, before
 # the engine's loop does) keeps their bytes too.  slow_perform.c delays each
-# curl_multi_perform so that the deadline mostly passes there; the run says "retry"
-# for such a request.  A few tries, until one hits that path.
+# curl_multi_perform so that the deadline mostly passes there; the run says "stopped
+# by the deadline mid-request" for such a request.  A few tries, until one hits that path.
 SP=$T/slow_perform.so
 cc -shared -fPIC -O2 -o "$SP" "$IT_DIR/slow_perform.c" -ldl 2>"$T/logs/cc.log" ||
   cannot_run "cannot build slow_perform.c: $(cat "$T/logs/cc.log")"
@@ -81,7 +81,7 @@ for i in 1 2 3; do
   LD_PRELOAD=$PRELOAD run_prepull pull --store "oci:$T/oci-cb$i" --state-dir "$T/state-cb$i" -j 4 \
     --chunk-size 1M "$FS_ADDR/test/status:v1" --deadline 2s
   assert_eq 3 "$RC" "deadline seen by the requests (try $i): exit 3"
-  grep -q "deadline reached; progress kept for the next run; retry" <<<"$ERR" || continue
+  grep -q "stopped by the deadline mid-request" <<<"$ERR" || continue
   hit=1
   settle
   served=$(fs_blob_bytes "$BIG")

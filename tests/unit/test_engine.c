@@ -18,6 +18,7 @@
 #include "engine_int.h"
 #include "prepull/journal.h"
 #include "prepull/options.h"
+#include "prepull/stop.h"
 #include "prepull/store.h"
 
 #define MiB (1024 * 1024)
@@ -208,6 +209,14 @@ static void test_classify(void **state)
 	x = reply(&b, 206);
 	x.stalled = true; /* cancelled by the loop after silence */
 	assert_int_equal(xfer_classify(&x, CURLE_OPERATION_TIMEDOUT, false), XO_RETRY);
+	/* A request the stop aborted: done when every byte had come, else its
+	 * bytes are kept without counting an attempt. */
+	pp_stop_requested = 1;
+	x = reply(&b, 206);
+	assert_int_equal(xfer_classify(&x, CURLE_ABORTED_BY_CALLBACK, true), XO_DONE);
+	assert_int_equal(xfer_classify(&x, CURLE_ABORTED_BY_CALLBACK, false), XO_STOPPED);
+	pp_stop_requested = 0;
+	assert_int_equal(xfer_classify(&x, CURLE_ABORTED_BY_CALLBACK, false), XO_RETRY);
 	for (int o = XO_DONE; o <= XO_STOPPED; o++)
 		assert_non_null(xfer_outcome_name((enum xfer_outcome)o));
 }
