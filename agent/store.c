@@ -303,3 +303,10 @@ int pp_store_register_image(struct pp_store *s, const struct pp_image *img, stru
 {
 	return s->ops->register_image(s, img, err);
 }
+
+int pp_store_layers_unpacked(struct pp_store *s, const struct pp_image *img, size_t *out,
+			     struct pp_error *err)
+{
+	*out = 0;
+	return s->ops->layers_unpacked ? s->ops->layers_unpacked(s, img, out, err) : 0;
+}
