@@ -235,9 +235,10 @@ enum progress_state progress_state_of(const struct pp_image *img,
 		return PROGRESS_FAILED;
 	if (registered)
 		return PROGRESS_DONE;
+	/* Unpacking while the store is at it; one whose layers wait for
+	 * register_image (it finds them there) is in, as far as can be seen. */
 	if (ip->have >= img->total_bytes)
-		return ip->layers_unpacked >= 0 &&
-				       (size_t)ip->layers_unpacked < img->manifest.n_layers
+		return ip->layers_unpacked >= 0 && ip->layers_in > ip->layers_unpacked
 			       ? PROGRESS_UNPACKING
 			       : PROGRESS_DONE;
 	if (ip->fetched == 0)

@@ -74,7 +74,7 @@ static void on_blob(void *ctx, const char *digest, int64_t size, int64_t fetched
 }
 
 /* For the display: blobs the engine never saw were in the store; a store
- * that unpacks says how many layers it has unpacked. */
+ * that unpacks says how many layers it has unpacked and can unpack now. */
 static void image_progress(void *ctx, const struct pp_image *img, struct pp_image_progress *out)
 {
 	const struct pull *run = ctx;
@@ -82,7 +82,6 @@ static void image_progress(void *ctx, const struct pp_image *img, struct pp_imag
 	out->failed = pi->failed;
 	out->fetched = 0;
 	out->have = img->manifest.config.size;
-	out->layers_in = 0;
 	for (size_t i = 0; i < img->manifest.n_layers; i++) {
 		const struct pp_descriptor *d = &img->manifest.layers[i];
 		int64_t h, f;
@@ -90,17 +89,18 @@ static void image_progress(void *ctx, const struct pp_image *img, struct pp_imag
 			out->have += h;
 			out->fetched += f;
 		} else {
-			h = d->size;
-			out->have += h;
+			out->have += d->size;
 		}
-		out->layers_in += h >= d->size;
 	}
-	size_t n = 0;
+	size_t n = 0, ready = 0;
 	struct pp_error err = {0};
 	out->layers_unpacked = -1;
+	out->layers_in = 0;
 	if (pi->planned && !pi->already_complete &&
-	    pp_store_layers_unpacked(run->store, img, &n, &err) > 0)
+	    pp_store_layers_unpacked(run->store, img, &n, &ready, &err) > 0) {
 		out->layers_unpacked = (int)n;
+		out->layers_in = (int)ready;
+	}
 }
 
 static int64_t downloaded(void *ctx)
@@ -213,13 +213,14 @@ static int fetch(struct pull *run)
 }
 
 /* A store that unpacks layers may still be at it when the last byte is
- * in; register_image waits for it, so the display goes on meanwhile. */
+ * in; register_image waits for it, so the display goes on meanwhile (as
+ * long as the store gets on by itself: past that, register_image's turn). */
 static void wait_unpacked(struct pull *run, const struct pull_image *pi)
 {
-	size_t n = 0;
+	size_t n = 0, ready = 0;
 	struct pp_error err = {0};
-	while (!pp_should_stop() && pp_store_layers_unpacked(run->store, &pi->img, &n, &err) > 0 &&
-	       n < pi->img.manifest.n_layers) {
+	while (!pp_should_stop() &&
+	       pp_store_layers_unpacked(run->store, &pi->img, &n, &ready, &err) > 0 && n < ready) {
 		pp_progress_tick_idle(run->progress);
 		usleep(50 * 1000);
 	}

@@ -508,9 +508,11 @@ static int ctd_has_layer(struct pp_store *s, const struct pp_image *img, size_t 
 	return 0;
 }
 
-/* The unpack thread's count, for progress. */
-static int ctd_layers_unpacked(struct pp_store *s, const struct pp_image *img, size_t *out,
-			       struct pp_error *err)
+/* The unpack thread's count, for progress.  It goes on by itself up to the
+ * first layer not present: one placed by someone else, or kept only as a
+ * snapshot (--discard-layers), waits for register_all to record it. */
+static int ctd_layers_unpacked(struct pp_store *s, const struct pp_image *img, size_t *unpacked,
+			       size_t *ready, struct pp_error *err)
 {
 	struct ctd *c = s->priv;
 	int r = 0;
@@ -520,7 +522,11 @@ static int ctd_layers_unpacked(struct pp_store *s, const struct pp_image *img, s
 		*err = ci->err;
 		r = err->code ? err->code : PP_EGENERIC;
 	} else if (ci) {
-		*out = ci->unpacked;
+		*unpacked = ci->unpacked;
+		size_t n = 0;
+		while (n < ci->n_layers && ci->layers[n].present)
+			n++;
+		*ready = n;
 		r = 1;
 	}
 	pthread_mutex_unlock(&c->mu);

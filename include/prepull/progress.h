@@ -30,10 +30,12 @@ struct pp_image_progress {
 	int64_t have;    /* bytes in the store or landed (this run or resumed) */
 	int64_t fetched; /* bytes this run downloaded for it */
 	bool failed;
-	/* For a store that unpacks layers: how many, bottom up, are unpacked;
-	 * -1 when the store does not unpack or cannot say. */
+	/* For a store that unpacks layers: how many, bottom up, are unpacked,
+	 * and how many it can unpack now (their bytes are in and the layers
+	 * below them too); layers_unpacked is -1 when the store does not
+	 * unpack or cannot say. */
 	int layers_unpacked;
-	int layers_in; /* layers whose bytes are all in */
+	int layers_in;
 };
 
 /* Where the display gets its numbers: asked on each tick, so it never

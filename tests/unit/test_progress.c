@@ -62,7 +62,7 @@ static void test_unpacking_while_downloading(void **state)
 {
 	(void)state;
 	struct pp_image img = image();
-	/* Layers 1 and 2 are in; the store has unpacked one. */
+	/* Layers 1 and 2 are in (and the store has them); it has unpacked one. */
 	struct pp_image_progress ip = {
 		.have = 2 * MIB, .fetched = 2 * MIB, .layers_in = 2, .layers_unpacked = 1};
 	assert_string_equal(row(&img, ip, 1.0 * MIB, 0, false),
@@ -94,6 +94,10 @@ static void test_unpacking_after_the_last_byte(void **state)
 	/* Bytes all in the store before the run (nothing fetched): still unpacking. */
 	ip = (struct pp_image_progress){.have = 3 * MIB, .layers_in = 3, .layers_unpacked = 0};
 	assert_string_equal(row(&img, ip, 0, 0, false), "all 3.0 MiB in, unpacking layer 1 of 3");
+	/* Layers the store finds only when the image is registered (kept as
+	 * snapshots, --discard-layers): nothing is unpacking them now. */
+	ip = (struct pp_image_progress){.have = 3 * MIB, .layers_in = 0, .layers_unpacked = 0};
+	assert_int_equal(progress_state_of(&img, &ip, 60, false), PROGRESS_DONE);
 }
 
 static void test_done_and_failed(void **state)
