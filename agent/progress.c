@@ -11,6 +11,7 @@
 #include "prepull/progress.h"
 #include "prepull/sanitize.h"
 #include "prepull/util.h"
+#include "progress_int.h"
 
 #define LINE_INTERVAL 5.0 /* seconds between progress lines without a terminal */
 #define TTY_INTERVAL 0.25
@@ -20,6 +21,8 @@ struct shown_image {
 	const struct pp_image *img;
 	int64_t last_fetched;
 	double rate;
+	double last_byte; /* when a byte last came for it */
+	bool registered;  /* made visible in the store */
 };
 
 struct pp_progress {
@@ -30,7 +33,8 @@ struct pp_progress {
 	double last;
 	int64_t planned;
 	int64_t last_fetched;
-	double rate; /* smoothed bytes/s */
+	int64_t landed; /* what the last tick was told */
+	double rate;    /* smoothed bytes/s */
 	struct pp_progress_source src;
 	struct shown_image *images;
 	size_t n_images;
@@ -151,6 +155,9 @@ void pp_progress_image_done(struct pp_progress *p, const struct pp_image *img)
 {
 	cleanup_free char *image = clean(img->ref.full);
 	cleanup_free char *digest = clean(img->top_digest);
+	for (size_t i = 0; i < p->n_images; i++)
+		if (p->images[i].img == img)
+			p->images[i].registered = true;
 	say(p, "%s: done", image);
 	emit(p, "image_done",
 	     json_pack("{s:s, s:s, s:s}", "event", "image_done", "image", image, "digest", digest));
@@ -183,7 +190,7 @@ void pp_progress_set_source(struct pp_progress *p, const struct pp_progress_sour
 static struct pp_image_progress image_progress(const struct pp_progress *p,
 					       const struct pp_image *img)
 {
-	struct pp_image_progress ip = {0};
+	struct pp_image_progress ip = {.layers_unpacked = -1};
 	if (p->src.image)
 		p->src.image(p->src.ctx, img, &ip);
 	if (ip.have > img->total_bytes)
@@ -220,10 +227,77 @@ static const char *format_status(char *buf, size_t n, int64_t have, int64_t tota
 	return buf;
 }
 
+enum progress_state progress_state_of(const struct pp_image *img,
+				      const struct pp_image_progress *ip, double idle,
+				      bool registered)
+{
+	if (ip->failed)
+		return PROGRESS_FAILED;
+	if (registered)
+		return PROGRESS_DONE;
+	/* Unpacking while the store is at it; one whose layers wait for
+	 * register_image (it finds them there) is in, as far as can be seen. */
+	if (ip->have >= img->total_bytes)
+		return ip->layers_unpacked >= 0 && ip->layers_in > ip->layers_unpacked
+			       ? PROGRESS_UNPACKING
+			       : PROGRESS_DONE;
+	if (ip->fetched == 0)
+		return PROGRESS_QUEUED;
+	return idle >= PROGRESS_IDLE_SECONDS ? PROGRESS_WAITING : PROGRESS_DOWNLOADING;
+}
+
+/* Layers whose bytes are in but which the store has not unpacked yet
+ * (being unpacked, or waiting for the layer below). */
+static int unpacking(const struct pp_image_progress *ip)
+{
+	return ip->layers_unpacked >= 0 && ip->layers_in > ip->layers_unpacked
+		       ? ip->layers_in - ip->layers_unpacked
+		       : 0;
+}
+
+const char *progress_image_row(char *buf, size_t n, const struct pp_image *img,
+			       const struct pp_image_progress *ip, double rate, double idle,
+			       bool registered)
+{
+	char h[32], t[32];
+	int64_t total = img->total_bytes;
+	int pct = total > 0 ? (int)(100.0 * (double)ip->have / (double)total) : 100;
+	pp_format_bytes(h, sizeof(h), (double)ip->have);
+	pp_format_bytes(t, sizeof(t), (double)total);
+	switch (progress_state_of(img, ip, idle, registered)) {
+	case PROGRESS_FAILED:
+		snprintf(buf, n, "failed");
+		break;
+	case PROGRESS_DONE:
+		snprintf(buf, n, "done");
+		break;
+	case PROGRESS_UNPACKING:
+		snprintf(buf, n, "all %s in, unpacking layer %d of %zu", t, ip->layers_unpacked + 1,
+			 img->manifest.n_layers);
+		break;
+	case PROGRESS_QUEUED:
+		/* No rate and no ETA: it has not started, so neither means anything. */
+		snprintf(buf, n, "queued, %s of %s (%d%%)", h, t, pct);
+		break;
+	case PROGRESS_WAITING:
+		snprintf(buf, n, "waiting, %s of %s (%d%%)", h, t, pct);
+		break;
+	case PROGRESS_DOWNLOADING:
+		format_status(buf, n, ip->have, total, rate);
+		break;
+	}
+	int u = unpacking(ip);
+	size_t len = strlen(buf);
+	if (u > 0 && ip->have < total && len < n)
+		snprintf(buf + len, n - len, ", %d layer%s unpacking", u, u == 1 ? "" : "s");
+	return buf;
+}
+
 void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 {
 	double now = pp_now();
 	double interval = p->tty ? TTY_INTERVAL : LINE_INTERVAL;
+	p->landed = fetched;
 	if (p->quiet || now - p->last < interval)
 		return;
 	double dt = now - p->last;
@@ -235,60 +309,87 @@ void pp_progress_tick(struct pp_progress *p, int64_t fetched)
 
 	char line[256];
 	size_t pending = 0;
+	int layers_unpacking = 0;
+	struct pp_image_progress *ips = pp_xcalloc(p->n_images ? p->n_images : 1, sizeof(*ips));
 	for (size_t i = 0; i < p->n_images; i++) {
 		struct shown_image *s = &p->images[i];
-		struct pp_image_progress ip = image_progress(p, s->img);
-		s->rate = smooth(s->rate, (double)(ip.fetched - s->last_fetched) / dt);
-		s->last_fetched = ip.fetched;
-		if (ip.have < s->img->total_bytes && !ip.failed)
+		struct pp_image_progress *ip = &ips[i];
+		*ip = image_progress(p, s->img);
+		if (ip->fetched > s->last_fetched || s->last_byte == 0)
+			s->last_byte = now;
+		s->rate = smooth(s->rate, (double)(ip->fetched - s->last_fetched) / dt);
+		s->last_fetched = ip->fetched;
+		enum progress_state st =
+			progress_state_of(s->img, ip, now - s->last_byte, s->registered);
+		if (st != PROGRESS_DONE && st != PROGRESS_FAILED)
 			pending++;
+		if (st != PROGRESS_FAILED && !s->registered)
+			layers_unpacking += unpacking(ip);
 	}
+	/* Every planned byte is in: what is left is the store's unpacking. */
+	bool all_in = fetched >= p->planned;
 
 	if (!p->tty) {
 		/* One line per image still coming, then the total when it adds
 		 * something: short lines that journald keeps whole. */
 		for (size_t i = 0; i < p->n_images; i++) {
 			const struct shown_image *s = &p->images[i];
-			struct pp_image_progress ip = image_progress(p, s->img);
-			if (ip.have >= s->img->total_bytes || ip.failed)
+			enum progress_state st = progress_state_of(
+				s->img, &ips[i], now - s->last_byte, s->registered);
+			if (st == PROGRESS_DONE || st == PROGRESS_FAILED)
 				continue;
 			char name[512];
 			fprintf(stderr, "prepull: progress: %s: %s\n",
 				pp_sanitize(name, sizeof(name), s->img->ref.full, SIZE_MAX),
-				format_status(line, sizeof(line), ip.have, s->img->total_bytes,
-					      s->rate));
+				progress_image_row(line, sizeof(line), s->img, &ips[i], s->rate,
+						   now - s->last_byte, s->registered));
 		}
-		if (pending != 1)
-			fprintf(stderr, "prepull: progress: %s\n",
-				format_status(line, sizeof(line), fetched, p->planned, p->rate));
+		if (pending != 1) {
+			if (all_in && layers_unpacking > 0)
+				fprintf(stderr, "prepull: progress: all in, unpacking %d layer%s\n",
+					layers_unpacking, layers_unpacking == 1 ? "" : "s");
+			else
+				fprintf(stderr, "prepull: progress: %s\n",
+					format_status(line, sizeof(line), fetched, p->planned,
+						      p->rate));
+		}
+		free(ips);
 		return;
 	}
 	clear_display(p);
 	for (size_t i = 0; i < p->n_images; i++) {
 		const struct shown_image *s = &p->images[i];
-		struct pp_image_progress ip = image_progress(p, s->img);
-		if (ip.failed)
-			snprintf(line, sizeof(line), "failed");
-		else if (ip.have >= s->img->total_bytes)
-			snprintf(line, sizeof(line), "done");
-		else
-			format_status(line, sizeof(line), ip.have, s->img->total_bytes, s->rate);
 		char name[41];
 		fprintf(stderr, "  %-40s %s\n",
-			pp_sanitize(name, sizeof(name), s->img->ref.full, SIZE_MAX), line);
+			pp_sanitize(name, sizeof(name), s->img->ref.full, SIZE_MAX),
+			progress_image_row(line, sizeof(line), s->img, &ips[i], s->rate,
+					   now - s->last_byte, s->registered));
 		p->drawn++;
 	}
+	free(ips);
 	char done[32], total[32], eta[32];
-	format_eta(eta, sizeof(eta), p->rate > 0 ? (double)(p->planned - fetched) / p->rate : -1);
 	int pct = p->planned > 0 ? (int)(100.0 * (double)fetched / (double)p->planned) : 100;
 	if (pct > 100)
 		pct = 100;
 	int bar = 30, fill = pct * bar / 100;
-	fprintf(stderr, "  [%.*s%*s] %3d%%  %s / %s  %.1f MB/s  ETA %s\n", fill,
-		"##############################", bar - fill, "", pct,
-		pp_format_bytes(done, sizeof(done), (double)fetched),
-		pp_format_bytes(total, sizeof(total), (double)p->planned), p->rate / 1e6, eta);
+	/* The ETA is the whole run's: what is left over the overall rate. */
+	if (all_in && layers_unpacking > 0)
+		snprintf(line, sizeof(line), "all in, unpacking %d layer%s", layers_unpacking,
+			 layers_unpacking == 1 ? "" : "s");
+	else {
+		format_eta(eta, sizeof(eta),
+			   p->rate > 0 ? (double)(p->planned - fetched) / p->rate : -1);
+		snprintf(line, sizeof(line), "%.1f MB/s  ETA %s", p->rate / 1e6, eta);
+	}
+	fprintf(stderr, "  [%.*s%*s] %3d%%  %s / %s  %s\n", fill, "##############################",
+		bar - fill, "", pct, pp_format_bytes(done, sizeof(done), (double)fetched),
+		pp_format_bytes(total, sizeof(total), (double)p->planned), line);
 	p->drawn++;
+}
+
+void pp_progress_tick_idle(struct pp_progress *p)
+{
+	pp_progress_tick(p, p->landed);
 }
 
 void pp_progress_summary(struct pp_progress *p, int images, int failed, int64_t bytes,

@@ -73,7 +73,8 @@ static void on_blob(void *ctx, const char *digest, int64_t size, int64_t fetched
 	pp_progress_blob_done(pi->run->progress, &pi->img, digest, size, fetched, seconds);
 }
 
-/* For the display: blobs the engine never saw were in the store. */
+/* For the display: blobs the engine never saw were in the store; a store
+ * that unpacks says how many layers it has unpacked and can unpack now. */
 static void image_progress(void *ctx, const struct pp_image *img, struct pp_image_progress *out)
 {
 	const struct pull *run = ctx;
@@ -90,6 +91,15 @@ static void image_progress(void *ctx, const struct pp_image *img, struct pp_imag
 		} else {
 			out->have += d->size;
 		}
+	}
+	size_t n = 0, ready = 0;
+	struct pp_error err = {0};
+	out->layers_unpacked = -1;
+	out->layers_in = 0;
+	if (pi->planned && !pi->already_complete &&
+	    pp_store_layers_unpacked(run->store, img, &n, &ready, &err) > 0) {
+		out->layers_unpacked = (int)n;
+		out->layers_in = (int)ready;
 	}
 }
 
@@ -202,6 +212,20 @@ static int fetch(struct pull *run)
 	return PP_EXIT_OK;
 }
 
+/* A store that unpacks layers may still be at it when the last byte is
+ * in; register_image waits for it, so the display goes on meanwhile (as
+ * long as the store gets on by itself: past that, register_image's turn). */
+static void wait_unpacked(struct pull *run, const struct pull_image *pi)
+{
+	size_t n = 0, ready = 0;
+	struct pp_error err = {0};
+	while (!pp_should_stop() &&
+	       pp_store_layers_unpacked(run->store, &pi->img, &n, &ready, &err) > 0 && n < ready) {
+		pp_progress_tick_idle(run->progress);
+		usleep(50 * 1000);
+	}
+}
+
 /* Makes each image whose blobs are all in visible in the store.  Returns
  * the images that failed; *bytes_in_store adds up those that are in. */
 static int register_all(struct pull *run, int64_t *bytes_in_store)
@@ -216,6 +240,8 @@ static int register_all(struct pull *run, int64_t *bytes_in_store)
 		}
 		if (!pi->planned || pi->pending > 0)
 			continue; /* stopped early: resolved in part, or blobs missing */
+		if (!pi->already_complete)
+			wait_unpacked(run, pi);
 		if (!pi->already_complete &&
 		    pp_store_register_image(run->store, &pi->img, &err) < 0) {
 			image_fail(pi, &err);

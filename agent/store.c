@@ -303,3 +303,14 @@ int pp_store_register_image(struct pp_store *s, const struct pp_image *img, stru
 {
 	return s->ops->register_image(s, img, err);
 }
+
+int pp_store_layers_unpacked(struct pp_store *s, const struct pp_image *img, size_t *unpacked,
+			     size_t *ready, struct pp_error *err)
+{
+	size_t r = 0;
+	*unpacked = 0;
+	if (!ready)
+		ready = &r;
+	*ready = 0;
+	return s->ops->layers_unpacked ? s->ops->layers_unpacked(s, img, unpacked, ready, err) : 0;
+}

@@ -508,6 +508,31 @@ static int ctd_has_layer(struct pp_store *s, const struct pp_image *img, size_t 
 	return 0;
 }
 
+/* The unpack thread's count, for progress.  It goes on by itself up to the
+ * first layer not present: one placed by someone else, or kept only as a
+ * snapshot (--discard-layers), waits for register_all to record it. */
+static int ctd_layers_unpacked(struct pp_store *s, const struct pp_image *img, size_t *unpacked,
+			       size_t *ready, struct pp_error *err)
+{
+	struct ctd *c = s->priv;
+	int r = 0;
+	pthread_mutex_lock(&c->mu);
+	struct cimage *ci = find_image(c, img);
+	if (ci && ci->failed) {
+		*err = ci->err;
+		r = err->code ? err->code : PP_EGENERIC;
+	} else if (ci) {
+		*unpacked = ci->unpacked;
+		size_t n = 0;
+		while (n < ci->n_layers && ci->layers[n].present)
+			n++;
+		*ready = n;
+		r = 1;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return r;
+}
+
 static int ctd_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err)
 {
 	struct ctd *c = s->priv;
@@ -627,6 +652,7 @@ static const struct pp_store_ops ctd_ops = {
 	.register_image = ctd_register_image,
 	.layer_consumer = ctd_layer_consumer,
 	.has_layer = ctd_has_layer,
+	.layers_unpacked = ctd_layers_unpacked,
 	.free = ctd_free,
 };
 

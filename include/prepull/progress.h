@@ -30,6 +30,12 @@ struct pp_image_progress {
 	int64_t have;    /* bytes in the store or landed (this run or resumed) */
 	int64_t fetched; /* bytes this run downloaded for it */
 	bool failed;
+	/* For a store that unpacks layers: how many, bottom up, are unpacked,
+	 * and how many it can unpack now (their bytes are in and the layers
+	 * below them too); layers_unpacked is -1 when the store does not
+	 * unpack or cannot say. */
+	int layers_unpacked;
+	int layers_in;
 };
 
 /* Where the display gets its numbers: asked on each tick, so it never
@@ -41,8 +47,11 @@ struct pp_progress_source {
 };
 /* The source must outlive its use here. */
 void pp_progress_set_source(struct pp_progress *p, const struct pp_progress_source *src);
-/* Called from the fetch loop with the bytes downloaded so far (rate-limited inside). */
+/* Called from the fetch loop with the bytes landed so far (rate-limited inside). */
 void pp_progress_tick(struct pp_progress *p, int64_t fetched);
+/* Called while the pull waits for something other than bytes (the store
+ * unpacking layers): the display goes on with the last count it had. */
+void pp_progress_tick_idle(struct pp_progress *p);
 
 /* The final summary (JSON event and the stderr line). */
 void pp_progress_summary(struct pp_progress *p, int images, int failed, int64_t bytes,

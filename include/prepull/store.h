@@ -51,6 +51,14 @@ struct pp_store_ops {
 			      struct pp_prefix_consumer *out, struct pp_error *err);
 	/* Makes the image visible under its name once all its blobs are in. */
 	int (*register_image)(struct pp_store *s, const struct pp_image *img, struct pp_error *err);
+	/* Optional, for a store that unpacks layers: *unpacked = how many
+	 * layers of a prepared image, bottom up, are unpacked so far; *ready =
+	 * how many, bottom up, it can unpack without more from the pull (their
+	 * bytes are in and recorded; register_image may still find others).
+	 * Returns 1 when it can say, 0 when it cannot (not prepared), or the
+	 * error that stopped the unpacking.  Called from the main thread. */
+	int (*layers_unpacked)(struct pp_store *s, const struct pp_image *img, size_t *unpacked,
+			       size_t *ready, struct pp_error *err);
 	void (*free)(struct pp_store *s);
 };
 
@@ -94,6 +102,13 @@ int pp_store_layer_consumer(struct pp_store *s, const struct pp_image *img, size
 			    struct pp_prefix_consumer *out, struct pp_error *err);
 /* Makes the image visible under its name once all its blobs are in. */
 int pp_store_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err);
+/* For progress: *unpacked = layers of a prepared image, bottom up, that the
+ * store has unpacked; *ready = those it can unpack without more from the
+ * pull (ready may be NULL).  1 when it says, 0 when the store does not
+ * unpack layers or cannot say, negative when the unpacking failed (err says
+ * why; register_image reports the same). */
+int pp_store_layers_unpacked(struct pp_store *s, const struct pp_image *img, size_t *unpacked,
+			     size_t *ready, struct pp_error *err);
 
 /* Opens a store from its spec ("oci:DIR", "auto").  The staging dir is
  * <state-dir>/partial when files can be renamed from there into the

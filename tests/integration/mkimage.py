@@ -8,6 +8,8 @@ Layers are given in order, bottom first, with repeated --layer SPEC:
   random:COMP:SIZE[:SEED]    /data/random-SEED.bin, SIZE bytes of seeded random data
                              (incompressible; SIZE like 200M, 64K, 1000)
   file:COMP:PATH=TEXT        one regular file with TEXT as content
+  files:COMP:COUNT           COUNT small files /many/D/F (a layer that is small
+                             compressed yet slow to unpack)
   whiteout:COMP:PATH         an OCI whiteout (.wh.NAME) deleting PATH
 COMP is gzip, zstd or none (uncompressed tar).
 
@@ -180,6 +182,12 @@ def write_layer_tar(tf, spec):
         data = text.encode()
         add_dirs(tf, path, seen)
         tf.addfile(tarinfo(path.strip("/"), size=len(data)), io.BytesIO(data))
+    elif kind == "files":
+        for i in range(arg):
+            name = "many/%03d/f%06d" % (i // 1000, i)
+            data = b"%d\n" % i
+            add_dirs(tf, name, seen)
+            tf.addfile(tarinfo(name, size=len(data)), io.BytesIO(data))
     elif kind == "whiteout":
         path = arg.strip("/")
         d, base = os.path.split(path)
@@ -236,6 +244,8 @@ def parse_layer(s):
     elif kind == "file":
         path, _, text = rest.partition("=")
         spec["arg"] = (path, text)
+    elif kind == "files":
+        spec["arg"] = int(rest)
     elif kind == "whiteout":
         spec["arg"] = rest
     else:
