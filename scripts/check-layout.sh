@@ -41,6 +41,7 @@ for prefix in ("auth", "unpack"):
         MODULES[os.path.basename(f).rsplit(".", 1)[0]] = prefix
 # The containerd store's own files (its wire API, containerd_api, is apart).
 MODULES.update({"containerd_int": "store_containerd", "containerd_stream": "store_containerd"})
+MODULES.update({"progress_int": "progress"})
 def module(path):
     name = os.path.basename(path).rsplit(".", 1)[0]
     return MODULES.get(name, name)
