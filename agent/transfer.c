@@ -207,7 +207,8 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 }
 
 /* Puts a chunk back in the queue after a failed request, or fails the blob
- * when it has been tried too often. */
+ * when it has gone --give-up-after without progress (what it has stays on
+ * disk for the next run). */
 static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double wait,
 			const struct pp_error *why)
 {
@@ -223,10 +224,14 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 		if (b->hash_chunk == ci && b->hashed > c->off)
 			prefix_rewind(b);
 	}
-	if (++c->attempts >= CHUNK_ATTEMPTS) {
+	c->attempts++;
+	if (engine_gave_up(e, b)) {
 		struct pp_error err = *why;
-		pp_error_wrap(&err, "blob %s: chunk %zu: giving up after %d attempts",
-			      pp_short_digest(b->digest), ci, c->attempts);
+		pp_error_wrap(
+			&err,
+			"blob %s: chunk %zu: giving up after %.0f s without progress "
+			"(--give-up-after), %d attempts; what it has is kept for the next run",
+			pp_short_digest(b->digest), ci, pp_now() - b->progress_at, c->attempts);
 		engine_fail_blob(e, b, &err);
 		return;
 	}
@@ -378,18 +383,42 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		engine_fail_blob(e, b, &err);
 		return;
 	}
-	case XO_RANGE_IGNORED:
-		/* The server sends whole bodies: fetch this blob as one stream. */
-		pp_warn("blob %s: server ignored Range; fetching it as one stream",
-			pp_short_digest(b->digest));
+	case XO_RANGE_IGNORED: {
+		/* The server sends whole bodies: fetch this blob as one stream.
+		 * One that is a stream already broke, and cannot be resumed
+		 * there: it starts over, after a backoff, until the give-up
+		 * rule says enough (bytes fetched again are not progress). */
+		bool again = b->single_stream;
+		if (again && engine_gave_up(e, b)) {
+			pp_error_set(
+				&err, PP_ENET,
+				"blob %s from %s: the server ignores Range and its stream broke "
+				"%d times; no progress for %.0f s (--give-up-after)",
+				b->digest, b->url, b->restarts + 1, pp_now() - b->progress_at);
+			engine_fail_blob(e, b, &err);
+			return;
+		}
 		engine_cancel_blob_xfers(e, b);
 		b->single_stream = true;
 		e->resumed -= b->resumed;
 		b->resumed = 0;
 		engine_plan_chunks(e, b, b->size);
-		if (partial_restart_journal(b, &err) < 0)
+		if (partial_restart_journal(b, &err) < 0) {
 			engine_fail_blob(e, b, &err);
+			return;
+		}
+		if (!again) {
+			pp_warn("blob %s: server ignored Range; fetching it as one stream",
+				pp_short_digest(b->digest));
+			return;
+		}
+		double wait = pp_backoff(b->restarts++);
+		b->chunks[0].not_before = pp_now() + wait;
+		pp_warn("blob %s: the stream broke and the server ignores Range; starting it over "
+			"in %.1f s (restart %d)",
+			pp_short_digest(b->digest), wait, b->restarts);
 		return;
+	}
 	case XO_TLS:
 		describe_failure(x, rc, &err);
 		engine_fail_blob(e, b, &err);
