@@ -106,6 +106,20 @@ static void plan_image(struct pull *run, struct pull_image *pi)
 	struct pp_image *img = &pi->img;
 	struct pp_error err = {0};
 	bool complete = false;
+	/* A manifest may declare up to 1 TiB per layer: what one image may
+	 * take on disk is the user's call, checked before anything is
+	 * written. */
+	if (run->opts->max_image_size > 0 && img->total_bytes > run->opts->max_image_size) {
+		char declared[32], max[32];
+		pp_error_set(&err, PP_EUSAGE,
+			     "the image declares %lld bytes (%s) of config and layers, more than "
+			     "--max-image-size %s",
+			     (long long)img->total_bytes,
+			     pp_format_bytes(declared, sizeof(declared), (double)img->total_bytes),
+			     pp_format_bytes(max, sizeof(max), (double)run->opts->max_image_size));
+		image_fail(pi, &err);
+		return;
+	}
 	if (pp_store_prepare_image(run->store, img, &complete, &err) < 0) {
 		image_fail(pi, &err);
 		return;

@@ -448,14 +448,16 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		pp_error_wrap(&err, "blob %s from %s", b->digest, b->url);
 		engine_fail_blob(e, b, &err);
 		return;
-	case XO_RETRY:
+	case XO_RETRY: {
+		/* Retry-After is honoured as the least wait: a server saying 0
+		 * for ever still gets the backoff, not a request loop. */
+		double wait = pp_backoff(b->chunks[ci].attempts);
+		if ((status == 429 || status == 503) && x->resp.retry_after > wait)
+			wait = x->resp.retry_after;
 		describe_failure(x, rc, &err);
-		retry_chunk(e, b, ci,
-			    (status == 429 || status == 503) && x->resp.retry_after >= 0
-				    ? x->resp.retry_after
-				    : pp_backoff(b->chunks[ci].attempts),
-			    &err);
+		retry_chunk(e, b, ci, wait, &err);
 		return;
+	}
 	}
 }
 
