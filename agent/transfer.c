@@ -217,7 +217,11 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 	if (c->received == c->len) {
 		/* Every byte came but the request still failed: take none of it,
 		 * and neither may the blob hash, which had them if the chunk was
-		 * at its frontier. */
+		 * at its frontier.  Progress leaves them out: they come again. */
+		int64_t lost =
+			c->received < b->fetched - b->redone ? c->received : b->fetched - b->redone;
+		b->redone += lost;
+		e->redone += lost;
 		c->received = c->checkpoint = 0;
 		pp_sha256_free(c->sha);
 		c->sha = NULL;
@@ -402,6 +406,9 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		b->single_stream = true;
 		e->resumed -= b->resumed;
 		b->resumed = 0;
+		/* Everything comes again from byte 0: progress says so. */
+		e->redone += b->fetched - b->redone;
+		b->redone = b->fetched;
 		engine_plan_chunks(e, b, b->size);
 		if (partial_restart_journal(b, &err) < 0) {
 			engine_fail_blob(e, b, &err);

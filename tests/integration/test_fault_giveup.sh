@@ -2,11 +2,12 @@
 # Faults that never go away (tests/integration/faultserver.py): every range request for
 # a blob answered 500, or with a wrong Content-Range, or reset mid-body, or with every
 # byte of the range but one byte short of its Content-Length ("overlong": the chunk's
-# bytes all arrive, yet the response fails, so none of them may be kept). The pull must
-# give up after its bounded retries (8 attempts per chunk, backoff from 0.5 s) with
-# exit 1 and one line naming the image and the blob; nothing of that blob committed, no
-# index entry, the store clean. The four run at the same time (the backoff alone takes
-# 30-60 s per run).
+# bytes all arrive, yet the response fails, so none of them may be kept). None of these
+# brings new verified bytes, so with --give-up-after 5s the blob gives up at the first
+# failed request 5 s or more after it started (backoff from 0.5 s doubling: by ~16 s),
+# with exit 1 and one line naming the image, the blob and the rule; nothing of that blob
+# committed, no index entry, the store clean; its partial file and journal stay for the
+# next run (`prepull status` lists it). The four run at the same time.
 source "$(dirname "$0")/lib.sh"
 need_prepull
 use_direct_python
@@ -30,7 +31,7 @@ fs_rules "{\"rules\": [
 declare -A PPID_ PPERR
 t0=$(date +%s.%N)
 for k in e500 crange reset overlong; do
-  start_prepull_bg pull --store "oci:$T/oci-$k" --state-dir "$T/state-$k" -j 4 --chunk-size 1M "$FS_ADDR/test/giveup-$k:v1"
+  start_prepull_bg pull --store "oci:$T/oci-$k" --state-dir "$T/state-$k" -j 4 --chunk-size 1M --give-up-after 5s "$FS_ADDR/test/giveup-$k:v1"
   PPID_[$k]=$PP_PID
   PPERR[$k]=$PP_ERRF
 done
@@ -38,24 +39,32 @@ for k in e500 crange reset overlong; do
   PP_PID=${PPID_[$k]}
   PP_OUTF=${PPERR[$k]%.err}.out
   PP_ERRF=${PPERR[$k]}
-  wait_prepull 100
+  wait_prepull 60
   secs=$(elapsed_since "$t0")
   log "$k: exit $RC after ${secs}s"
+  assert_num "$(awk -v s="$secs" 'BEGIN { print (s >= 5 && s < 25) }')" -eq 1 "$k for ever: gave up after ${secs}s (--give-up-after 5s: 5 s to one backoff later)"
   b=${BLOB[$k]}
   assert_eq 1 "$RC" "$k for ever: exit 1"
   errl=$(printf '%s\n' "$ERR" | grep -i "error" | grep -F "test/giveup-$k" | grep -F "${b:7:12}" || true)
   assert_ne "" "$errl" "$k for ever: one error line names the image and the blob"
+  assert_contains "$errl" "give-up-after" "$k for ever: the error line names the rule that gave up"
   log "$k: $(printf '%s\n' "$errl" | tail -n 1)"
   [ ! -e "$T/oci-$k/blobs/sha256/${b#sha256:}" ] || fail "$k for ever: the blob was committed"
   ok "$k for ever: the blob was not committed"
   assert_store_clean "$T/oci-$k" "$k for ever"
   assert_no_index_entry "$T/oci-$k" "$k for ever"
+  [ -e "$T/state-$k/partial/${b#sha256:}.journal" ] || fail "$k for ever: the journal was deleted"
+  ok "$k for ever: the partial blob's journal is kept for the next run"
+  run_prepull status --state-dir "$T/state-$k"
+  assert_contains "$OUT" "$b" "$k for ever: prepull status lists the kept partial blob"
 done
 assert_contains "$(cat "${PPERR[e500]}")" "500" "500 for ever: the error says HTTP 500"
 assert_contains "$(cat "${PPERR[crange]}")" "Content-Range" "wrong Content-Range for ever: the error names Content-Range"
-# 8 attempts per chunk: no more requests than that per chunk (4 chunks: 3 MiB + a tail).
+# Backoff from 0.5 s doubling (jitter over the upper half): a failure 5 s or more after
+# the start comes by the 6th request of a chunk; 4 chunks (3 MiB + a tail).
 settle
 for k in e500 crange reset overlong; do
   n=$(fs_query 'sum(1 for r in L if r["path"].endswith(A[0]) and r["fault"])' "${BLOB[$k]}")
-  assert_num "$n" -le 32 "$k for ever: bounded retries ($n faulted requests for 4 chunks, 8 attempts each)"
+  assert_num "$n" -le 24 "$k for ever: bounded retries ($n faulted requests for 4 chunks, at most 6 each)"
+  assert_num "$n" -ge 12 "$k for ever: retried until the give-up time ($n faulted requests for 4 chunks)"
 done
