@@ -234,8 +234,11 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 		pp_error_wrap(
 			&err,
 			"blob %s: chunk %zu: giving up after %.0f s without progress "
-			"(--give-up-after), %d attempts; what it has is kept for the next run",
-			pp_short_digest(b->digest), ci, pp_now() - b->progress_at, c->attempts);
+			"(--give-up-after), %d attempts%s; what it has is kept for the next run",
+			pp_short_digest(b->digest), ci, pp_now() - b->progress_at, c->attempts,
+			b->single_stream ? " (the server ignores Range: a broken stream starts "
+					   "over)"
+					 : "");
 		engine_fail_blob(e, b, &err);
 		return;
 	}
