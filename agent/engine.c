@@ -107,7 +107,7 @@ int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct 
 	 * leaves room for, and never more than there are connections. */
 	struct rlimit rl;
 	rlim_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
-	rlim_t spare = (rlim_t)FD_RESERVE + (rlim_t)opts->connections * 2;
+	rlim_t spare = (rlim_t)FD_RESERVE + (rlim_t)opts->connections;
 	e->max_open = limit > spare + 2 ? (size_t)((limit - spare) / 2) : 1;
 	if (e->max_open > (size_t)opts->connections)
 		e->max_open = (size_t)opts->connections;
