@@ -196,19 +196,24 @@ static void plan(struct pull *run)
 	}
 }
 
+/* Says why the run stopped early; returns the exit code for it. */
+static int stopped_exit(void)
+{
+	if (pp_stop_requested) {
+		fprintf(stderr, "prepull: interrupted; run again to resume\n");
+		return PP_EXIT_FAILED;
+	}
+	fprintf(stderr, "prepull: deadline reached; progress kept for the next run\n");
+	return PP_EXIT_DEADLINE;
+}
+
 /* Runs the engine; returns the exit code the stop or failure calls for. */
 static int fetch(struct pull *run)
 {
 	struct pp_error err = {0};
 	int r = pp_should_stop() ? 0 : pp_engine_run(run->engine, &err);
-	if (pp_stop_requested) {
-		fprintf(stderr, "prepull: interrupted; run again to resume\n");
-		return PP_EXIT_FAILED;
-	}
-	if (pp_should_stop()) {
-		fprintf(stderr, "prepull: deadline reached; progress kept for the next run\n");
-		return PP_EXIT_DEADLINE;
-	}
+	if (pp_should_stop())
+		return stopped_exit();
 	if (r < 0) {
 		fprintf(stderr, "prepull: error: %s\n", err.msg);
 		return PP_EXIT_FAILED;
@@ -217,8 +222,9 @@ static int fetch(struct pull *run)
 }
 
 /* Makes each image whose blobs are all in visible in the store.  Returns
- * the images that failed; *bytes_in_store adds up those that are in. */
-static int register_all(struct pull *run, int64_t *bytes_in_store)
+ * the images that failed; *bytes_in_store adds up those that are in;
+ * *stopped is set when a stop cut a registration short. */
+static int register_all(struct pull *run, int64_t *bytes_in_store, bool *stopped)
 {
 	int failed = 0;
 	for (size_t i = 0; i < run->n_images; i++) {
@@ -232,6 +238,11 @@ static int register_all(struct pull *run, int64_t *bytes_in_store)
 			continue; /* stopped early: resolved in part, or blobs missing */
 		if (!pi->already_complete &&
 		    pp_store_register_image(run->store, &pi->img, &err) < 0) {
+			/* A stop during the wait is the run's, already reported. */
+			if (err.code == PP_EINTR || err.code == PP_EDEADLINE) {
+				*stopped = true;
+				continue;
+			}
 			image_fail(pi, &err);
 			failed++;
 			continue;
@@ -319,7 +330,10 @@ int pp_pull(const struct pp_options *opts, const char *const *refs, int n_refs)
 		plan(&run);
 		exit_code = fetch(&run);
 		int64_t bytes_in_store = 0;
-		int failed = register_all(&run, &bytes_in_store);
+		bool stopped = false;
+		int failed = register_all(&run, &bytes_in_store, &stopped);
+		if (stopped && exit_code == PP_EXIT_OK)
+			exit_code = stopped_exit();
 		if (failed && exit_code == PP_EXIT_OK)
 			exit_code = PP_EXIT_FAILED;
 		if (exit_code == PP_EXIT_OK && opts->ready_file)
