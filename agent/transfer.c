@@ -247,6 +247,16 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 		why->msg, c->attempts, wait);
 }
 
+/* The wait after a 401 or an expired redirect: none the first time (new
+ * credentials or a new redirect are the fix), backoff when it keeps
+ * happening, so a server that refuses every renewal is not hammered until
+ * the give-up time. */
+static double again_soon(const struct blob *b, size_t ci)
+{
+	int attempts = b->chunks[ci].attempts;
+	return attempts > 0 ? pp_backoff(attempts - 1) : 0;
+}
+
 /* Why a request failed, as an error for the log and the final message. */
 static void describe_failure(const struct xfer *x, CURLcode rc, struct pp_error *err)
 {
@@ -439,7 +449,7 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 			pp_short_digest(b->digest), status);
 		free(b->cdn_url);
 		b->cdn_url = NULL;
-		retry_chunk(e, b, ci, 0, &err);
+		retry_chunk(e, b, ci, again_soon(b, ci), &err);
 		return;
 	case XO_UNAUTHORIZED: {
 		describe_failure(x, rc, &err);
@@ -450,7 +460,7 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 			engine_fail_blob(e, b, &aerr);
 			return;
 		}
-		retry_chunk(e, b, ci, 0, &err);
+		retry_chunk(e, b, ci, again_soon(b, ci), &err);
 		return;
 	}
 	case XO_REFUSED:
