@@ -467,8 +467,8 @@ static void before_run(struct pp_engine *e)
 	if (!dir)
 		return;
 	if (e->run_lock < 0) {
-		pid_t holder = 0;
-		e->run_lock = pp_partial_dir_lock(dir, false, &holder);
+		bool busy = false;
+		e->run_lock = pp_partial_dir_lock(dir, false, &busy);
 		if (e->run_lock < 0 && errno != EINTR)
 			pp_warn("%s: cannot take the run lock: %s", dir, strerror(errno));
 	}

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -416,24 +417,20 @@ int pp_partial_list(const char *dir, void (*fn)(void *ctx, const struct pp_parti
 	return n;
 }
 
-#define RUN_LOCK ".prepull-runs.lock"
-
-int pp_partial_dir_lock(const char *dir, bool exclusive, pid_t *holder)
+int pp_partial_dir_lock(const char *dir, bool exclusive, bool *busy)
 {
-	*holder = 0;
-	cleanup_free char *path = pp_xasprintf("%s/" RUN_LOCK, dir);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	*busy = false;
+	/* A lock on the directory itself (flock works on a directory's fd):
+	 * no file is left behind in the staging dir. */
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -1;
-	struct flock fl = {.l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET};
 	/* A run waits for a prune (which is quick); a prune never waits for a
 	 * run.  A signal ends the wait (no SA_RESTART). */
-	if (fcntl(fd, exclusive ? F_SETLK : F_SETLKW, &fl) == 0)
+	if (flock(fd, exclusive ? LOCK_EX | LOCK_NB : LOCK_SH) == 0)
 		return fd;
 	int saved = errno;
-	struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-	if (fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK)
-		*holder = who.l_pid;
+	*busy = saved == EWOULDBLOCK;
 	close(fd);
 	errno = saved;
 	return -1;

@@ -60,12 +60,11 @@ static void prune_dir(struct prune_ctx *pc, const char *dir, double older_than)
 {
 	if (access(dir, F_OK) < 0)
 		return;
-	pid_t holder = 0;
-	int fd = pp_partial_dir_lock(dir, true, &holder);
+	bool busy = false;
+	int fd = pp_partial_dir_lock(dir, true, &busy);
 	if (fd < 0) {
-		if (holder)
-			printf("skipped %s: a prepull run (pid %ld) is using it\n", dir,
-			       (long)holder);
+		if (busy)
+			printf("skipped %s: a prepull run is using it\n", dir);
 		else {
 			fprintf(stderr, "prepull: prune: %s: %s\n", dir, strerror(errno));
 			pc->errors++;

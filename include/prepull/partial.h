@@ -31,12 +31,13 @@ struct pp_partial_info {
 int pp_partial_list(const char *dir, void (*fn)(void *ctx, const struct pp_partial_info *info),
 		    void *ctx);
 
-/* Every pull run holds its staging dir's run lock (shared) while it runs,
- * for the blobs it will want but has not opened yet; `prepull prune`
- * takes it exclusively, so it never removes what a live run will resume.
- * Returns the locked fd, or -1 with *holder the pid of a run holding it
- * (0 when the dir or the lock file could not be opened; errno says why). */
-int pp_partial_dir_lock(const char *dir, bool exclusive, pid_t *holder);
+/* Every pull run holds its staging dir's run lock (flock on the
+ * directory, shared) while it runs, for the blobs it will want but has
+ * not opened yet; `prepull prune` takes it exclusively, so it never
+ * removes what a live run will resume.  Returns the directory's fd, which
+ * holds the lock until closed, or -1: *busy when a run holds it (prune),
+ * else errno says why. */
+int pp_partial_dir_lock(const char *dir, bool exclusive, bool *busy);
 
 /* What pp_partial_prune did with one partial blob. */
 struct pp_prune_info {
