@@ -164,7 +164,7 @@ struct pp_engine {
 	size_t n_hosts;
 	int64_t fetched;
 	int64_t resumed;
-	int64_t redone; /* what repair passes fetch again, left out of progress */
+	int64_t redone;  /* what repair passes fetch again, left out of progress */
 	size_t max_open; /* blobs with their files open at once (fds are limited) */
 	int run_lock;    /* the staging dir's run lock, held shared (partial.h) */
 	unsigned char *hashbuf;

@@ -29,9 +29,9 @@ struct pp_options {
 	bool quiet;
 	bool plain_http;
 	bool insecure;
-	const char *ca_cert;  /* extra CA bundle (PEM) */
-	double deadline;      /* seconds from start, 0 = none */
-	double stall_seconds; /* no bytes for this long cancels a request */
+	const char *ca_cert;    /* extra CA bundle (PEM) */
+	double deadline;        /* seconds from start, 0 = none */
+	double stall_seconds;   /* no bytes for this long cancels a request */
 	double give_up_seconds; /* a blob without progress this long fails */
 	int64_t max_image_size; /* an image declaring more bytes fails */
 	const char *ready_file;
