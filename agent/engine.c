@@ -264,6 +264,13 @@ static void end_blob(struct pp_engine *e, struct blob *b, const struct pp_error 
 			keep_received(e, e->xfers[i]);
 	engine_cancel_blob_xfers(e, b);
 	prefix_finish(e, b, false);
+	/* A file with no verified byte in it only holds disk space (it was
+	 * preallocated at the blob's size): nothing to keep. */
+	int64_t kept = 0;
+	for (size_t i = 0; i < b->n_chunks; i++)
+		kept += b->chunks[i].received;
+	if (kept == 0)
+		discard = true;
 	if (!discard) {
 		/* Flushed, so what is kept survives a power loss too. */
 		if (b->fd >= 0)

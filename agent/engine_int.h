@@ -198,7 +198,8 @@ void engine_cancel_blob_xfers(struct pp_engine *e, struct blob *b);
 /* Cancels the blob's transfers (checkpointing what they brought), closes
  * its files and reports err to its images.  The partial file and journal
  * stay: every verified byte is kept for the next run (`prepull prune`
- * removes what no run wants). */
+ * removes what no run wants); a file with none in it goes (it only held
+ * the preallocated space). */
 void engine_fail_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err);
 /* The same for a blob whose bytes are provably bad (its digest does not
  * match after repair): the partial file and journal go. */

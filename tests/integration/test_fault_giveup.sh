@@ -6,8 +6,8 @@
 # brings new verified bytes, so with --give-up-after 5s the blob gives up at the first
 # failed request 5 s or more after it started (backoff from 0.5 s doubling: by ~16 s),
 # with exit 1 and one line naming the image, the blob and the rule; nothing of that blob
-# committed, no index entry, the store clean; its partial file and journal stay for the
-# next run (`prepull status` lists it). The four run at the same time.
+# committed, no index entry, the store clean, and no partial file left holding the space
+# (none of its bytes was kept). The four run at the same time.
 source "$(dirname "$0")/lib.sh"
 need_prepull
 use_direct_python
@@ -53,10 +53,12 @@ for k in e500 crange reset overlong; do
   ok "$k for ever: the blob was not committed"
   assert_store_clean "$T/oci-$k" "$k for ever"
   assert_no_index_entry "$T/oci-$k" "$k for ever"
-  [ -e "$T/state-$k/partial/${b#sha256:}.journal" ] || fail "$k for ever: the journal was deleted"
-  ok "$k for ever: the partial blob's journal is kept for the next run"
+  # Not one byte of it was kept (every response failed), so nothing holds the space
+  # the partial file was preallocated with (test_prune: a failure with bytes kept).
+  [ ! -e "$T/state-$k/partial/${b#sha256:}.partial" ] || fail "$k for ever: an empty partial file holds the blob's space"
+  ok "$k for ever: no partial file without a verified byte is left"
   run_prepull status --state-dir "$T/state-$k"
-  assert_contains "$OUT" "$b" "$k for ever: prepull status lists the kept partial blob"
+  assert_contains "$OUT" "no partial downloads" "$k for ever: prepull status lists nothing partial"
 done
 assert_contains "$(cat "${PPERR[e500]}")" "500" "500 for ever: the error says HTTP 500"
 assert_contains "$(cat "${PPERR[crange]}")" "Content-Range" "wrong Content-Range for ever: the error names Content-Range"
