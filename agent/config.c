@@ -165,6 +165,24 @@ static int key_stall_timeout(struct key_ctx *k)
 	return want_duration(k, 1, &k->opts->stall_seconds);
 }
 
+static int key_give_up_after(struct key_ctx *k)
+{
+	return want_duration(k, 1, &k->opts->give_up_seconds);
+}
+
+static int key_max_image_size(struct key_ctx *k)
+{
+	int64_t v = -1;
+	if (json_is_integer(k->value))
+		v = (int64_t)json_integer_value(k->value);
+	else if (json_is_string(k->value))
+		v = pp_parse_size(json_string_value(k->value));
+	if (v < 1)
+		return bad_value(k, "a size of 1 byte or more (bytes, or a string like \"500G\")");
+	k->opts->max_image_size = v;
+	return 0;
+}
+
 static int key_ready_file(struct key_ctx *k)
 {
 	return want_string(k, &k->opts->ready_file);
@@ -225,6 +243,8 @@ static const struct {
 	{"state_dir", key_state_dir},
 	{"deadline", key_deadline},
 	{"stall_timeout", key_stall_timeout},
+	{"give_up_after", key_give_up_after},
+	{"max_image_size", key_max_image_size},
 	{"ready_file", key_ready_file},
 	{"plain_http", key_plain_http},
 	{"insecure", key_insecure},

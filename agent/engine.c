@@ -2,13 +2,16 @@
  * 10-at-a-time: start transfers up to the limits, drain the finished ones
  * (transfer.c decides what each outcome means), poll.  Chunks and blobs
  * change state here only, in chunk_set_state() and blob_set_state(). */
+#include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "engine_int.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
+#include "prepull/partial.h"
 #include "prepull/progress.h"
 #include "prepull/registry.h"
 #include "prepull/stop.h"
@@ -18,6 +21,7 @@ static const char *const chunk_state_names[] = {"pending", "active", "done"};
 static const char *const blob_state_names[] = {"queued", "running", "done", "failed"};
 
 static void notify(struct blob *b, const struct pp_error *err);
+static void release_plan(struct blob *b);
 
 void chunk_set_state_at(struct blob *b, size_t ci, enum chunk_state s, const char *fn, int line)
 {
@@ -38,12 +42,32 @@ void blob_set_state_at(struct blob *b, enum blob_state s, const char *fn, int li
 	pp_debug("blob %s: %s -> %s (%s:%d)", pp_short_digest(b->digest),
 		 blob_state_names[b->state], blob_state_names[s], fn, line);
 	b->state = s;
-	if (s == BLOB_RUNNING)
-		b->started = pp_now();
-	else if (s == BLOB_DONE)
+	if (s == BLOB_RUNNING) {
+		b->started = b->progress_at = pp_now();
+		b->kept_max = b->resumed;
+	} else if (s == BLOB_DONE) {
 		notify(b, NULL);
-	else if (s == BLOB_FAILED)
+		release_plan(b);
+	} else if (s == BLOB_FAILED) {
 		notify(b, &b->err); /* each image that wanted it reports it once */
+		release_plan(b);
+	}
+}
+
+/* A blob that is over needs its chunks and hashes no more. */
+static void release_plan(struct blob *b)
+{
+	for (size_t i = 0; i < b->n_chunks; i++) {
+		pp_sha256_free(b->chunks[i].sha);
+		pp_sha256_free(b->chunks[i].resume_hash);
+	}
+	free(b->chunks);
+	b->chunks = NULL;
+	b->n_chunks = b->first_pending = b->hash_chunk = 0;
+	pp_sha256_free(b->hash);
+	pp_sha256_free(b->frontier);
+	pp_sha256_free(b->check);
+	b->hash = b->frontier = b->check = NULL;
 }
 
 int *engine_host_slot(struct pp_engine *e, const struct pp_registry *reg)
@@ -77,6 +101,18 @@ int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct 
 	e->xfers = pp_xcalloc((size_t)opts->connections, sizeof(*e->xfers));
 	e->hashbuf = pp_xmalloc(HASH_BUFFER);
 	e->scratch = pp_sha256_new();
+	e->run_lock = -1;
+	/* A blob being fetched holds two descriptors (its partial file and
+	 * journal), a connection one: open no more blobs than the limit
+	 * leaves room for, and never more than there are connections. */
+	struct rlimit rl;
+	rlim_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+	rlim_t spare = (rlim_t)FD_RESERVE + (rlim_t)opts->connections;
+	e->max_open = limit > spare + 2 ? (size_t)((limit - spare) / 2) : 1;
+	if (e->max_open > (size_t)opts->connections)
+		e->max_open = (size_t)opts->connections;
+	pp_debug("engine: at most %zu blobs open at once (open-file limit %llu)", e->max_open,
+		 (unsigned long long)limit);
 	*out = e;
 	return 0;
 }
@@ -168,7 +204,6 @@ int pp_engine_add(struct pp_engine *e, struct pp_registry *reg, const char *repo
 	b->fd = -1;
 	b->jfd = -1;
 	b->waiters = w;
-	engine_plan_chunks(e, b, 0);
 	e->blobs = pp_xrealloc(e->blobs, (e->n_blobs + 1) * sizeof(*e->blobs));
 	e->blobs[e->n_blobs++] = b;
 	return 0;
@@ -213,14 +248,65 @@ void engine_cancel_blob_xfers(struct pp_engine *e, struct blob *b)
 	}
 }
 
-void engine_fail_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err)
+/* Checkpoints what a transfer brought since its chunk's last checkpoint,
+ * so a stop or a failure keeps it. */
+static void keep_received(struct pp_engine *e, struct xfer *x)
 {
+	struct chunk *c = &x->b->chunks[x->chunk];
+	if (x->b->jfd >= 0 && c->sha && c->received > c->checkpoint && c->received < c->len)
+		partial_checkpoint(e, x->b, x->chunk);
+}
+
+static void end_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err, bool discard)
+{
+	for (int i = 0; i < e->n_xfers; i++)
+		if (e->xfers[i]->b == b)
+			keep_received(e, e->xfers[i]);
 	engine_cancel_blob_xfers(e, b);
 	prefix_finish(e, b, false);
-	partial_close(b, true);
+	/* A file with no verified byte in it only holds disk space (it was
+	 * preallocated at the blob's size): nothing to keep. */
+	int64_t kept = 0;
+	for (size_t i = 0; i < b->n_chunks; i++)
+		kept += b->chunks[i].received;
+	if (kept == 0)
+		discard = true;
+	if (!discard) {
+		/* Flushed, so what is kept survives a power loss too. */
+		if (b->fd >= 0)
+			fdatasync(b->fd);
+		if (b->jfd >= 0)
+			fdatasync(b->jfd);
+	}
+	partial_close(b, discard);
 	b->err = *err;
 	pp_debug("%s", err->msg);
 	blob_set_state(b, BLOB_FAILED);
+}
+
+void engine_fail_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err)
+{
+	end_blob(e, b, err, false);
+}
+
+void engine_discard_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err)
+{
+	end_blob(e, b, err, true);
+}
+
+bool engine_gave_up(struct pp_engine *e, struct blob *b)
+{
+	int64_t kept = 0;
+	for (size_t i = 0; i < b->n_chunks; i++)
+		kept += b->chunks[i].received;
+	double now = pp_now();
+	if (kept > b->kept_max) {
+		b->kept_max = kept;
+		b->progress_at = now;
+	}
+	double limit = e->opts->give_up_seconds > 0 ? e->opts->give_up_seconds
+						    : PP_DEFAULT_GIVE_UP_SECONDS;
+	return now - b->progress_at >= limit;
 }
 
 /* Cancels requests that have received nothing for --stall-timeout (curl's
@@ -299,12 +385,13 @@ static void start_transfers(struct pp_engine *e, double *wake)
 	}
 }
 
-/* Opens a blob that is not running yet.  One that another prepull run
- * holds is looked at again every BUSY_RETRY seconds: it is done when that
- * run has committed it, or ours once that run lets go. */
-static void activate(struct pp_engine *e, struct blob *b, double now)
+/* Opens a blob that is not running yet, when fewer than max_open are.
+ * One that another prepull run holds is looked at again every BUSY_RETRY
+ * seconds: it is done when that run has committed it, or ours once that
+ * run lets go. */
+static void activate(struct pp_engine *e, struct blob *b, double now, size_t *n_open)
 {
-	if (b->state != BLOB_QUEUED || now < b->next_try)
+	if (b->state != BLOB_QUEUED || now < b->next_try || *n_open >= e->max_open)
 		return;
 	struct pp_error err = {0};
 	if (b->held_by) {
@@ -320,6 +407,8 @@ static void activate(struct pp_engine *e, struct blob *b, double now)
 	enum partial_open_result r;
 	if (partial_open(e, b, &r, &err) < 0) {
 		engine_fail_blob(e, b, &err);
+	} else if (r == PARTIAL_OPENED) {
+		(*n_open)++;
 	} else if (r == PARTIAL_MOVED) {
 		/* The file moved on under us: look at the store, then again. */
 		if (++b->moved > MOVED_MAX) {
@@ -359,10 +448,7 @@ static void stop_all(struct pp_engine *e)
 {
 	while (e->n_xfers > 0) {
 		struct xfer *x = e->xfers[0];
-		struct chunk *c = &x->b->chunks[x->chunk];
-		/* Keep what the request brought since its last checkpoint. */
-		if (x->b->jfd >= 0 && c->sha && c->received > c->checkpoint && c->received < c->len)
-			partial_checkpoint(e, x->b, x->chunk);
+		keep_received(e, x);
 		chunk_set_state(x->b, x->chunk, CHUNK_PENDING);
 		xfer_free(e, x);
 	}
@@ -379,8 +465,26 @@ static void stop_all(struct pp_engine *e)
 	}
 }
 
+/* Before the first byte: this run's claim on the staging dir (so `prepull
+ * prune` leaves the partial files of blobs it has queued alone), and a
+ * full disk found up front. */
+static void before_run(struct pp_engine *e)
+{
+	const char *dir = e->store ? e->store->stage_dir : NULL;
+	if (!dir)
+		return;
+	if (e->run_lock < 0) {
+		bool busy = false;
+		e->run_lock = pp_partial_dir_lock(dir, false, &busy);
+		if (e->run_lock < 0 && errno != EINTR)
+			pp_warn("%s: cannot take the run lock: %s", dir, strerror(errno));
+	}
+	partial_check_space(e);
+}
+
 int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 {
+	before_run(e);
 	for (;;) {
 		if (pp_stop_requested) {
 			stop_all(e);
@@ -393,9 +497,12 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 		}
 		double now = pp_now(), wake = 0;
 		bool open = false;
+		size_t n_open = 0;
+		for (size_t i = 0; i < e->n_blobs; i++)
+			n_open += e->blobs[i]->state == BLOB_RUNNING;
 		for (size_t i = 0; i < e->n_blobs; i++) {
 			struct blob *b = e->blobs[i];
-			activate(e, b, now);
+			activate(e, b, now, &n_open);
 			if (b->state == BLOB_QUEUED && (wake == 0 || b->next_try < wake))
 				wake = b->next_try;
 			open = open || blob_open(b);
@@ -466,6 +573,8 @@ void pp_engine_free(struct pp_engine *e)
 	free(e->hosts);
 	free(e->hashbuf);
 	pp_sha256_free(e->scratch);
+	if (e->run_lock >= 0)
+		close(e->run_lock);
 	curl_multi_cleanup(e->multi);
 	free(e);
 }

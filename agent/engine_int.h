@@ -34,7 +34,6 @@
 #define MIB (1024 * 1024)
 #define CHUNK_MIN (1 * MIB)
 #define CHUNK_MAX (16 * MIB)
-#define CHUNK_ATTEMPTS 7         /* tries without progress before the blob fails */
 #define REPAIR_PASSES 2          /* chunk-by-chunk refetches after a digest mismatch */
 #define REPAIR_AHEAD 2           /* chunks in flight past the hash while repairing */
 #define RECV_BUFFER (128 * 1024) /* curl's receive buffer: the per-connection memory */
@@ -44,6 +43,7 @@
 #define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
 #define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
 #define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
+#define FD_RESERVE 64          /* descriptors kept free for everything but blob files */
 
 enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
 
@@ -101,6 +101,9 @@ struct blob {
 	struct consumer_slot *consumers;
 	size_t n_consumers;
 	bool single_stream; /* the server ignores Range */
+	int restarts;       /* single stream: times it broke and had to start over */
+	int64_t kept_max;   /* most bytes with known hashes the partial file held */
+	double progress_at; /* when kept_max (or a finished chunk) last grew */
 	int active;
 	int repairs;             /* repair passes started after a digest mismatch */
 	bool repairing;          /* chunks come again in order, compared with their digests */
@@ -161,7 +164,9 @@ struct pp_engine {
 	size_t n_hosts;
 	int64_t fetched;
 	int64_t resumed;
-	int64_t redone; /* what repair passes fetch again, left out of progress */
+	int64_t redone;  /* what repair passes fetch again, left out of progress */
+	size_t max_open; /* blobs with their files open at once (fds are limited) */
+	int run_lock;    /* the staging dir's run lock, held shared (partial.h) */
 	unsigned char *hashbuf;
 	struct pp_sha256 *scratch; /* for digests of a running hash */
 };
@@ -182,15 +187,27 @@ void blob_set_state_at(struct blob *b, enum blob_state s, const char *fn, int li
  * holds. */
 int64_t engine_pick_chunk_size(const struct pp_options *opts, int64_t size);
 /* Cuts a blob into chunks of chunk_size (0: chosen here); every chunk
- * PENDING, the hash and the consumers from byte 0. */
+ * PENDING, the hash and the consumers from byte 0.  A blob is planned when
+ * it starts (partial_open), not when it is queued, and its plan goes when
+ * it is done or failed: memory follows the blobs open at once. */
 void engine_plan_chunks(struct pp_engine *e, struct blob *b, int64_t chunk_size);
 /* Connections in use to a registry. */
 int *engine_host_slot(struct pp_engine *e, const struct pp_registry *reg);
 /* Stops every transfer of a blob; their chunks go back to PENDING. */
 void engine_cancel_blob_xfers(struct pp_engine *e, struct blob *b);
-/* Cancels the blob's transfers, deletes its partial file and journal, and
- * reports err to its images. */
+/* Cancels the blob's transfers (checkpointing what they brought), closes
+ * its files and reports err to its images.  The partial file and journal
+ * stay: every verified byte is kept for the next run (`prepull prune`
+ * removes what no run wants); a file with none in it goes (it only held
+ * the preallocated space). */
 void engine_fail_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err);
+/* The same for a blob whose bytes are provably bad (its digest does not
+ * match after repair): the partial file and journal go. */
+void engine_discard_blob(struct pp_engine *e, struct blob *b, const struct pp_error *err);
+/* Whether a blob has gone --give-up-after without progress: new bytes with
+ * known hashes kept in its partial file (bytes received and then thrown
+ * away do not count), or a finished chunk.  Called when a request failed. */
+bool engine_gave_up(struct pp_engine *e, struct blob *b);
 
 /* ---- transfer.c: one range request ---- */
 
@@ -233,7 +250,8 @@ enum partial_open_result {
 int partial_open(struct pp_engine *e, struct blob *b, enum partial_open_result *out,
 		 struct pp_error *err);
 /* Closes the blob's files; with `discard` the partial file and journal go
- * too. */
+ * too (only for bytes that are provably bad, or a file this run created
+ * and never wrote). */
 void partial_close(struct blob *b, bool discard);
 /* Starts a blob's journal over, for a new chunk plan. */
 int partial_restart_journal(struct blob *b, struct pp_error *err);
@@ -246,6 +264,10 @@ int64_t partial_checkpoint_every(const struct blob *b);
  * Returns the bytes read (> 0), or -1 with err set. */
 ssize_t partial_read(struct pp_engine *e, struct blob *b, int64_t pos, int64_t end,
 		     struct pp_error *err);
+/* Before any download starts: fails the queued blobs that the free space
+ * of the staging dir's filesystem cannot hold (statvfs), in queue order;
+ * a blob that fits keeps its place. */
+void partial_check_space(struct pp_engine *e);
 /* Syncs the verified file and moves it into the store; the blob is DONE.
  * A file the store refused stays on disk for the next run. */
 void partial_commit(struct pp_engine *e, struct blob *b);

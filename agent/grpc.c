@@ -10,7 +10,14 @@
 #include "prepull/error.h"
 #include "prepull/grpc.h"
 #include "prepull/log.h"
+#include "prepull/stop.h"
 #include "prepull/util.h"
+
+/* A call in flight when a signal or the deadline stops the run gets this
+ * long to finish, then it is abandoned (a Diff.Apply may otherwise hold
+ * the run for the hour its timeout allows).  Calls made after the stop,
+ * to register what is complete and drop the lease, take milliseconds. */
+#define STOP_GRACE 2.0
 
 #define MAX_METADATA 4
 /* containerd refuses messages over 16 MiB; ours are far smaller, and a
@@ -279,9 +286,24 @@ static int transport_error(struct pp_grpc *g, CURLcode rc, const char *errbuf, c
 			    errbuf[0] ? errbuf : curl_easy_strerror(rc));
 }
 
+/* curl's progress callback: non-zero aborts the call. */
+static int stop_cb(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		   curl_off_t ulnow)
+{
+	double *stop_seen = ctx;
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (!pp_should_stop())
+		return 0;
+	double now = pp_now();
+	if (*stop_seen == 0)
+		*stop_seen = now;
+	return now - *stop_seen > STOP_GRACE;
+}
+
 int pp_grpc_call(struct pp_grpc *g, const char *method, const struct pp_buf *body,
 		 struct pp_buf *resp, int *code, struct pp_error *err)
 {
+	double stop_seen = 0;
 	struct reply r = {.status = -1};
 	char errbuf[CURL_ERROR_SIZE] = "";
 	struct curl_slist *hdrs = NULL;
@@ -325,12 +347,22 @@ int pp_grpc_call(struct pp_grpc *g, const char *method, const struct pp_buf *bod
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, g->timeout);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, stop_cb);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, &stop_seen);
 
 	CURLcode rc = curl_easy_perform(h);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, NULL);
 	/* The handle outlives this frame: drop the pointers into it. */
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(hdrs);
+	if (rc == CURLE_ABORTED_BY_CALLBACK) {
+		ret = pp_error_set(err, pp_stop_requested ? PP_EINTR : PP_EDEADLINE,
+				   "containerd %s: abandoned %.0f s after the run was stopped",
+				   method, STOP_GRACE);
+		goto done;
+	}
 	if (rc != CURLE_OK) {
 		ret = transport_error(g, rc, errbuf, method, err);
 		goto done;

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@ static const char usage_text[] =
 	"Usage: prepull pull [OPTIONS] IMAGE...\n"
 	"       prepull pull --config FILE [OPTIONS] [IMAGE...]\n"
 	"       prepull status [--state-dir DIR]\n"
+	"       prepull prune [--older-than DURATION] [--state-dir DIR]\n"
 	"       prepull --help | --version\n"
 	"\n"
 	"Pre-pulls container images: every blob is fetched as many parallel HTTP\n"
@@ -63,7 +65,16 @@ static const char usage_text[] =
 	"                         removed at the start of a run\n"
 	"  --stall-timeout DURATION  cancel a request that receives nothing this long\n"
 	"                         (default 30s); its chunk is fetched again\n"
+	"  --give-up-after DURATION  a blob fails when its failed requests bring no\n"
+	"                         new verified bytes for this long (default 2m); what\n"
+	"                         it has stays on disk for the next run\n"
+	"  --max-image-size SIZE  fail an image whose layers and config declare more\n"
+	"                         than SIZE bytes in all (default 1T)\n"
 	"  -v, --verbose          debug logging\n"
+	"\n"
+	"Options for prune (partial downloads no run is working on):\n"
+	"  --older-than DURATION  only those untouched for this long, e.g. 48h\n"
+	"  --state-dir DIR        as for pull\n"
 	"\n"
 	"Stores, and what each needs:\n"
 	"  oci:DIR                an OCI image layout; no daemon. Write access to DIR\n"
@@ -123,6 +134,9 @@ enum {
 	OPT_CA_CERT,
 	OPT_DEADLINE,
 	OPT_STALL,
+	OPT_GIVE_UP,
+	OPT_MAX_IMAGE,
+	OPT_OLDER_THAN,
 	OPT_READY_FILE,
 	OPT_CONFIG,
 	OPT_HELP,
@@ -148,12 +162,31 @@ static const struct option long_options[] = {
 	{"ca-cert", required_argument, NULL, OPT_CA_CERT},
 	{"deadline", required_argument, NULL, OPT_DEADLINE},
 	{"stall-timeout", required_argument, NULL, OPT_STALL},
+	{"give-up-after", required_argument, NULL, OPT_GIVE_UP},
+	{"max-image-size", required_argument, NULL, OPT_MAX_IMAGE},
+	{"older-than", required_argument, NULL, OPT_OLDER_THAN},
 	{"ready-file", required_argument, NULL, OPT_READY_FILE},
 	{"config", required_argument, NULL, OPT_CONFIG},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{NULL, 0, NULL, 0},
 };
+
+/* Every connection and every blob being fetched or hashed holds file
+ * descriptors: take all the kernel allows this process (the soft limit is
+ * often 1024 while the hard one is far higher).  The engine sizes what it
+ * keeps open by the limit it finds. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		pp_warn("cannot raise the open-file limit from %llu to %llu: %s",
+			(unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+}
 
 int main(int argc, char **argv)
 {
@@ -163,7 +196,10 @@ int main(int argc, char **argv)
 		.snapshotter = "overlayfs",
 		.connections = PP_DEFAULT_CONNECTIONS,
 		.stall_seconds = PP_DEFAULT_STALL_SECONDS,
+		.give_up_seconds = PP_DEFAULT_GIVE_UP_SECONDS,
+		.max_image_size = PP_DEFAULT_MAX_IMAGE_SIZE,
 	};
+	double older_than = 0;
 	pp_platform_default(&opts.platform);
 	cleanup_free char *state_dir = NULL;
 	struct pp_error err = {0};
@@ -177,9 +213,10 @@ int main(int argc, char **argv)
 		return PP_EXIT_OK;
 	}
 	if (argc < 2)
-		return usage_error("%s", "missing command (pull or status)");
+		return usage_error("%s", "missing command (pull, status or prune)");
 	const char *cmd = argv[1];
-	if (strcmp(cmd, "pull") != 0 && strcmp(cmd, "status") != 0)
+	bool is_pull = strcmp(cmd, "pull") == 0;
+	if (!is_pull && strcmp(cmd, "status") != 0 && strcmp(cmd, "prune") != 0)
 		return usage_error("unknown command \"%s\"", cmd);
 
 	/* Options come from the defaults, then the config file, then the
@@ -196,8 +233,7 @@ int main(int argc, char **argv)
 		if (c == OPT_CONFIG)
 			config_path = optarg;
 	bool default_config = false;
-	if (!config_path && (strcmp(cmd, "status") == 0 || optind >= ac) &&
-	    access(PP_DEFAULT_CONFIG, F_OK) == 0) {
+	if (!config_path && (!is_pull || optind >= ac) && access(PP_DEFAULT_CONFIG, F_OK) == 0) {
 		config_path = PP_DEFAULT_CONFIG;
 		default_config = true;
 	}
@@ -280,7 +316,7 @@ int main(int argc, char **argv)
 			break;
 		case OPT_DEADLINE:
 			opts.deadline = pp_parse_duration(optarg);
-			if (opts.deadline <= 0)
+			if (!(opts.deadline > 0))
 				return usage_error(
 					"--deadline: expected a duration like 90s or 10m, "
 					"got \"%s\"",
@@ -288,9 +324,31 @@ int main(int argc, char **argv)
 			break;
 		case OPT_STALL:
 			opts.stall_seconds = pp_parse_duration(optarg);
-			if (opts.stall_seconds < 1)
+			if (!(opts.stall_seconds >= 1))
 				return usage_error(
 					"--stall-timeout: expected 1s or more, got \"%s\"", optarg);
+			break;
+		case OPT_GIVE_UP:
+			opts.give_up_seconds = pp_parse_duration(optarg);
+			if (!(opts.give_up_seconds >= 1))
+				return usage_error(
+					"--give-up-after: expected 1s or more, got \"%s\"", optarg);
+			break;
+		case OPT_MAX_IMAGE:
+			opts.max_image_size = pp_parse_size(optarg);
+			if (opts.max_image_size < 1)
+				return usage_error("--max-image-size: expected a size like 500G or "
+						   "1T, got \"%s\"",
+						   optarg);
+			break;
+		case OPT_OLDER_THAN:
+			if (strcmp(cmd, "prune") != 0)
+				return usage_error("%s", "--older-than is an option of prune");
+			older_than = pp_parse_duration(optarg);
+			if (!(older_than >= 0))
+				return usage_error("--older-than: expected a duration like 30m or "
+						   "48h, got \"%s\"",
+						   optarg);
 			break;
 		case OPT_READY_FILE:
 			opts.ready_file = optarg;
@@ -318,6 +376,11 @@ int main(int argc, char **argv)
 
 	if (strcmp(cmd, "status") == 0)
 		return pp_status(opts.state_dir);
+	if (strcmp(cmd, "prune") == 0) {
+		if (optind < ac)
+			return usage_error("prune: unexpected argument \"%s\"", av[optind]);
+		return pp_prune(opts.state_dir, older_than);
+	}
 	/* Images named on the command line replace the file's list. */
 	const char *const *refs = (const char *const *)(av + optind);
 	int n_refs = ac - optind;
@@ -339,6 +402,7 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	srand((unsigned)(getpid() ^ (unsigned)(pp_now() * 1000)));
 	int rc = pp_pull(&opts, refs, n_refs);

@@ -8,7 +8,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine_int.h"
@@ -217,7 +220,8 @@ int partial_open(struct pp_engine *e, struct blob *b, enum partial_open_result *
 		b->fd = -1;
 		return r < 0 ? r : 0;
 	}
-	if (resume_from_journal(e, b)) {
+	bool resumed = resume_from_journal(e, b);
+	if (resumed) {
 		r = pp_journal_open_append(&b->jfd, b->journal, err);
 		if (r == 0)
 			r = verify_checkpoints(e, b, err);
@@ -226,8 +230,7 @@ int partial_open(struct pp_engine *e, struct blob *b, enum partial_open_result *
 			r = pp_error_errno(err, "truncate %s", b->partial);
 			goto fail;
 		}
-		if (b->single_stream)
-			engine_plan_chunks(e, b, b->size);
+		engine_plan_chunks(e, b, b->single_stream ? b->size : 0);
 		r = preallocate(e, b, err);
 		if (r == 0)
 			r = pp_journal_create(&b->jfd, b->journal, b->digest, b->size,
@@ -241,7 +244,10 @@ int partial_open(struct pp_engine *e, struct blob *b, enum partial_open_result *
 	*out = PARTIAL_OPENED;
 	return 0;
 fail:
-	partial_close(b, true);
+	/* What an earlier run left stays for the next (this one could not
+	 * read or extend it); a file started afresh holds nothing yet, and
+	 * a failed preallocation may hold the space a full disk needs. */
+	partial_close(b, !resumed);
 	return r;
 }
 
@@ -272,6 +278,47 @@ void partial_checkpoint(struct pp_engine *e, struct blob *b, size_t ci)
 	if (pp_journal_append_part(b->jfd, b->journal, ci, c->received, digest, &err) < 0)
 		pp_warn("blob %s: %s", pp_short_digest(b->digest), err.msg);
 	c->checkpoint = c->received;
+}
+
+/* Disk space a queued blob still needs: its size less what a partial file
+ * an earlier run left already holds (it was preallocated). */
+static int64_t space_needed(struct pp_engine *e, struct blob *b)
+{
+	cleanup_free char *path = pp_partial_path(e->store->stage_dir, b->digest);
+	struct stat st;
+	int64_t held = 0;
+	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+		held = (int64_t)st.st_blocks * 512;
+	return held >= b->size ? 0 : b->size - held;
+}
+
+void partial_check_space(struct pp_engine *e)
+{
+	struct statvfs vfs;
+	if (!e->store || !e->store->stage_dir || statvfs(e->store->stage_dir, &vfs) < 0)
+		return; /* the preallocation of each blob still finds a full disk */
+	int64_t avail = (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize, taken = 0;
+	for (size_t i = 0; i < e->n_blobs; i++) {
+		struct blob *b = e->blobs[i];
+		if (b->state != BLOB_QUEUED)
+			continue;
+		int64_t need = space_needed(e, b);
+		if (taken + need <= avail) {
+			taken += need;
+			continue;
+		}
+		char needs[32], free_[32];
+		struct pp_error err = {0};
+		pp_format_bytes(needs, sizeof(needs), (double)b->size);
+		pp_format_bytes(free_, sizeof(free_), (double)(avail - taken));
+		pp_error_set(
+			&err, PP_EIO,
+			"no space left in %s for blob %s: it needs %lld bytes (%s), %s are free "
+			"after the blobs queued before it",
+			e->store->stage_dir, pp_short_digest(b->digest), (long long)b->size, needs,
+			free_);
+		engine_fail_blob(e, b, &err);
+	}
 }
 
 void partial_commit(struct pp_engine *e, struct blob *b)
@@ -368,4 +415,126 @@ int pp_partial_list(const char *dir, void (*fn)(void *ctx, const struct pp_parti
 		n++;
 	}
 	return n;
+}
+
+int pp_partial_dir_lock(const char *dir, bool exclusive, bool *busy)
+{
+	*busy = false;
+	/* A lock on the directory itself (flock works on a directory's fd):
+	 * no file is left behind in the staging dir. */
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	/* A run waits for a prune (which is quick); a prune never waits for a
+	 * run.  A signal ends the wait (no SA_RESTART). */
+	if (flock(fd, exclusive ? LOCK_EX | LOCK_NB : LOCK_SH) == 0)
+		return fd;
+	int saved = errno;
+	*busy = saved == EWOULDBLOCK;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+/* Space a file takes on disk (a preallocated partial file takes its whole
+ * size from the start). */
+static int64_t disk_bytes(const struct stat *st)
+{
+	return (int64_t)st->st_blocks * 512;
+}
+
+/* Removes one partial blob (name: the hex part) if nobody holds it and it
+ * is old enough.  The partial file is locked while its files go, so a run
+ * that opens it meanwhile finds the path replaced and starts afresh. */
+static void prune_one(const char *dir, const char *name, double older_than,
+		      struct pp_prune_info *info)
+{
+	cleanup_free char *partial = pp_xasprintf("%s/%s" PARTIAL_SUFFIX, dir, name);
+	cleanup_free char *journal = pp_xasprintf("%s/%s" JOURNAL_SUFFIX, dir, name);
+	struct stat pst, jst;
+	bool have_p = lstat(partial, &pst) == 0, have_j = lstat(journal, &jst) == 0;
+	if ((have_p && !S_ISREG(pst.st_mode)) || (have_j && !S_ISREG(jst.st_mode))) {
+		info->error = "not a regular file (left alone)";
+		return;
+	}
+	cleanup_close int fd = -1;
+	if (have_p) {
+		fd = open(partial, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		if (fd < 0 || fcntl(fd, F_SETLK, &fl) < 0) {
+			info->holder = lock_holder(partial);
+			if (!info->holder)
+				info->error = strerror(errno);
+			return;
+		}
+		/* What we locked is what the path names (not a file a run just
+		 * committed and replaced). */
+		if (fstat(fd, &pst) < 0 || lstat(partial, &jst) < 0 || pst.st_ino != jst.st_ino)
+			return;
+		have_j = lstat(journal, &jst) == 0;
+	}
+	time_t newest = 0;
+	if (have_p) {
+		info->bytes += disk_bytes(&pst);
+		newest = pst.st_mtime;
+	}
+	if (have_j) {
+		info->bytes += disk_bytes(&jst);
+		if (jst.st_mtime > newest)
+			newest = jst.st_mtime;
+	}
+	info->age = difftime(time(NULL), newest);
+	if (info->age < older_than)
+		return;
+	if ((have_j && unlink(journal) < 0 && errno != ENOENT) ||
+	    (have_p && unlink(partial) < 0 && errno != ENOENT)) {
+		info->error = strerror(errno);
+		return;
+	}
+	info->removed = true;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int pp_partial_prune(const char *dir, double older_than,
+		     void (*fn)(void *ctx, const struct pp_prune_info *info), void *ctx)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	/* Names first: the loop removes files from the directory it reads. */
+	char **names = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name), cut = 0;
+		if (len > strlen(PARTIAL_SUFFIX) &&
+		    strcmp(de->d_name + len - strlen(PARTIAL_SUFFIX), PARTIAL_SUFFIX) == 0)
+			cut = strlen(PARTIAL_SUFFIX);
+		else if (len > strlen(JOURNAL_SUFFIX) &&
+			 strcmp(de->d_name + len - strlen(JOURNAL_SUFFIX), JOURNAL_SUFFIX) == 0)
+			cut = strlen(JOURNAL_SUFFIX);
+		if (!cut || de->d_name[0] == '.')
+			continue;
+		names = pp_xrealloc(names, (n + 1) * sizeof(*names));
+		names[n++] = pp_xstrndup(de->d_name, len - cut);
+	}
+	/* Sorted, a blob's two files are neighbours: each blob once. */
+	qsort(names, n, sizeof(*names), compare_names);
+	int found = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i == 0 || strcmp(names[i], names[i - 1]) != 0) {
+			struct pp_prune_info info = {.name = names[i]};
+			prune_one(dir, names[i], older_than, &info);
+			fn(ctx, &info);
+			found++;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return found;
 }

@@ -116,6 +116,20 @@ static void plan_image(struct pull *run, struct pull_image *pi)
 	struct pp_image *img = &pi->img;
 	struct pp_error err = {0};
 	bool complete = false;
+	/* A manifest may declare up to 1 TiB per layer: what one image may
+	 * take on disk is the user's call, checked before anything is
+	 * written. */
+	if (run->opts->max_image_size > 0 && img->total_bytes > run->opts->max_image_size) {
+		char declared[32], max[32];
+		pp_error_set(&err, PP_EUSAGE,
+			     "the image declares %lld bytes (%s) of config and layers, more than "
+			     "--max-image-size %s",
+			     (long long)img->total_bytes,
+			     pp_format_bytes(declared, sizeof(declared), (double)img->total_bytes),
+			     pp_format_bytes(max, sizeof(max), (double)run->opts->max_image_size));
+		image_fail(pi, &err);
+		return;
+	}
 	if (pp_store_prepare_image(run->store, img, &complete, &err) < 0) {
 		image_fail(pi, &err);
 		return;
@@ -192,19 +206,24 @@ static void plan(struct pull *run)
 	}
 }
 
+/* Says why the run stopped early; returns the exit code for it. */
+static int stopped_exit(void)
+{
+	if (pp_stop_requested) {
+		fprintf(stderr, "prepull: interrupted; run again to resume\n");
+		return PP_EXIT_FAILED;
+	}
+	fprintf(stderr, "prepull: deadline reached; progress kept for the next run\n");
+	return PP_EXIT_DEADLINE;
+}
+
 /* Runs the engine; returns the exit code the stop or failure calls for. */
 static int fetch(struct pull *run)
 {
 	struct pp_error err = {0};
 	int r = pp_should_stop() ? 0 : pp_engine_run(run->engine, &err);
-	if (pp_stop_requested) {
-		fprintf(stderr, "prepull: interrupted; run again to resume\n");
-		return PP_EXIT_FAILED;
-	}
-	if (pp_should_stop()) {
-		fprintf(stderr, "prepull: deadline reached; progress kept for the next run\n");
-		return PP_EXIT_DEADLINE;
-	}
+	if (pp_should_stop())
+		return stopped_exit();
 	if (r < 0) {
 		fprintf(stderr, "prepull: error: %s\n", err.msg);
 		return PP_EXIT_FAILED;
@@ -227,8 +246,9 @@ static void wait_unpacked(struct pull *run, const struct pull_image *pi)
 }
 
 /* Makes each image whose blobs are all in visible in the store.  Returns
- * the images that failed; *bytes_in_store adds up those that are in. */
-static int register_all(struct pull *run, int64_t *bytes_in_store)
+ * the images that failed; *bytes_in_store adds up those that are in;
+ * *stopped is set when a stop cut a registration short. */
+static int register_all(struct pull *run, int64_t *bytes_in_store, bool *stopped)
 {
 	int failed = 0;
 	for (size_t i = 0; i < run->n_images; i++) {
@@ -244,6 +264,11 @@ static int register_all(struct pull *run, int64_t *bytes_in_store)
 			wait_unpacked(run, pi);
 		if (!pi->already_complete &&
 		    pp_store_register_image(run->store, &pi->img, &err) < 0) {
+			/* A stop during the wait is the run's, already reported. */
+			if (err.code == PP_EINTR || err.code == PP_EDEADLINE) {
+				*stopped = true;
+				continue;
+			}
 			image_fail(pi, &err);
 			failed++;
 			continue;
@@ -331,7 +356,10 @@ int pp_pull(const struct pp_options *opts, const char *const *refs, int n_refs)
 		plan(&run);
 		exit_code = fetch(&run);
 		int64_t bytes_in_store = 0;
-		int failed = register_all(&run, &bytes_in_store);
+		bool stopped = false;
+		int failed = register_all(&run, &bytes_in_store, &stopped);
+		if (stopped && exit_code == PP_EXIT_OK)
+			exit_code = stopped_exit();
 		if (failed && exit_code == PP_EXIT_OK)
 			exit_code = PP_EXIT_FAILED;
 		if (exit_code == PP_EXIT_OK && opts->ready_file)

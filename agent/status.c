@@ -56,5 +56,7 @@ int pp_status(const char *state_dir)
 	}
 	if (!n)
 		printf("no partial downloads in %s\n", state_dir);
+	else
+		printf("(`prepull prune` removes the partial downloads no run is working on)\n");
 	return PP_EXIT_OK;
 }

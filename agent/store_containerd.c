@@ -35,6 +35,7 @@
 #include "prepull/manifest.h"
 #include "prepull/options.h"
 #include "prepull/reference.h"
+#include "prepull/stop.h"
 #include "prepull/store.h"
 #include "prepull/util.h"
 
@@ -400,16 +401,30 @@ static int register_all(struct ctd *c, struct cimage *ci, const struct pp_image 
 		mark_present(c, l->digest);
 	}
 
-	/* Wait for the unpacking of every layer. */
+	/* Wait for the unpacking of every layer, but not past a signal or the
+	 * deadline: the worker's own calls notice the stop too. */
 	pthread_mutex_lock(&c->mu);
-	while (!ci->failed && ci->unpacked < ci->n_layers)
-		pthread_cond_wait(&c->cond, &c->mu);
+	bool stopped = false;
+	while (!ci->failed && ci->unpacked < ci->n_layers && !(stopped = pp_should_stop())) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&c->cond, &c->mu, &until);
+	}
 	bool failed = ci->failed;
 	if (failed)
 		*err = ci->err;
 	pthread_mutex_unlock(&c->mu);
 	if (failed)
 		return err->code ? err->code : PP_EGENERIC;
+	if (stopped)
+		return pp_error_set(err, pp_stop_requested ? PP_EINTR : PP_EDEADLINE,
+				    "stopped while its layers were being unpacked; run again to "
+				    "finish");
 
 	/* Config, with the GC edge that keeps the snapshot chain alive. */
 	const struct pp_descriptor *cfg = &img->manifest.config;

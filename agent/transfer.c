@@ -208,7 +208,8 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 }
 
 /* Puts a chunk back in the queue after a failed request, or fails the blob
- * when it has been tried too often. */
+ * when it has gone --give-up-after without progress (what it has stays on
+ * disk for the next run). */
 static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double wait,
 			const struct pp_error *why)
 {
@@ -217,23 +218,44 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 	if (c->received == c->len) {
 		/* Every byte came but the request still failed: take none of it,
 		 * and neither may the blob hash, which had them if the chunk was
-		 * at its frontier. */
+		 * at its frontier.  Progress leaves them out: they come again. */
+		int64_t lost =
+			c->received < b->fetched - b->redone ? c->received : b->fetched - b->redone;
+		b->redone += lost;
+		e->redone += lost;
 		c->received = c->checkpoint = 0;
 		pp_sha256_free(c->sha);
 		c->sha = NULL;
 		if (b->hash_chunk == ci && b->hashed > c->off)
 			prefix_rewind(b);
 	}
-	if (++c->attempts >= CHUNK_ATTEMPTS) {
+	c->attempts++;
+	if (engine_gave_up(e, b)) {
 		struct pp_error err = *why;
-		pp_error_wrap(&err, "blob %s: chunk %zu: giving up after %d attempts",
-			      pp_short_digest(b->digest), ci, c->attempts);
+		pp_error_wrap(
+			&err,
+			"blob %s: chunk %zu: giving up after %.0f s without progress "
+			"(--give-up-after), %d attempts%s; what it has is kept for the next run",
+			pp_short_digest(b->digest), ci, pp_now() - b->progress_at, c->attempts,
+			b->single_stream ? " (the server ignores Range: a broken stream starts "
+					   "over)"
+					 : "");
 		engine_fail_blob(e, b, &err);
 		return;
 	}
 	c->not_before = pp_now() + wait;
 	pp_warn("blob %s: chunk %zu: %s; retry %d in %.1f s", pp_short_digest(b->digest), ci,
 		why->msg, c->attempts, wait);
+}
+
+/* The wait after a 401 or an expired redirect: none the first time (new
+ * credentials or a new redirect are the fix), backoff when it keeps
+ * happening, so a server that refuses every renewal is not hammered until
+ * the give-up time. */
+static double again_soon(const struct blob *b, size_t ci)
+{
+	int attempts = b->chunks[ci].attempts;
+	return attempts > 0 ? pp_backoff(attempts - 1) : 0;
 }
 
 /* Why a request failed, as an error for the log and the final message. */
@@ -384,18 +406,45 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		engine_fail_blob(e, b, &err);
 		return;
 	}
-	case XO_RANGE_IGNORED:
-		/* The server sends whole bodies: fetch this blob as one stream. */
-		pp_warn("blob %s: server ignored Range; fetching it as one stream",
-			pp_short_digest(b->digest));
+	case XO_RANGE_IGNORED: {
+		/* The server sends whole bodies: fetch this blob as one stream.
+		 * One that is a stream already broke, and cannot be resumed
+		 * there: it starts over, after a backoff, until the give-up
+		 * rule says enough (bytes fetched again are not progress). */
+		bool again = b->single_stream;
+		if (again && engine_gave_up(e, b)) {
+			pp_error_set(
+				&err, PP_ENET,
+				"blob %s from %s: the server ignores Range and its stream broke "
+				"%d times; no progress for %.0f s (--give-up-after)",
+				b->digest, b->url, b->restarts + 1, pp_now() - b->progress_at);
+			engine_fail_blob(e, b, &err);
+			return;
+		}
 		engine_cancel_blob_xfers(e, b);
 		b->single_stream = true;
 		e->resumed -= b->resumed;
 		b->resumed = 0;
+		/* Everything comes again from byte 0: progress says so. */
+		e->redone += b->fetched - b->redone;
+		b->redone = b->fetched;
 		engine_plan_chunks(e, b, b->size);
-		if (partial_restart_journal(b, &err) < 0)
+		if (partial_restart_journal(b, &err) < 0) {
 			engine_fail_blob(e, b, &err);
+			return;
+		}
+		if (!again) {
+			pp_warn("blob %s: server ignored Range; fetching it as one stream",
+				pp_short_digest(b->digest));
+			return;
+		}
+		double wait = pp_backoff(b->restarts++);
+		b->chunks[0].not_before = pp_now() + wait;
+		pp_warn("blob %s: the stream broke and the server ignores Range; starting it over "
+			"in %.1f s (restart %d)",
+			pp_short_digest(b->digest), wait, b->restarts);
 		return;
+	}
 	case XO_TLS:
 		describe_failure(x, rc, &err);
 		engine_fail_blob(e, b, &err);
@@ -406,7 +455,7 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 			pp_short_digest(b->digest), status);
 		free(b->cdn_url);
 		b->cdn_url = NULL;
-		retry_chunk(e, b, ci, 0, &err);
+		retry_chunk(e, b, ci, again_soon(b, ci), &err);
 		return;
 	case XO_UNAUTHORIZED: {
 		describe_failure(x, rc, &err);
@@ -417,7 +466,7 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 			engine_fail_blob(e, b, &aerr);
 			return;
 		}
-		retry_chunk(e, b, ci, 0, &err);
+		retry_chunk(e, b, ci, again_soon(b, ci), &err);
 		return;
 	}
 	case XO_REFUSED:
@@ -438,14 +487,16 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 			(long long)c->received);
 		return;
 	}
-	case XO_RETRY:
+	case XO_RETRY: {
+		/* Retry-After is honoured as the least wait: a server saying 0
+		 * for ever still gets the backoff, not a request loop. */
+		double wait = pp_backoff(b->chunks[ci].attempts);
+		if ((status == 429 || status == 503) && x->resp.retry_after > wait)
+			wait = x->resp.retry_after;
 		describe_failure(x, rc, &err);
-		retry_chunk(e, b, ci,
-			    (status == 429 || status == 503) && x->resp.retry_after >= 0
-				    ? x->resp.retry_after
-				    : pp_backoff(b->chunks[ci].attempts),
-			    &err);
+		retry_chunk(e, b, ci, wait, &err);
 		return;
+	}
 	}
 }
 

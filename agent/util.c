@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -157,14 +158,39 @@ void pp_curlp(CURL **h)
 	curl_easy_cleanup(*h);
 }
 
+/* A plain decimal number at *s ("5", "1.5", ".5"): digits with at most
+ * one point, nothing strtod would also take ("nan", "inf", "0x1p3",
+ * "1e400", leading blanks or signs).  Moves *s past it; -1 when there is
+ * none. */
+static double parse_decimal(const char **s)
+{
+	const char *p = *s;
+	size_t digits = 0, points = 0;
+	for (; isdigit((unsigned char)*p) || *p == '.'; p++) {
+		if (*p == '.')
+			points++;
+		else
+			digits++;
+	}
+	if (digits == 0 || points > 1 || p - *s > 30)
+		return -1;
+	char num[32];
+	memcpy(num, *s, (size_t)(p - *s));
+	num[p - *s] = '\0';
+	double v = strtod(num, NULL);
+	if (!isfinite(v))
+		return -1;
+	*s = p;
+	return v;
+}
+
 int64_t pp_parse_size(const char *s)
 {
 	if (!s || !*s)
 		return -1;
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || end == s || v < 0)
+	const char *end = s;
+	double v = parse_decimal(&end);
+	if (v < 0)
 		return -1;
 	double mult = 1;
 	switch (tolower((unsigned char)*end)) {
@@ -182,6 +208,10 @@ int64_t pp_parse_size(const char *s)
 		mult = 1024.0 * 1024 * 1024;
 		end++;
 		break;
+	case 't':
+		mult = 1024.0 * 1024 * 1024 * 1024;
+		end++;
+		break;
 	default:
 		return -1;
 	}
@@ -192,7 +222,7 @@ int64_t pp_parse_size(const char *s)
 	if (*end)
 		return -1;
 	v *= mult;
-	if (v > (double)INT64_MAX / 2)
+	if (!(v <= (double)INT64_MAX / 2))
 		return -1;
 	return (int64_t)v;
 }
@@ -204,27 +234,24 @@ double pp_parse_duration(const char *s)
 	double total = 0;
 	const char *p = s;
 	while (*p) {
-		char *end;
-		errno = 0;
-		double v = strtod(p, &end);
-		if (errno || end == p || v < 0)
+		double v = parse_decimal(&p);
+		if (v < 0)
 			return -1;
 		double mult = 1;
-		if (*end == 'h') {
-			mult = 3600, end++;
-		} else if (*end == 'm' && end[1] == 's') {
-			mult = 0.001, end += 2;
-		} else if (*end == 'm') {
-			mult = 60, end++;
-		} else if (*end == 's') {
-			end++;
-		} else if (*end != '\0') {
+		if (*p == 'h') {
+			mult = 3600, p++;
+		} else if (*p == 'm' && p[1] == 's') {
+			mult = 0.001, p += 2;
+		} else if (*p == 'm') {
+			mult = 60, p++;
+		} else if (*p == 's') {
+			p++;
+		} else if (*p != '\0') {
 			return -1;
 		}
 		total += v * mult;
-		p = end;
 	}
-	return total;
+	return isfinite(total) ? total : -1;
 }
 
 const char *pp_format_bytes(char *buf, size_t n, double bytes)

@@ -217,14 +217,14 @@ static void repair_blob(struct pp_engine *e, struct blob *b, const char *got)
 			     "blob %s from %s: content hashes to %s; every chunk fetched again "
 			     "came back the same, so the source serves these bytes",
 			     b->digest, source, got);
-		engine_fail_blob(e, b, &err);
+		engine_discard_blob(e, b, &err); /* these bytes are provably not the blob */
 		return;
 	}
 	if (b->repairs >= REPAIR_PASSES) {
 		pp_error_set(&err, PP_EDIGEST,
 			     "blob %s from %s: content hashes to %s after %d repair passes",
 			     b->digest, source, got, b->repairs);
-		engine_fail_blob(e, b, &err);
+		engine_discard_blob(e, b, &err);
 		return;
 	}
 	b->repairs++;
@@ -252,6 +252,9 @@ static void repair_blob(struct pp_engine *e, struct blob *b, const char *got)
 	b->redone = b->fetched;
 	b->first_pending = 0;
 	prefix_restart(b);
+	/* The pass starts from nothing kept: its chunks are progress again. */
+	b->kept_max = 0;
+	b->progress_at = pp_now();
 	/* The redirect target may be what served the bad bytes: ask the
 	 * registry again. */
 	free(b->cdn_url);

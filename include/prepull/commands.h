@@ -21,4 +21,10 @@ int pp_pull(const struct pp_options *opts, const char *const *refs, int n_refs);
  * progress and the pid of a run fetching them now. */
 int pp_status(const char *state_dir);
 
+/* `prepull prune`: removes the partial blobs (file and journal) of a state
+ * dir and its stores' staging dirs that no run is working on, those
+ * untouched for `older_than` seconds or more (0: all of them).  A
+ * staging dir a live pull run uses is left alone. */
+int pp_prune(const char *state_dir, double older_than);
+
 #endif

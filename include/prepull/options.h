@@ -12,6 +12,8 @@
 
 #define PP_DEFAULT_CONNECTIONS 16
 #define PP_DEFAULT_STALL_SECONDS 30
+#define PP_DEFAULT_GIVE_UP_SECONDS 120        /* --give-up-after 2m */
+#define PP_DEFAULT_MAX_IMAGE_SIZE (1LL << 40) /* --max-image-size 1T */
 
 struct pp_options {
 	const char *store;       /* "oci:DIR", "auto", ... */
@@ -27,9 +29,11 @@ struct pp_options {
 	bool quiet;
 	bool plain_http;
 	bool insecure;
-	const char *ca_cert;  /* extra CA bundle (PEM) */
-	double deadline;      /* seconds from start, 0 = none */
-	double stall_seconds; /* no bytes for this long cancels a request */
+	const char *ca_cert;    /* extra CA bundle (PEM) */
+	double deadline;        /* seconds from start, 0 = none */
+	double stall_seconds;   /* no bytes for this long cancels a request */
+	double give_up_seconds; /* a blob without progress this long fails */
+	int64_t max_image_size; /* an image declaring more bytes fails */
 	const char *ready_file;
 	bool discard_layers; /* containerd: drop a layer's blob once it is unpacked */
 };

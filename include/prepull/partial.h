@@ -5,6 +5,7 @@
 #ifndef PREPULL_PARTIAL_H
 #define PREPULL_PARTIAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -29,5 +30,30 @@ struct pp_partial_info {
  * were found; a missing dir has none. */
 int pp_partial_list(const char *dir, void (*fn)(void *ctx, const struct pp_partial_info *info),
 		    void *ctx);
+
+/* Every pull run holds its staging dir's run lock (flock on the
+ * directory, shared) while it runs, for the blobs it will want but has
+ * not opened yet; `prepull prune` takes it exclusively, so it never
+ * removes what a live run will resume.  Returns the directory's fd, which
+ * holds the lock until closed, or -1: *busy when a run holds it (prune),
+ * else errno says why. */
+int pp_partial_dir_lock(const char *dir, bool exclusive, bool *busy);
+
+/* What pp_partial_prune did with one partial blob. */
+struct pp_prune_info {
+	const char *name; /* the file name's hex part */
+	int64_t bytes;    /* disk space its files take */
+	double age;       /* seconds since either file last changed */
+	pid_t holder;     /* a run holds it: left alone */
+	bool removed;
+	const char *error; /* why it could not be removed, else NULL */
+};
+
+/* Removes the partial blobs in dir (the file and its journal, or either
+ * one alone) that nobody holds and that are `older_than` seconds old or
+ * more, each while holding its lock.  Calls fn for each one found.  The
+ * caller holds the dir's run lock exclusively. */
+int pp_partial_prune(const char *dir, double older_than,
+		     void (*fn)(void *ctx, const struct pp_prune_info *info), void *ctx);
 
 #endif

@@ -74,10 +74,12 @@ const char *pp_short_digest_r(char *buf, size_t n, const char *digest);
 #define pp_short_digest(digest) \
 	pp_short_digest_r((char[PP_SHORT_DIGEST_LEN]){0}, PP_SHORT_DIGEST_LEN, (digest))
 
-/* Parses "4M", "16MiB", "512k", "1048576" into bytes; -1 on error. */
+/* Parses "4M", "16MiB", "512k", "1T", "1048576" into bytes; -1 on error
+ * (also for "nan", "inf", hex and exponents: plain decimals only). */
 int64_t pp_parse_size(const char *s);
 
-/* Parses "90", "90s", "5m", "1h30m" into seconds; -1 on error. */
+/* Parses "90", "90s", "5m", "1h30m" into seconds; -1 on error (also for
+ * "nan", "inf" and anything else that is not a plain decimal). */
 double pp_parse_duration(const char *s);
 
 /* Formats bytes as "1.5 GiB" into buf. */

@@ -16,7 +16,9 @@ Faults (rule field "fault"):
   overlong   Content-Length one more than the body, every byte of the body, then a
              clean close: the client has all it asked for, yet the response failed
   flip       the full body with one byte (body index `at`, default the middle) XOR 0xff
-  norange    the Range header is ignored: 200 with the whole blob
+  norange    the Range header is ignored: 200 with the whole blob; with `after`, the
+             body is cut after that many bytes by a TCP reset (a server that ignores
+             Range and drops connections)
   badrange   206 with the right bytes but a Content-Range shifted by one byte
   status     answer `status` (default 500) with a registry-style JSON error body;
              `retry_after` adds a Retry-After header (seconds; "+N" sends an
@@ -563,6 +565,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         cut = None
         if fault in ("reset", "short"):
             cut = int(rule.get("after", length // 2))
+        elif fault == "norange" and "after" in rule:
+            cut = int(rule["after"])
         flip_at = int(rule.get("at", length // 2)) if fault == "flip" else None
         pos = 0
         for piece in src.reader(start, length):
@@ -577,7 +581,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             pos += len(piece)
             if cut is not None and pos >= cut:
                 break
-        if fault == "reset":
+        if fault == "reset" or (fault == "norange" and cut is not None):
             self._rst()
         elif fault in ("short", "overlong"):
             self.close_connection = True

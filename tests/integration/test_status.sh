@@ -88,7 +88,9 @@ for i in 1 2 3; do
   run_prepull status --state-dir "$T/state-cb$i"
   kept=$(grep -F "$BIG" <<<"$OUT" | awk '{ print $3 }' || true)
   log "deadline seen by the requests: status keeps $kept MiB; the server sent $served bytes"
-  assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k != "" && k * 1048576 >= s - 4 * 384 * 1024) }')" -eq 1 \
+  # Here curl_multi_perform is slowed down, so more of what the server sent may still
+  # sit in the kernel's socket buffers when the deadline comes: up to 1 MiB a lane.
+  assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k != "" && k * 1048576 >= s - 4 * 1048576) }')" -eq 1 \
     "deadline seen by the requests: status keeps what the server sent, but for the bytes on the wire ($kept MiB of $served bytes)"
   break
 done
