@@ -213,7 +213,7 @@ declare -A IMG_BYTES=() IMG_REF=() IMG_DESC=() BIG_DIGEST=()
 build_push() { # KEY DESC LAYER...
   local key=$1 desc=$2
   shift 2
-  mkimage "$T/src" "$key" "$@"
+  mkimage "$T/src" "$key" --reuse-layers "$@"
   push_layout "$T/src" "$key" "$REG_ADDR/bench/stores:$key"
   IMG_BYTES[$key]=$(img_field "$key" 'o["bytes"]')
   IMG_REF[$key]=$REG_ADDR/bench/stores:$key

@@ -22,6 +22,9 @@ Single-platform image (default linux/amd64, --platform os/arch[/variant]) or, wi
 plus its own small layer /etc/arch and its own config), optionally with an
 attestation manifest entry (--attestation).
 
+With --reuse-layers, a layer spec already built into --out by an earlier run with
+--reuse-layers is taken from there (same blob, same diff_id) instead of being built again.
+
 The layout in --out is created or extended: the new top-level descriptor is added
 to index.json with org.opencontainers.image.ref.name = --tag (an existing entry
 with that tag is replaced). A JSON summary is printed on stdout:
@@ -385,6 +388,9 @@ def main():
     ap.add_argument("--multiarch", action="store_true", help="index with linux/amd64 and linux/arm64/v8")
     ap.add_argument("--no-arm-variant", action="store_true", help="arm64 entry without variant v8")
     ap.add_argument("--attestation", action="store_true", help="add an attestation-manifest entry (multiarch)")
+    ap.add_argument("--reuse-layers", action="store_true",
+                    help="take a layer built earlier into --out from the same spec (recorded in "
+                         "OUT/.mkimage-layers.json) instead of building it again")
     ap.add_argument("--label", default="", help="config label prepull.test (changes the config digest)")
     args = ap.parse_args()
 
@@ -394,10 +400,24 @@ def main():
     tmpdir = tempfile.mkdtemp(dir=args.out, prefix=".mkimage-")
     try:
         shared, shared_diffs = [], []
+        memo_path = os.path.join(args.out, ".mkimage-layers.json")
+        memo = {}
+        if args.reuse_layers and os.path.exists(memo_path):
+            memo = json.load(open(memo_path))
         for s in args.layer:
-            d, diff = build_layer(layout, parse_layer(s), tmpdir)
+            m = memo.get(s)
+            if m and os.path.exists(os.path.join(layout.blobdir, m[0]["digest"].split(":")[1])):
+                d, diff = m
+                layout.written.append(d["digest"])
+            else:
+                d, diff = build_layer(layout, parse_layer(s), tmpdir)
+                memo[s] = [d, diff]
             shared.append(d)
             shared_diffs.append(diff)
+        if args.reuse_layers:
+            with open(memo_path + ".tmp", "w") as f:
+                json.dump(memo, f)
+            os.rename(memo_path + ".tmp", memo_path)
 
         platforms = {}
         if args.multiarch:
