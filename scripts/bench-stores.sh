@@ -252,13 +252,15 @@ print(cfg["rootfs"]["diff_ids"][1])' "$T/src" "$T/img-b.json")
   B_TAR=$(gzip -dc "$blob" | wc -c)
   B_GZ=$(stat -c %s "$blob")
   cat "$blob" >/dev/null
-  infl() { # WHAT CMD...  (wall seconds of CMD; output to /dev/null)
-    local what=$1 f=$T/logs/infl.time
+  infl() { # WHAT CMD...  (wall and CPU seconds of CMD; output to /dev/null)
+    local what=$1 f=$T/logs/infl.time e u s m c
     shift
     /usr/bin/time -f '%e %U %S %M' -o "$f" "$@" >/dev/null 2>"$T/logs/infl.err" ||
       fail "$what failed: $(tail -n 3 "$T/logs/infl.err")"
     read -r e u s m <"$f"
-    INFL+=("$what|$e|$(div "$B_TAR" "$(awk -v e="$e" 'BEGIN{print e * 1e6}')" %.0f)|user $u s, sys $s s, RSS $((m / 1024)) MiB")
+    c=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+    INFL+=("$what|$e|$(div "$B_TAR" "$(awk -v e="$e" 'BEGIN{print e * 1e6}')" %.0f)|$c|$(div "$B_TAR" "$(awk -v c="$c" 'BEGIN{print c * 1e6}')" %.0f)|RSS $((m / 1024)) MiB")
+    say "  $what: $e s wall, $c s CPU"
   }
   infl "prepull: ISA-L inflate only (unpack_tool --inflate-only)" "$UNPACK_TOOL" --inflate-only "$blob"
   rm -rf "$T/unpack-out" && mkdir "$T/unpack-out"
@@ -484,6 +486,7 @@ row_ctd() { # IMG VER TOOL(pp|ppctd|ppnopigz|ctr)
   PULLED["$img|$ver|$tool"]=$PULL_S
   READY["$img|$ver|$tool"]=$READY_S
   NOTE["$img|$ver|$tool"]=$note
+  DCPUS["$img|$ver|$tool"]=$DCPU
   drop_containerd
   rm -rf "$T/state-$name"
 }
@@ -514,7 +517,7 @@ row_docker() { # IMG VER TOOL(pp|ppctd|pull)
   rm -rf "$T/state-$name"
 }
 
-declare -A OCI_S=() PULLED=() READY=() NOTE=()
+declare -A OCI_S=() PULLED=() READY=() NOTE=() DCPUS=()
 for img in "${IMAGES[@]}"; do
   row_oci "$img"
   for ver in 16 21; do
@@ -571,17 +574,21 @@ if [ ${#INFL[@]} -gt 0 ]; then
   echo
   echo "### Inflate rates on image B's gzip layer ($B_GZ bytes gzip, $B_TAR bytes of tar)"
   echo
-  echo "| what | seconds | MB/s of tar out | note |"
-  echo "|---|---:|---:|---|"
+  echo "Wall seconds suffer from the machine's load; CPU seconds (user + sys) less so."
+  echo
+  echo "| what | wall (s) | MB/s of tar (wall) | CPU (s) | MB of tar per CPU s | note |"
+  echo "|---|---:|---:|---:|---:|---|"
   for r in "${INFL[@]}"; do
-    IFS='|' read -r w s rate n <<<"$r"
-    echo "| $w | $s | $rate | $n |"
+    IFS='|' read -r w s rate c crate n <<<"$r"
+    echo "| $w | $s | $rate | $c | $crate | $n |"
   done
   for k in "16|ppctd|containerd 1.6 Diff.Apply, unpigz on its PATH" "16|ppnopigz|containerd 1.6 Diff.Apply, CONTAINERD_DISABLE_PIGZ=1" \
     "21|ppctd|containerd 2.1 Diff.Apply, unpigz on its PATH"; do
     IFS='|' read -r v t w <<<"$k"
     s=$(sed -n 's/.*by containerd in \([0-9.]*\) s.*/\1/p' <<<"${NOTE["b|$v|$t"]:-}")
-    [ -n "$s" ] && echo "| $w (inflate + apply, from prepull -v) | $s | $(div "$B_TAR" "$(awk -v s="$s" 'BEGIN{print s * 1e6}')" %.0f) | |"
+    c=${DCPUS["b|$v|$t"]:-}
+    [ -n "$s" ] && echo "| $w (inflate + apply; time from prepull -v, CPU: the daemon's over pull and run) | $s |" \
+      "$(div "$B_TAR" "$(awk -v s="$s" 'BEGIN{print s * 1e6}')" %.0f) | $c | $(div "$B_TAR" "$(awk -v c="$c" 'BEGIN{print c * 1e6}')" %.0f) | |"
   done
 fi
 echo
