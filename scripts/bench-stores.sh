@@ -38,8 +38,9 @@
 # <= 0.5 x containerd 2.1 multipart's ready.
 #
 # Defaults took 19 minutes on 2 busy CPUs (load 3-4 from other work; 25 at load 5-12),
-# most of it the runtimes' single-connection pulls: `ctr images pull` 1.6 and both `docker pull`s fetch a layer over one connection,
-# ~100 s for A); disk: about 6 x --a-size at the peak. Only processes this script started
+# most of it the runtimes' single-connection pulls (`ctr images pull` 1.6 and both
+# `docker pull`s fetch a layer over one connection: ~110 s for A); disk: about
+# 6 x --a-size at the peak. Only processes this script started
 # are stopped (by PID); the namespace it made is removed; big files go at the end.
 #
 # Environment: PREPULL (binary; default build/prepull), KEEP_TMP=1 (keep the small logs),
