@@ -1,88 +1,138 @@
 #!/usr/bin/env bash
 # prepull store benchmark (by hand, not a test; needs root):
-#   bash scripts/bench-stores.sh [--size 1536M] [--small 16M] [--comp none|gzip]
-#                                [--prepull PATH] [--timeout SECONDS] [--only containerd|docker]
+#   bash scripts/bench-stores.sh [--a-size 1536M] [--a-small 45M] [--a-comp gzip|none]
+#        [--b-size 1G] [--b-kind bf16|text] [--rate 128mbit] [--link RATE] [--jobs 16]
+#        [--only a|b] [--no-twin] [--prepull PATH] [--timeout SECONDS]
 #
-# "Time until the runtime can start the image", prepull against the runtime's own pull:
-#   (a) containerd 1.6: `prepull pull --store containerd:SOCK --namespace bench` (download +
-#       registration + unpack) versus `ctr -n bench images pull --plain-http REF` (which
-#       also unpacks: ctr pull prepares the snapshots unless told otherwise; checked below
-#       with `ctr images check`);
-#   (b) dockerd 20.10: `prepull pull --store docker:SOCK` versus `docker pull REF`.
-# Every tool gets a FRESH private daemon (its own root, state and socket, started for that
-# one measurement and removed after it), so nothing is shared between the two tools.
+# "Time until the runtime can start the image", behind a TRUE per-connection cap: the
+# registry, every client and every daemon run inside a network namespace of their own
+# (scripts/netsim.sh: an htb class per client port, --rate per TCP connection, default
+# 128mbit = 16 MB/s, optionally under a --link cap). Daemons pull by themselves
+# (containerd 2.1's transfer service, dockerd), so they sit behind the same cap.
 #
-# The clock starts with the pull command and stops when the first
-#   ctr -n bench run --rm REF ID /bin/sh -c true                       (containerd)
-#   docker run --rm --pull=never --network none REF /bin/sh -c true    (docker)
-# succeeds: the "ready" column (the one the ratio uses) includes that first run for every
-# tool; the pull alone and the run alone are listed as well. (mkimage.py's busybox layer has
-# /bin/busybox, sh, echo, cat and ls but no /bin/true, so `/bin/sh -c true` stands for it.)
+# Images (tests/integration/mkimage.py), pushed to a private docker-registry:
+#   A      busybox (gzip) + --a-size incompressible layer (--a-comp, gzip level 1 by
+#          default) + --a-small text layer (zstd). A-dk: the same, small layer gzip, for
+#          Docker 20.10 (whose `docker pull` cannot take zstd layers).
+#   B      busybox (gzip) + one --b-size compressible layer (--b-kind: bf16-like numbers
+#          or text), gzip -6.
+#   B-zst  B's twin: the same content, zstd -3 (fewer rows: prepull and containerd
+#          2.1's multipart pull; --no-twin leaves it out).
+# Rows, per image, each against FRESH private daemons (own root, state, socket), run one
+# after another:
+#   prepull -> OCI layout (the download baseline);
+#   containerd 1.6 (Debian 12) and 2.1 (Debian sid, scripts/newer-runtimes.sh): prepull
+#     with its streaming unpacker, prepull --unpacker containerd (Diff.Apply per layer),
+#     and their own `ctr images pull` (1.6 stock; 2.1 with multipart fetch on: config
+#     version 3, 16 downloads x 16 MiB in the daemon's transfer service);
+#   Docker 28 (sid) with its containerd image store on a private containerd 2.1: prepull
+#     (both unpackers) and `docker pull`; Docker 20.10's classic store: prepull, `docker pull`.
+# ready = pull + the first `ctr run --rm REF ID /bin/sh -c true` / `docker run --rm
+# --pull=never --network none REF /bin/sh -c true` (each timed on its own).
+# Also: inflate rates on B's gzip layer (prepull's ISA-L inflate and its whole apply path
+# via build/tests/unpack_tool, unpigz and gzip -dc, containerd's Diff.Apply with unpigz on
+# its PATH and with CONTAINERD_DISABLE_PIGZ=1); client CPU and peak RSS (/usr/bin/time);
+# the daemon's CPU seconds (/proc/PID/stat, itself and the children it waited for).
+# Physical limit = image bytes / min(16 x --rate, --link). Targets (issue 12): prepull's
+# pull into containerd <= 1.2 x its own OCI download of the same image; prepull's ready
+# <= 0.5 x containerd 2.1 multipart's ready.
 #
-# The registry (docker-registry on 127.0.0.1) sits behind nginx with `limit_rate 16m` per
-# connection. Images (tests/integration/mkimage.py): busybox (so /bin/sh -c true runs) + one
-# incompressible --size layer (--comp: uncompressed tar by default, or gzip) + a --small
-# layer, zstd for containerd; for docker the small layer is gzip, as dockerd 20.10 cannot
-# `docker pull` zstd layers. The big layer is the same blob in both images.
-# prepull runs with default settings (+ --plain-http, as ctr), under /usr/bin/time -f %M
-# for its peak RSS. Loopback only; only processes this script started are stopped (by
-# PID); big files are removed at the end (and each daemon's root right after its run).
-# Disk: about 4 x --size at the peak. Takes ~6 minutes at 1536M on 2 CPUs.
+# Defaults took 19 minutes on 2 busy CPUs (load 3-4 from other work; 25 at load 5-12),
+# most of it the runtimes' single-connection pulls (`ctr images pull` 1.6 and both
+# `docker pull`s fetch a layer over one connection: ~110 s for A); disk: about
+# 6 x --a-size at the peak. Only processes this script started
+# are stopped (by PID); the namespace it made is removed; big files go at the end.
 #
-# Environment: PREPULL (binary; default: the newer of build/prepull and /tmp/build-sb/prepull),
-# KEEP_TMP=1 (keep the small logs).
+# Environment: PREPULL (binary; default build/prepull), KEEP_TMP=1 (keep the small logs),
+# PREPULL_NEWER_DIR (see scripts/newer-runtimes.sh).
 set -euo pipefail
 
-SIZE=1536M
-SMALL=16M
-COMP=none
-RUN_TIMEOUT=900
+A_SIZE=1536M
+A_SMALL=45M
+A_COMP=gzip
+B_SIZE=1G
+B_KIND=bf16
+RATE=128mbit
+LINK=""
+JOBS=16
 ONLY=""
+TWIN=1
+RUN_TIMEOUT=900
+ARGS=("$@")
 
 usage() {
-  sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-0}"
 }
 while [ $# -gt 0 ]; do
   case $1 in
-  --size) SIZE=$2; shift 2 ;;
-  --small) SMALL=$2; shift 2 ;;
-  --comp) COMP=$2; shift 2 ;;
+  --a-size) A_SIZE=$2; shift 2 ;;
+  --a-small) A_SMALL=$2; shift 2 ;;
+  --a-comp) A_COMP=$2; shift 2 ;;
+  --b-size) B_SIZE=$2; shift 2 ;;
+  --b-kind) B_KIND=$2; shift 2 ;;
+  --rate) RATE=$2; shift 2 ;;
+  --link) LINK=$2; shift 2 ;;
+  --jobs) JOBS=$2; shift 2 ;;
+  --only) ONLY=$2; shift 2 ;;
+  --no-twin) TWIN=0; shift ;;
   --prepull) PREPULL=$2; shift 2 ;;
   --timeout) RUN_TIMEOUT=$2; shift 2 ;;
-  --only) ONLY=$2; shift 2 ;;
   -h | --help) usage 0 ;;
   *) echo "bench-stores.sh: unknown option $1" >&2; usage 2 >&2 ;;
   esac
 done
-case $COMP in none | gzip) ;; *) echo "bench-stores.sh: --comp none or gzip" >&2; exit 2 ;; esac
-case $ONLY in "" | containerd | docker) ;; *) echo "bench-stores.sh: --only containerd or docker" >&2; exit 2 ;; esac
+case $A_COMP in none | gzip) ;; *) echo "bench-stores.sh: --a-comp none or gzip" >&2; exit 2 ;; esac
+case $B_KIND in bf16 | text) ;; *) echo "bench-stores.sh: --b-kind bf16 or text" >&2; exit 2 ;; esac
+case $ONLY in "" | a | b) ;; *) echo "bench-stores.sh: --only a or b" >&2; exit 2 ;; esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${PREPULL:-}" ]; then
-  # The most recently built of the usual places (build/ may hold an old binary).
-  for p in "$ROOT/build/prepull" /tmp/build-sb/prepull; do
-    [ -x "$p" ] || continue
-    if [ -z "${PREPULL:-}" ] || [ "$p" -nt "$PREPULL" ]; then PREPULL=$p; fi
-  done
+# shellcheck source=scripts/netsim.sh
+source "$ROOT/scripts/netsim.sh"
+
+# ---------------------------------------------------------------- outside: the namespace
+# The script runs itself again inside a namespace it creates, and removes it afterwards.
+if [ -z "${BENCH_NETNS:-}" ]; then
+  [ "$(id -u)" = 0 ] || { echo "bench-stores.sh: needs root" >&2; exit 1; }
+  NETNS=ppbench-$$
+  link_opt=()
+  [ -n "$LINK" ] && link_opt=(--link "$LINK")
+  netsim_create "$NETNS" --rate "$RATE" "${link_opt[@]}" || exit 1
+  trap 'netsim_destroy "$NETNS"' EXIT
+  set +e
+  netsim_exec "$NETNS" env BENCH_NETNS="$NETNS" bash "$0" "${ARGS[@]}"
+  rc=$?
+  exit "$rc"
 fi
+NETNS=$BENCH_NETNS
+
 : "${PREPULL:=$ROOT/build/prepull}"
 PREPULL=$(readlink -f "$PREPULL")
 export PREPULL PREPULL_SRC=$ROOT
-# The interpreter itself, not a version-manager shim.
 PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
 export PYTHON
+UNPACK_TOOL=$(dirname "$PREPULL")/tests/unpack_tool
 
-# The test harness (registry, nginx, mkimage, PID bookkeeping), then the private
-# containerd and dockerd helpers. Their EXIT traps are replaced by ours.
+# The test harness (registry, mkimage, PID bookkeeping) and the dockerd helpers; their
+# EXIT traps are replaced by ours.
 # shellcheck source=/dev/null
 source "$ROOT/tests/integration/lib.sh"
 # shellcheck source=/dev/null
-source "$ROOT/tests/integration/containerd.sh"
-# shellcheck source=/dev/null
 source "$ROOT/tests/integration/dockerd.sh"
+# The harness's progress lines go to stderr: stdout is the report.
+log() { echo "# $*" >&2; }
+NEWER=$(bash "$ROOT/scripts/newer-runtimes.sh" 2>"$T/logs/newer-runtimes.log") ||
+  fail "scripts/newer-runtimes.sh failed: $(tail -n 3 "$T/logs/newer-runtimes.log")"
+
+CTD16=$(command -v containerd || echo /usr/bin/containerd)
+CTR16=$(command -v ctr || echo /usr/bin/ctr)
+CTD21=$NEWER/usr/bin/containerd
+CTR21=$NEWER/usr/bin/ctr
+DOCKERD20=$(command -v dockerd || echo /usr/sbin/dockerd)
+DOCKERD28=$NEWER/usr/sbin/dockerd
 
 CTD_DIRS=()
+CTD_PID=""
 _bench_cleanup() {
   local rc=$? pid
   set +e
@@ -99,8 +149,7 @@ _bench_cleanup() {
   # Anything a daemon left mounted under our temp dir would stop rm -rf.
   awk -v d="$T/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null; done
-  # Large files: registry storage, source layout, daemon roots, prepull state.
-  rm -rf "$T/registry" "$T/src" "$T/dockerd" "$T"/state-* "${CTD_DIRS[@]}"
+  rm -rf "$T/registry" "$T/src" "$T/dockerd" "$T"/state-* "$T"/oci-* "$T/unpack-out" "${CTD_DIRS[@]}"
   if [ "$rc" -ne 0 ]; then
     echo "bench-stores.sh: failed (rc=$rc); logs in $T" >&2
     _dump_logs >&2
@@ -114,91 +163,164 @@ _bench_cleanup() {
 set_trap() { trap _bench_cleanup EXIT; }
 set_trap
 
-say() { printf '# [%5.0fs] %s\n' "$(($(date +%s) - BENCH_T0))" "$*"; }
 BENCH_T0=$(date +%s)
+say() { printf '# [%5.0fs] %s\n' "$(($(date +%s) - BENCH_T0))" "$*" >&2; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN { if (b > 0) printf f, a / b; else print "-" }'; }
+bytes_of() {
+  "$PY" -c 'import sys
+s = sys.argv[1].strip(); m = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+print(int(float(s[:-1]) * m[s[-1].upper()]) if s[-1].upper() in m else int(s))' "$1"
+}
+# tc rate -> bytes per second (tc: kbit/mbit/gbit are bits, kbps/mbps/gbps bytes).
+rate_bps() {
+  "$PY" -c 'import re, sys
+m = re.fullmatch(r"([0-9.]+)([kmg]?)(bit|bps)", sys.argv[1].lower())
+if not m: sys.exit("bench-stores.sh: cannot read rate " + sys.argv[1])
+v = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+print(int(v / 8 if m.group(3) == "bit" else v))' "$1"
+}
 
 # ---------------------------------------------------------------- requirements
 need_prepull
-for c in docker-registry nginx skopeo zstd curl containerd ctr runc "$PY"; do
-  command -v "$c" >/dev/null || fail "$c is not installed (scripts/deps.sh)"
+for c in docker-registry skopeo zstd curl runc pigz unpigz nsenter "$CTD16" "$CTR16" "$CTD21" "$CTR21" "$DOCKERD20" "$DOCKERD28"; do
+  command -v "$c" >/dev/null || fail "$c is not installed (scripts/deps.sh --test; scripts/newer-runtimes.sh)"
 done
-[ -x "$DOCKERD_BIN" ] && [ -x "$DOCKER_CLI" ] || fail "dockerd / $DOCKER_CLI not installed (package docker.io)"
-[ -x /busybox ] || [ -x /bin/busybox ] || fail "busybox-static is not installed"
-if [ ! -x /usr/bin/time ]; then
-  say "installing package time (for /usr/bin/time -f %M)"
-  apt-get install -y time >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y time >/dev/null; } ||
-    fail "cannot install the time package"
-fi
-SIZE_B=$("$PY" -c 'import sys
-s = sys.argv[1].strip(); m = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-print(int(float(s[:-1]) * m[s[-1].upper()]) if s[-1].upper() in m else int(s))' "$SIZE")
-need=$((SIZE_B * 5))
+[ -x "$DOCKER_CLI" ] || fail "$DOCKER_CLI not installed (package docker.io)"
+[ -x /usr/bin/time ] || fail "/usr/bin/time is not installed (package time, scripts/deps.sh --test)"
+[ -x "$UNPACK_TOOL" ] || fail "no $UNPACK_TOOL (build the tests beside $PREPULL)"
+A_B=$(bytes_of "$A_SIZE")
+B_B=$(bytes_of "$B_SIZE")
+need=$((A_B * 6 + B_B * 5))
 avail=$(($(df -Pk "$T" | awk 'NR==2{print $4}') * 1024))
 [ "$avail" -gt "$need" ] || fail "need about $((need >> 30)) GiB free in $T, have $((avail >> 30)) GiB"
-
-LIMIT=16m
+CONN_BPS=$(rate_bps "$RATE")
+LIMIT_BPS=$((CONN_BPS * 16))
+if [ -n "$LINK" ]; then
+  l=$(rate_bps "$LINK")
+  [ "$l" -lt "$LIMIT_BPS" ] && LIMIT_BPS=$l
+fi
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-say "prepull: $PREPULL ($("$PREPULL" --version 2>&1 | head -n 1 | cut -d' ' -f1-2))"
-say "tmp dir: $T"
+say "prepull: $PREPULL ($("$PREPULL" --version 2>&1 | head -n 1)); namespace $NETNS; tmp dir: $T"
 
-# ---------------------------------------------------------------- servers and images
+# ---------------------------------------------------------------- registry and images
 start_registry
-NP=$(free_port)
-nginx_conf_proxy "$T/ngx" "$NP" "$REG_ADDR" "$LIMIT"
-start_nginx "$T/ngx/nginx.conf" "$NP"
-ALOG=$T/ngx/access.log
-say "registry $REG_ADDR behind nginx http://127.0.0.1:$NP (limit_rate $LIMIT per connection)"
+netsim_cap "$NETNS" "$REG_PORT" || fail "cannot cap port $REG_PORT"
+say "registry $REG_ADDR, responses capped at $RATE per connection${LINK:+, link $LINK}"
 
+IMAGES=()
+declare -A IMG_BYTES=() IMG_REF=() IMG_DESC=() BIG_DIGEST=()
+build_push() { # KEY DESC LAYER...
+  local key=$1 desc=$2
+  shift 2
+  mkimage "$T/src" "$key" --reuse-layers "$@"
+  push_layout "$T/src" "$key" "$REG_ADDR/bench/stores:$key"
+  IMG_BYTES[$key]=$(img_field "$key" 'o["bytes"]')
+  IMG_REF[$key]=$REG_ADDR/bench/stores:$key
+  IMG_DESC[$key]=$desc
+  BIG_DIGEST[$key]=$(img_field "$key" 'o["platforms"]["linux/amd64"]["layers"][1]')
+}
 t0=$(date +%s)
-BIG="random:$COMP:$SIZE:1536"
-# Same layout: the big layer is generated twice but stored once (same digest).
-mkimage "$T/src" ctd --layer busybox:gzip --layer "$BIG" --layer "random:zstd:$SMALL:64"
-mkimage "$T/src" dk --layer busybox:gzip --layer "$BIG" --layer "random:gzip:$SMALL:65"
-push_layout "$T/src" ctd "$REG_ADDR/bench/stores:ctd"
-push_layout "$T/src" dk "$REG_ADDR/bench/stores:dk"
+if [ "$ONLY" != b ]; then
+  BIG="random:$A_COMP:$A_SIZE:1536"
+  build_push a "busybox + $A_SIZE incompressible ($A_COMP) + $A_SMALL text (zstd)" \
+    --layer busybox:gzip --layer "$BIG" --layer "text:zstd:$A_SMALL:64"
+  build_push a-dk "A with the text layer as gzip (for Docker 20.10)" \
+    --layer busybox:gzip --layer "$BIG" --layer "text:gzip:$A_SMALL:64"
+  IMAGES+=(a)
+fi
+if [ "$ONLY" != a ]; then
+  build_push b "busybox + $B_SIZE $B_KIND-like, gzip -6" --layer busybox:gzip --layer "$B_KIND:gzip:$B_SIZE:7"
+  IMAGES+=(b)
+  if [ "$TWIN" = 1 ]; then
+    build_push b-zst "B's twin: the same $B_SIZE $B_KIND-like content, zstd -3" \
+      --layer busybox:gzip --layer "$B_KIND:zstd:$B_SIZE:7"
+    IMAGES+=(b-zst)
+  fi
+fi
+say "images built and pushed in $(($(date +%s) - t0)) s"
+
+# ---------------------------------------------------------------- inflate rates (B's gzip layer)
+INFL=() # "what|seconds|MB/s of tar|note"
+B_TAR=0
+if [ "$ONLY" != a ]; then
+  blob=$T/src/blobs/sha256/${BIG_DIGEST[b]#sha256:}
+  diffid=$("$PY" -c 'import json, sys
+d = sys.argv[1]
+cfg = json.load(open(d + "/blobs/sha256/" + json.load(open(sys.argv[2]))["platforms"]["linux/amd64"]["config"][7:]))
+print(cfg["rootfs"]["diff_ids"][1])' "$T/src" "$T/img-b.json")
+  B_TAR=$(gzip -dc "$blob" | wc -c)
+  B_GZ=$(stat -c %s "$blob")
+  cat "$blob" >/dev/null
+  infl() { # WHAT CMD...  (wall and CPU seconds of CMD; output to /dev/null)
+    local what=$1 f=$T/logs/infl.time e u s m c
+    shift
+    /usr/bin/time -f '%e %U %S %M' -o "$f" "$@" >/dev/null 2>"$T/logs/infl.err" ||
+      fail "$what failed: $(tail -n 3 "$T/logs/infl.err")"
+    read -r e u s m <"$f"
+    c=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+    INFL+=("$what|$e|$(div "$B_TAR" "$(awk -v e="$e" 'BEGIN{print e * 1e6}')" %.0f)|$c|$(div "$B_TAR" "$(awk -v c="$c" 'BEGIN{print c * 1e6}')" %.0f)|RSS $((m / 1024)) MiB")
+    say "  $what: $e s wall, $c s CPU"
+  }
+  infl "prepull: ISA-L inflate only (unpack_tool --inflate-only)" "$UNPACK_TOOL" --inflate-only "$blob"
+  rm -rf "$T/unpack-out" && mkdir "$T/unpack-out"
+  infl "prepull: inflate + sha256 + tar apply (unpack_tool)" "$UNPACK_TOOL" --diff-id "$diffid" --piece 1048576 "$blob" "$T/unpack-out"
+  rm -rf "$T/unpack-out"
+  infl "unpigz -dc" unpigz -dc "$blob"
+  infl "gzip -dc (zlib)" gzip -dc "$blob"
+fi
 rm -rf "$T/src"
-CTD_BYTES=$(img_field ctd 'o["bytes"]')
-DK_BYTES=$(img_field dk 'o["bytes"]')
-say "images built and pushed in $(($(date +%s) - t0)) s: bench/stores:ctd ($CTD_BYTES bytes," \
-  "busybox gzip + $SIZE $COMP + $SMALL zstd), bench/stores:dk ($DK_BYTES bytes, zstd layer as gzip)"
-REF_CTD=127.0.0.1:$NP/bench/stores:ctd
-REF_DK=127.0.0.1:$NP/bench/stores:dk
-NS=bench
 
 # ---------------------------------------------------------------- measurement helpers
-ROWS=()   # "runtime|tool|ready|pull|run|cmd"
-PP_RSS=() # "runtime|KiB"
-BYTES_SENT=()
+ROWS=() # "img|runtime|tool|pull|run|ready|client cpu|rss KiB|daemon cpu|conns|note"
+NS=bench
 
-# timed_pull NAME CMD... — runs CMD with a timeout; sets PULL_S; fails on error.
+# CPU seconds of PIDS (and the children each waited for): utime+stime+cutime+cstime.
+cpu_of() {
+  local t=0 p v tck
+  tck=$(getconf CLK_TCK)
+  for p in "$@"; do
+    v=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    t=$((t + v))
+  done
+  awk -v t="$t" -v k="$tck" 'BEGIN { printf "%.1f", t / k }'
+}
+DAEMON_PIDS=()
+daemon_pids() { # the daemons of this measurement and their direct children (dockerd's containerd)
+  local p out=()
+  for p in "${DAEMON_PIDS[@]}"; do out+=("$p" $(_children_of "$p")); done
+  echo "${out[@]}"
+}
+# Bytes per htb class, to count the connections a pull used (classes that moved bytes).
+class_bytes() {
+  ip netns exec "$NETNS" tc -s class show dev lo | awk '$1 == "class" { c = $3 } $1 == "Sent" { print c, $2 }'
+}
+conns_since() { # FILE of class_bytes before
+  class_bytes | awk 'NR == FNR { b[$1] = $2; next } $1 != "1:1" && $1 != "1:2" && $2 > b[$1] + 65536 { n++ } END { print n + 0 }' "$1" -
+}
+
+# timed_pull NAME CMD... — sets PULL_A/B/S, CPU_S, RSS_K, CONNS0 (class bytes before)
 timed_pull() {
-  local name=$1 a b rc
+  local name=$1 rc e u s m
   shift
-  reset_log "$ALOG"
-  a=$(now)
+  class_bytes >"$T/logs/$name.classes"
+  DCPU0=$(cpu_of $(daemon_pids))
+  PULL_A=$(now)
   set +e
-  timeout -k 10 "$RUN_TIMEOUT" "$@" >"$T/logs/$name.out" 2>"$T/logs/$name.err" </dev/null
+  /usr/bin/time -f '%e %U %S %M' -o "$T/logs/$name.time" \
+    timeout -k 10 "$RUN_TIMEOUT" "$@" >"$T/logs/$name.out" 2>"$T/logs/$name.err" </dev/null
   rc=$?
   set -e
-  b=$(now)
+  PULL_B=$(now)
   [ "$rc" -eq 0 ] || fail "$name failed (exit $rc): $(tail -n 5 "$T/logs/$name.err")"
-  PULL_A=$a
-  PULL_B=$b
-  PULL_S=$(secs "$a" "$b")
-  PULL_NAME=$name
+  PULL_S=$(secs "$PULL_A" "$PULL_B")
+  read -r e u s m < <(tail -n 1 "$T/logs/$name.time")
+  CPU_S=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.1f", u + s }')
+  RSS_K=$m
+  CONNS=$(conns_since "$T/logs/$name.classes")
 }
-
-# What the server sent for the last pull (after its first run: no bookkeeping is timed).
-count_bytes() {
-  local st
-  settle 0.5
-  st=$(log_stats "$ALOG")
-  BYTES_SENT+=("$PULL_NAME: $(stat_field "$st" bytes) blob bytes over $(stat_field "$st" conns) connections")
-}
-
-# timed_run NAME CMD... — the first start of the image; sets RUN_S and READY_S.
+# timed_run NAME CMD... — the first start of the image; sets RUN_S, READY_S, DCPU
 timed_run() {
   local name=$1 a b rc
   shift
@@ -210,118 +332,270 @@ timed_run() {
   b=$(now)
   [ "$rc" -eq 0 ] || fail "$name: the image does not start (exit $rc): $(tail -n 5 "$T/logs/$name.out")"
   RUN_S=$(secs "$a" "$b")
-  # pull + first run, each timed on its own (the checks in between are not counted).
-  READY_S=$(awk -v p0="$PULL_A" -v p1="$PULL_B" -v r0="$a" -v r1="$b" 'BEGIN { printf "%.1f", (p1 - p0) + (r1 - r0) }')
-  count_bytes
+  READY_S=$(awk -v p="$PULL_S" -v r="$RUN_S" 'BEGIN { printf "%.1f", p + r }')
+  DCPU=$(awk -v a="$DCPU0" -v b="$(cpu_of $(daemon_pids))" 'BEGIN { printf "%.1f", b - a }')
+}
+add_row() { # IMG RUNTIME TOOL NOTE
+  ROWS+=("$1|$2|$3|$PULL_S|$RUN_S|$READY_S|$CPU_S|$RSS_K|$DCPU|$CONNS|$4")
+  say "  $2 / $3: ready $READY_S s (pull $PULL_S, run $RUN_S), client CPU $CPU_S s, RSS $((RSS_K / 1024)) MiB, daemon CPU $DCPU s, $CONNS conns${4:+; $4}"
 }
 
-# Fresh private containerd for one tool (its own root/state/socket).
-fresh_containerd() { # NAME
-  start_containerd "$1"
+# What prepull -v said about the big layer (LOG DIGEST): who unpacked it, how long.
+pp_note() {
+  local log=$1 short=${2#sha256:} line
+  short=${short:0:12}
+  line=$(grep -E "layer (sha256:)?${short}[0-9a-f]*: unpacked as" "$log" | tail -n 1 | sed 's/.*: unpacked as [^ ]* //')
+  if grep -q "containerd applies it" "$log"; then
+    line="FELL BACK: $(grep -m1 'containerd applies it' "$log" | cut -c1-160); $line"
+  fi
+  echo "$line"
+}
+
+# A private containerd: VERSION (16|21), NAME, [multipart] [nopigz]. Sets CTD_*, CTR.
+bench_containerd() {
+  local ver=$1 name=$2 opt bin extra="" env=()
+  shift 2
+  CTD_DIR=$T/$name
+  CTD_ROOT=$CTD_DIR/root
+  CTD_SOCK=$CTD_DIR/c.sock
   CTD_DIRS+=("$CTD_DIR")
+  mkdir -p "$CTD_DIR"
+  for opt in "$@"; do
+    case $opt in
+    multipart) extra="[plugins.'io.containerd.transfer.v1.local']
+  max_concurrent_downloads = 16
+  concurrent_layer_fetch_buffer = 16777216" ;;
+    nopigz) env+=(CONTAINERD_DISABLE_PIGZ=1) ;;
+    esac
+  done
+  if [ "$ver" = 16 ]; then
+    bin=$CTD16 CTR=$CTR16
+    cat >"$CTD_DIR/config.toml" <<EOF
+version = 2
+root = "$CTD_ROOT"
+state = "$CTD_DIR/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "$CTD_SOCK"
+EOF
+  else
+    bin=$CTD21 CTR=$CTR21
+    cat >"$CTD_DIR/config.toml" <<EOF
+version = 3
+root = "$CTD_ROOT"
+state = "$CTD_DIR/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images",
+  "io.containerd.cri.v1.runtime", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.erofs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "$CTD_SOCK"
+$extra
+EOF
+  fi
+  bg "$name" env "${env[@]}" PATH="$(dirname "$bin"):$PATH" "$bin" --config "$CTD_DIR/config.toml"
+  CTD_PID=$LAST_PID
+  DAEMON_PIDS=("$CTD_PID")
+  local i
+  for i in $(seq 1 100); do
+    if [ -S "$CTD_SOCK" ] && "$CTR" --address "$CTD_SOCK" version >/dev/null 2>&1; then return 0; fi
+    kill -0 "$CTD_PID" 2>/dev/null || fail "containerd $name died at start-up: $(tail -n 3 "$T/logs/$name.log")"
+    sleep 0.1
+  done
+  fail "containerd $name not ready after 10 s"
 }
 drop_containerd() {
+  [ -n "$CTD_PID" ] || return 0
   kill "$CTD_PID" 2>/dev/null
   _wait_gone "$CTD_PID" 100 || kill -9 "$CTD_PID" 2>/dev/null
   wait "$CTD_PID" 2>/dev/null || true
   _forget_pid "$CTD_PID"
+  CTD_PID=""
   awk -v d="$CTD_DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null; done
   rm -rf "$CTD_DIR"
 }
-fresh_dockerd() {
+# Docker: VERSION (20|28). 28 runs on a private containerd 2.1 with the containerd store.
+bench_dockerd() {
+  local ver=$1
   rm -rf "$T/dockerd"
-  start_dockerd
+  if [ "$ver" = 20 ]; then
+    DOCKERD_BIN=$DOCKERD20 CONTAINERD_BIN=$CTD16 DOCKERD_DAEMON_JSON='{}'
+    start_dockerd
+  else
+    bench_containerd 21 dk28-containerd
+    DOCKERD_BIN=$DOCKERD28 CONTAINERD_BIN=$CTD21
+    DOCKERD_DAEMON_JSON='{"features": {"containerd-snapshotter": true}}'
+    start_dockerd --containerd="$CTD_SOCK"
+  fi
   set_trap # start_dockerd installs the harness's trap; ours stops dockerd too
+  DAEMON_PIDS=("$DOCKERD_PID" ${CTD_PID:+"$CTD_PID"})
+  DVER=$("${DOCKER[@]}" version --format '{{.Server.Version}}' 2>/dev/null || echo "$ver")
 }
 drop_dockerd() {
   stop_dockerd
   rm -rf "$T/dockerd"
+  drop_containerd
 }
 
-# ---------------------------------------------------------------- (a) containerd
-if [ "$ONLY" != docker ]; then
-  say "containerd: prepull (fresh containerd)"
-  fresh_containerd ctd-prepull
-  timed_pull ctd-prepull /usr/bin/time -f %M -o "$T/logs/rss-ctd" \
-    "$PREPULL" pull -q --plain-http --store "containerd:$CTD_SOCK" --namespace "$NS" \
-    --state-dir "$T/state-ctd" "$REF_CTD"
-  timed_run ctd-prepull-run ctr --address "$CTD_SOCK" -n "$NS" run --rm "$REF_CTD" bench-pp /bin/sh -c true
-  ROWS+=("containerd 1.6|prepull|$READY_S|$PULL_S|$RUN_S|prepull pull --plain-http --store containerd:SOCK --namespace $NS REF")
-  PP_RSS+=("containerd|$(tail -n 1 "$T/logs/rss-ctd")")
-  say "  ready after $READY_S s (pull $PULL_S s, run $RUN_S s)"
+PP=("$PREPULL" pull -v --plain-http -j "$JOBS") # prepull pull with the bench's settings
+
+# ---------------------------------------------------------------- the rows
+row_oci() { # IMG
+  local img=$1
+  say "$img: prepull -> OCI layout"
+  DAEMON_PIDS=()
+  timed_pull "$img-oci" "${PP[@]}" --store "oci:$T/oci-$img" --state-dir "$T/state-$img-oci" "${IMG_REF[$img]}"
+  RUN_S=0 READY_S=$PULL_S DCPU=0
+  OCI_S[$img]=$PULL_S
+  add_row "$img" "OCI layout" "prepull" ""
+  rm -rf "$T/oci-$img" "$T/state-$img-oci"
+}
+row_ctd() { # IMG VER TOOL(pp|ppctd|ppnopigz|ctr)
+  local img=$1 ver=$2 tool=$3 name=$1-ctd$2-$3 ref=${IMG_REF[$1]} label rt note=""
+  rt="containerd $([ "$ver" = 16 ] && echo 1.6 || echo 2.1)"
+  say "$img: $rt, $tool (fresh containerd)"
+  case $tool in
+  ctr)
+    if [ "$ver" = 21 ]; then bench_containerd "$ver" "$name" multipart; else bench_containerd "$ver" "$name"; fi ;;
+  ppnopigz) bench_containerd "$ver" "$name" nopigz ;;
+  *) bench_containerd "$ver" "$name" ;;
+  esac
+  rt="containerd $("$CTR" --address "$CTD_SOCK" version | awk '/^Server:/ {s=1} s && /Version:/ {print $2; exit}')"
+  case $tool in
+  pp)
+    label="prepull"
+    timed_pull "$name" "${PP[@]}" --store "containerd:$CTD_SOCK" --namespace "$NS" --state-dir "$T/state-$name" "$ref" ;;
+  ppctd | ppnopigz)
+    label="prepull --unpacker containerd"
+    [ "$tool" = ppnopigz ] && label="$label, CONTAINERD_DISABLE_PIGZ=1"
+    timed_pull "$name" "${PP[@]}" --unpacker containerd --store "containerd:$CTD_SOCK" --namespace "$NS" \
+      --state-dir "$T/state-$name" "$ref" ;;
+  ctr)
+    label=$([ "$ver" = 21 ] && echo "ctr images pull, multipart 16 x 16 MiB" || echo "ctr images pull")
+    timed_pull "$name" "$CTR" --address "$CTD_SOCK" -n "$NS" images pull --plain-http "$ref"
+    "$CTR" --address "$CTD_SOCK" -n "$NS" images check "name==$ref" 2>&1 | grep -q 'true *$' ||
+      note="not unpacked by the pull" ;;
+  esac
+  timed_run "$name-run" "$CTR" --address "$CTD_SOCK" -n "$NS" run --rm "$ref" "bench-$tool" /bin/sh -c true
+  [ "$tool" = ctr ] || note=$(pp_note "$T/logs/$name.err" "${BIG_DIGEST[$img]}")
+  add_row "$img" "$rt" "$label" "$note"
+  PULLED["$img|$ver|$tool"]=$PULL_S
+  READY["$img|$ver|$tool"]=$READY_S
+  NOTE["$img|$ver|$tool"]=$note
+  DCPUS["$img|$ver|$tool"]=$DCPU
   drop_containerd
-
-  say "containerd: ctr images pull (fresh containerd)"
-  fresh_containerd ctd-ctr
-  timed_pull ctd-ctr ctr --address "$CTD_SOCK" -n "$NS" images pull --plain-http "$REF_CTD"
-  # ctr pull unpacks by default: the image is "unpacked" before any run.
-  check=$(ctr --address "$CTD_SOCK" -n "$NS" images check "name==$REF_CTD")
-  printf '%s\n' "$check" | grep -Eq 'complete \(([0-9]+)/\1\).*true *$' ||
-    fail "ctr images pull left the image not complete or not unpacked: $check"
-  timed_run ctd-ctr-run ctr --address "$CTD_SOCK" -n "$NS" run --rm "$REF_CTD" bench-ctr /bin/sh -c true
-  ROWS+=("containerd 1.6|ctr images pull|$READY_S|$PULL_S|$RUN_S|ctr -n $NS images pull --plain-http REF")
-  say "  ready after $READY_S s (pull $PULL_S s, run $RUN_S s); ctr images check: unpacked"
-  drop_containerd
-fi
-
-# ---------------------------------------------------------------- (b) docker
-if [ "$ONLY" != containerd ]; then
-  say "docker: prepull (fresh dockerd)"
-  fresh_dockerd
-  DVER=$("${DOCKER[@]}" version --format '{{.Server.Version}}' 2>/dev/null || echo '?')
-  timed_pull dk-prepull /usr/bin/time -f %M -o "$T/logs/rss-dk" \
-    "$PREPULL" pull -q --plain-http --store "docker:$DOCKER_SOCK" --state-dir "$T/state-dk" "$REF_DK"
-  timed_run dk-prepull-run "${DOCKER[@]}" run --rm --pull=never --network none "$REF_DK" /bin/sh -c true
-  ROWS+=("docker $DVER|prepull|$READY_S|$PULL_S|$RUN_S|prepull pull --plain-http --store docker:SOCK REF")
-  PP_RSS+=("docker|$(tail -n 1 "$T/logs/rss-dk")")
-  say "  ready after $READY_S s (pull $PULL_S s, run $RUN_S s)"
+  rm -rf "$T/state-$name"
+}
+row_docker() { # IMG VER TOOL(pp|ppctd|pull)
+  local img=$1 ver=$2 tool=$3 name=$1-dk$2-$3 ref=${IMG_REF[$1]} label note=""
+  [ "$ver" = 20 ] && [ "$img" = a ] && ref=${IMG_REF[a-dk]}
+  say "$img: docker $ver, $tool (fresh dockerd)"
+  bench_dockerd "$ver"
+  local rt="Docker $DVER $([ "$ver" = 20 ] && echo "classic store" || echo "containerd store")"
+  case $tool in
+  pp)
+    label="prepull"
+    timed_pull "$name" "${PP[@]}" --store "docker:$DOCKER_SOCK" --state-dir "$T/state-$name" "$ref" ;;
+  ppctd)
+    label="prepull --unpacker containerd"
+    timed_pull "$name" "${PP[@]}" --unpacker containerd --store "docker:$DOCKER_SOCK" --state-dir "$T/state-$name" "$ref" ;;
+  pull)
+    label="docker pull"
+    timed_pull "$name" "${DOCKER[@]}" pull "$ref" ;;
+  esac
+  timed_run "$name-run" "${DOCKER[@]}" run --rm --pull=never --network none "$ref" /bin/sh -c true
+  [ "$tool" = pull ] || note=$(pp_note "$T/logs/$name.err" "${BIG_DIGEST[$img]}")
+  [ "$ver" = 20 ] && [ "$img" = a ] && note="image A-dk (text layer gzip)${note:+; $note}"
+  add_row "$img" "$rt" "$label" "$note"
+  PULLED["$img|d$ver|$tool"]=$PULL_S
+  READY["$img|d$ver|$tool"]=$READY_S
   drop_dockerd
+  rm -rf "$T/state-$name"
+}
 
-  say "docker: docker pull (fresh dockerd)"
-  fresh_dockerd
-  timed_pull dk-docker "${DOCKER[@]}" pull "$REF_DK"
-  timed_run dk-docker-run "${DOCKER[@]}" run --rm --pull=never --network none "$REF_DK" /bin/sh -c true
-  ROWS+=("docker $DVER|docker pull|$READY_S|$PULL_S|$RUN_S|docker -H unix://SOCK pull REF")
-  say "  ready after $READY_S s (pull $PULL_S s, run $RUN_S s)"
-  drop_dockerd
-fi
+declare -A OCI_S=() PULLED=() READY=() NOTE=() DCPUS=()
+for img in "${IMAGES[@]}"; do
+  row_oci "$img"
+  for ver in 16 21; do
+    row_ctd "$img" "$ver" pp
+    row_ctd "$img" "$ver" ppctd
+  done
+  row_ctd "$img" 21 ctr
+  [ "$img" = b ] && row_ctd "$img" 16 ppnopigz
+  [ "$img" = b-zst ] && continue # the twin: prepull and containerd 2.1 multipart only
+  row_ctd "$img" 16 ctr
+  row_docker "$img" 28 pp
+  row_docker "$img" 28 ppctd
+  row_docker "$img" 28 pull
+  row_docker "$img" 20 pp
+  row_docker "$img" 20 pull
+done
 
 # ---------------------------------------------------------------- report
+mib() { echo $(($1 / 1048576)); }
 echo
-echo "## prepull vs the runtimes' own pull: time until the image starts"
+echo "## prepull against the runtimes' own pull: time until the image starts"
 echo
-echo "Image: busybox (gzip) + $SIZE incompressible layer ($COMP) + $SMALL layer (zstd for"
-echo "containerd: $CTD_BYTES bytes; gzip for docker: $DK_BYTES bytes). Registry on loopback"
-echo "behind nginx, \`limit_rate $LIMIT\` per connection. Each tool against a fresh private"
-echo "daemon. **ready** = pull + the first \`run /bin/sh -c true\` of the image (each timed on its"
-echo "own, run right after the pull); ratio = ready(tool) / ready(prepull)."
-echo
-echo "| runtime | tool | ready (s) | pull (s) | first run (s) | ratio | command |"
-echo "|---|---|---:|---:|---:|---:|---|"
-declare -A BASE=()
-for r in "${ROWS[@]}"; do
-  IFS='|' read -r rt tool ready pull run cmd <<<"$r"
-  [ "$tool" = prepull ] && BASE[$rt]=$ready
+echo "Network: scripts/netsim.sh, $RATE per TCP connection${LINK:+ under a $LINK link}; registry,"
+echo "clients and daemons in one namespace; prepull \`-j $JOBS\`. Physical limit = image bytes /"
+echo "$((LIMIT_BPS / 1000000)) MB/s. **ready** = pull + first run (\`/bin/sh -c true\`); x limit = ready / limit."
+echo "client CPU = user + sys of the pull command; daemon CPU = the daemons' CPU seconds over"
+echo "pull and first run; conns = client ports that carried blob bytes."
+for img in "${IMAGES[@]}"; do
+  lim=$(awk -v b="${IMG_BYTES[$img]}" -v r="$LIMIT_BPS" 'BEGIN { printf "%.1f", b / r }')
+  echo
+  echo "### Image ${img^^}: ${IMG_DESC[$img]} — ${IMG_BYTES[$img]} bytes, physical limit $lim s"
+  echo
+  echo "| runtime | tool | pull (s) | first run (s) | ready (s) | ready ÷ limit | client CPU (s) | peak RSS (MiB) | daemon CPU (s) | conns | big layer unpacked |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  for r in "${ROWS[@]}"; do
+    IFS='|' read -r i rt tool pull run ready cpu rss dcpu conns note <<<"$r"
+    [ "$i" = "$img" ] || continue
+    echo "| $rt | $tool | $pull | $run | $ready | $(div "$ready" "$lim") | $cpu | $((rss / 1024)) | $dcpu | $conns | $note |"
+  done
+  echo
+  oci=${OCI_S[$img]}
+  for k in 16 21 d28; do
+    p=${PULLED["$img|$k|pp"]:-}
+    [ -n "$p" ] || continue
+    case $k in 16) w="containerd 1.6" ;; 21) w="containerd 2.1" ;; d28) w="Docker 28 (containerd store)" ;; esac
+    echo "- target (ready − first run) into $w ÷ OCI download ≤ 1.2: $p ÷ $oci = **$(div "$p" "$oci")**" \
+      "(with --unpacker containerd: $(div "${PULLED["$img|$k|ppctd"]}" "$oci"))"
+  done
+  m=${READY["$img|21|ctr"]:-}
+  [ -n "$m" ] && echo "- target prepull-ready ÷ containerd 2.1 multipart-ready ≤ 0.5: ${READY["$img|21|pp"]} ÷ $m = **$(div "${READY["$img|21|pp"]}" "$m")**" \
+    "(--unpacker containerd: $(div "${READY["$img|21|ppctd"]}" "$m"))"
 done
-for r in "${ROWS[@]}"; do
-  IFS='|' read -r rt tool ready pull run cmd <<<"$r"
-  ratio=$(awk -v a="$ready" -v b="${BASE[$rt]:-0}" 'BEGIN { if (b > 0) printf "%.1f×", a / b; else print "-" }')
-  echo "| $rt | $tool | $ready | $pull | $run | $ratio | \`$cmd\` |"
-done
+if [ ${#INFL[@]} -gt 0 ]; then
+  echo
+  echo "### Inflate rates on image B's gzip layer ($B_GZ bytes gzip, $B_TAR bytes of tar)"
+  echo
+  echo "Wall seconds suffer from the machine's load; CPU seconds (user + sys) less so."
+  echo
+  echo "| what | wall (s) | MB/s of tar (wall) | CPU (s) | MB of tar per CPU s | note |"
+  echo "|---|---:|---:|---:|---:|---|"
+  for r in "${INFL[@]}"; do
+    IFS='|' read -r w s rate c crate n <<<"$r"
+    echo "| $w | $s | $rate | $c | $crate | $n |"
+  done
+  for k in "16|ppctd|containerd 1.6 Diff.Apply, unpigz on its PATH" "16|ppnopigz|containerd 1.6 Diff.Apply, CONTAINERD_DISABLE_PIGZ=1" \
+    "21|ppctd|containerd 2.1 Diff.Apply, unpigz on its PATH"; do
+    IFS='|' read -r v t w <<<"$k"
+    s=$(sed -n 's/.*by containerd in \([0-9.]*\) s.*/\1/p' <<<"${NOTE["b|$v|$t"]:-}")
+    c=${DCPUS["b|$v|$t"]:-}
+    [ -n "$s" ] && echo "| $w (inflate + apply; time from prepull -v, CPU: the daemon's over pull and run) | $s |" \
+      "$(div "$B_TAR" "$(awk -v s="$s" 'BEGIN{print s * 1e6}')" %.0f) | $c | $(div "$B_TAR" "$(awk -v c="$c" 'BEGIN{print c * 1e6}')" %.0f) | |"
+  done
+fi
 echo
-echo "Run commands (timed as \"first run\"):"
-echo "\`ctr -n $NS run --rm REF ID /bin/sh -c true\`, \`docker run --rm --pull=never --network none REF /bin/sh -c true\`."
-echo "REF = \`127.0.0.1:$NP/bench/stores:ctd\` (containerd), \`127.0.0.1:$NP/bench/stores:dk\` (docker);"
-echo "SOCK = the private daemon's socket. docker CLI: $DOCKER_CLI (127.0.0.0/8 is an insecure"
-echo "registry by default)."
-echo
-for r in "${PP_RSS[@]}"; do
-  IFS='|' read -r rt kib <<<"$r"
-  echo "- prepull peak RSS ($rt store): $((kib / 1024)) MiB ($kib KiB, /usr/bin/time -f %M)"
-done
-for b in "${BYTES_SENT[@]}"; do echo "- server side, $b"; done
-echo "- $(nproc) CPUs, load before: $LOAD0; prepull $("$PREPULL" --version 2>&1 | head -n 1 | cut -d' ' -f2)"
-echo
-echo "Command: bash scripts/bench-stores.sh --size $SIZE --small $SMALL --comp $COMP"
+echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1048576)) GiB RAM," \
+  "kernel $(uname -r), load before: $LOAD0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "- prepull $("$PREPULL" --version 2>&1 | head -n 1 | cut -d' ' -f2); runtimes: $(tr '\n' ' ' <"$NEWER/../root.stamp" 2>/dev/null)" \
+  "+ Debian 12's containerd $("$CTD16" --version | awk '{print $3}') and dockerd $("$DOCKERD20" --version | awk '{print $3}' | tr -d ,)"
+echo "- run took $(($(date +%s) - BENCH_T0)) s; command: bash scripts/bench-stores.sh ${ARGS[*]}"
 say "done"

@@ -7,16 +7,25 @@ Layers are given in order, bottom first, with repeated --layer SPEC:
   busybox:COMP               /bin/busybox (busybox-static) + /bin/sh, /bin/echo symlinks
   random:COMP:SIZE[:SEED]    /data/random-SEED.bin, SIZE bytes of seeded random data
                              (incompressible; SIZE like 200M, 64K, 1000)
+  bf16:COMP:SIZE[:SEED]      /data/weights-SEED.bf16, SIZE bytes of bf16-like numbers
+                             (random mantissas, exponents of small weights: compresses
+                             like model weights, about 0.8 with gzip -6)
+  text:COMP:SIZE[:SEED]      /data/text-SEED.txt, SIZE bytes of text-like words
+                             (Zipf-distributed vocabulary; compresses like prose)
   file:COMP:PATH=TEXT        one regular file with TEXT as content
   files:COMP:COUNT           COUNT small files /many/D/F (a layer that is small
                              compressed yet slow to unpack)
   whiteout:COMP:PATH         an OCI whiteout (.wh.NAME) deleting PATH
-COMP is gzip, zstd or none (uncompressed tar).
+COMP is gzip, zstd or none (uncompressed tar). bf16 and text layers are compressed at
+gzip -6 (with pigz when installed: same format, two cores) and zstd -3.
 
 Single-platform image (default linux/amd64, --platform os/arch[/variant]) or, with
 --multiarch, an index with linux/amd64 and linux/arm64/v8 (each gets the shared layers
 plus its own small layer /etc/arch and its own config), optionally with an
 attestation manifest entry (--attestation).
+
+With --reuse-layers, a layer spec already built into --out by an earlier run with
+--reuse-layers is taken from there (same blob, same diff_id) instead of being built again.
 
 The layout in --out is created or extended: the new top-level descriptor is added
 to index.json with org.opencontainers.image.ref.name = --tag (an existing entry
@@ -139,6 +148,70 @@ class RandomReader(io.RawIOBase):
         return self.rng.randbytes(n)
 
 
+class Bf16Reader(io.RawIOBase):
+    """SIZE bytes of little-endian bf16-like values: a random low byte (mantissa), a
+    high byte (sign + exponent) drawn from the few exponents small weights have."""
+
+    HIGH = bytes((0x3C, 0xBC) * 30 + (0x3D, 0xBD) * 12 + (0x3B, 0xBB) * 6 + (0x3A, 0xBA) * 2 +
+                 (0x3E, 0xBE) * 2 + (0x39, 0xB9) * 2)[:256].ljust(256, b"\x3c")
+
+    def __init__(self, size, seed):
+        self.left = size
+        self.rng = random.Random(seed)
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            n = self.left
+        n = min(n, self.left)
+        if n <= 0:
+            return b""
+        self.left -= n
+        r = self.rng.randbytes(n + (n & 1))
+        out = bytearray(r)
+        out[1::2] = r[1::2].translate(self.HIGH)
+        return bytes(out[:n])
+
+
+class TextReader(io.RawIOBase):
+    """SIZE bytes of text-like lines: words from a Zipf-weighted vocabulary, a pool of
+    lines (more than zstd -3's window) drawn at random (drawing lines, not words, is
+    what makes it fast enough for a GiB)."""
+
+    def __init__(self, size, seed):
+        self.left = size
+        self.rng = random.Random(seed)
+        letters = "etaoinshrdlucmfwypvbgkjqxz"
+        vocab = []
+        for i in range(8192):
+            k = 1 + int(self.rng.expovariate(0.25)) % 12
+            vocab.append("".join(self.rng.choice(letters[:6 + i % 20]) for _ in range(k)))
+        acc, cum = 0.0, []
+        for i in range(len(vocab)):
+            acc += 1.0 / (i + 1)
+            cum.append(acc)
+        words = self.rng.choices(vocab, cum_weights=cum, k=12 * 65536)
+        self.lines = [(" ".join(words[i:i + 12]) + "\n").encode() for i in range(0, len(words), 12)]
+        self.buf = b""
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            n = self.left
+        n = min(n, self.left)
+        if n <= 0:
+            return b""
+        while len(self.buf) < n:
+            self.buf += b"".join(self.rng.choices(self.lines, k=16384))
+        out, self.buf = self.buf[:n], self.buf[n:]
+        self.left -= n
+        return out
+
+
 def tarinfo(name, kind=tarfile.REGTYPE, size=0, mode=0o644, link=""):
     ti = tarfile.TarInfo(name)
     ti.type = kind
@@ -177,6 +250,12 @@ def write_layer_tar(tf, spec):
         name = "data/random-%s.bin" % seed
         add_dirs(tf, name, seen)
         tf.addfile(tarinfo(name, size=size), RandomReader(size, seed))
+    elif kind in ("bf16", "text"):
+        size, seed = arg
+        name = "data/weights-%s.bf16" % seed if kind == "bf16" else "data/text-%s.txt" % seed
+        add_dirs(tf, name, seen)
+        reader = Bf16Reader(size, seed) if kind == "bf16" else TextReader(size, seed)
+        tf.addfile(tarinfo(name, size=size), reader)
     elif kind == "file":
         path, text = arg
         data = text.encode()
@@ -205,7 +284,10 @@ def build_layer(layout, spec, tmpdir):
     os.close(fd)
     with open(tmp, "wb") as out:
         proc = None
-        if comp == "gzip":
+        if comp == "gzip" and spec["kind"] in ("bf16", "text") and shutil.which("pigz"):
+            proc = subprocess.Popen(["pigz", "-6", "-n", "-c"], stdin=subprocess.PIPE, stdout=out)
+            sink = proc.stdin
+        elif comp == "gzip":
             # Large incompressible layers get level 1: same bytes, much faster.
             level = 1 if spec["kind"] == "random" else 6
             sink = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level, mtime=0, filename="")
@@ -222,7 +304,7 @@ def build_layer(layout, spec, tmpdir):
         if proc:
             proc.stdin.close()
             if proc.wait() != 0:
-                sys.exit("mkimage: zstd failed")
+                sys.exit("mkimage: %s failed" % proc.args[0])
         elif comp == "gzip":
             sink.close()
     digest, size = layout.put_file(tmp)
@@ -238,7 +320,7 @@ def parse_layer(s):
     spec = {"kind": kind, "comp": comp, "text": s}
     if kind == "busybox":
         pass
-    elif kind == "random":
+    elif kind in ("random", "bf16", "text"):
         p = rest.split(":")
         spec["arg"] = (parse_size(p[0]), int(p[1]) if len(p) > 1 else 1)
     elif kind == "file":
@@ -316,6 +398,9 @@ def main():
     ap.add_argument("--multiarch", action="store_true", help="index with linux/amd64 and linux/arm64/v8")
     ap.add_argument("--no-arm-variant", action="store_true", help="arm64 entry without variant v8")
     ap.add_argument("--attestation", action="store_true", help="add an attestation-manifest entry (multiarch)")
+    ap.add_argument("--reuse-layers", action="store_true",
+                    help="take a layer built earlier into --out from the same spec (recorded in "
+                         "OUT/.mkimage-layers.json) instead of building it again")
     ap.add_argument("--label", default="", help="config label prepull.test (changes the config digest)")
     args = ap.parse_args()
 
@@ -325,10 +410,24 @@ def main():
     tmpdir = tempfile.mkdtemp(dir=args.out, prefix=".mkimage-")
     try:
         shared, shared_diffs = [], []
+        memo_path = os.path.join(args.out, ".mkimage-layers.json")
+        memo = {}
+        if args.reuse_layers and os.path.exists(memo_path):
+            memo = json.load(open(memo_path))
         for s in args.layer:
-            d, diff = build_layer(layout, parse_layer(s), tmpdir)
+            m = memo.get(s)
+            if m and os.path.exists(os.path.join(layout.blobdir, m[0]["digest"].split(":")[1])):
+                d, diff = m
+                layout.written.append(d["digest"])
+            else:
+                d, diff = build_layer(layout, parse_layer(s), tmpdir)
+                memo[s] = [d, diff]
             shared.append(d)
             shared_diffs.append(diff)
+        if args.reuse_layers:
+            with open(memo_path + ".tmp", "w") as f:
+                json.dump(memo, f)
+            os.rename(memo_path + ".tmp", memo_path)
 
         platforms = {}
         if args.multiarch:
