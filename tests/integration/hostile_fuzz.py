@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -110,7 +111,11 @@ def bad_blobs(d):
         return bad
     for name in os.listdir(d):
         p = os.path.join(d, name)
-        if not os.path.isfile(p) or os.path.islink(p):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue  # removed meanwhile (containerd's garbage collection)
+        if not stat.S_ISREG(st.st_mode):
             bad.append("%s (not a regular file)" % name)
             continue
         h = hashlib.sha256()
@@ -183,8 +188,22 @@ class Fuzz:
             rw = [state, oci]
         cmd += bad_args if bad_args is not None else plan["args"]
         cmd.append("127.0.0.1:%d/%s" % (port, plan["ref"]))
-        bound = a.bound
-        full = ["timeout", "-k", "3", str(bound), a.sandbox, ":".join(rw), "--"] + cmd
+        problems = []
+        kill = plan.get("kill_first") if bad_args is None else None
+        if kill:
+            # A first run killed (SIGKILL) part-way leaves partial files, journals and
+            # whatever else a kill leaves; the checked run below starts from them.
+            kp = os.path.join(wd, "killed.err")
+            with open(os.path.join(wd, "killed.out"), "wb") as o, open(kp, "wb") as e:
+                krc = subprocess.call(["timeout", "-s", "KILL", "%.2f" % kill, a.sandbox, ":".join(rw), "--"]
+                                      + cmd, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+            with open(kp, "rb") as f:
+                kerr = f.read()
+            if SANITIZER_RX.search(kerr) or krc == a.sanitizer_exit:
+                problems.append("sanitizer report in the run killed after %.2fs" % kill)
+            elif krc not in (0, 1, 3, 137, -9):  # -9: timeout killed itself with its group
+                problems.append("the run killed after %.2fs ended with %d first" % (kill, krc))
+        full = ["timeout", "-k", "3", str(a.bound), a.sandbox, ":".join(rw), "--"] + cmd
         outp, errp = os.path.join(wd, "run.out"), os.path.join(wd, "run.err")
         t0 = time.monotonic()
         with open(outp, "wb") as o, open(errp, "wb") as e:
@@ -194,14 +213,13 @@ class Fuzz:
             out = f.read()
         with open(errp, "rb") as f:
             err = f.read()
-        problems = []
         if rc == 97:
             problems.append("the read-only mount namespace could not be set up: %r" % err[-300:])
         elif bad_args is not None:
             if rc != 2:
                 problems.append("exit %d for deliberately bad arguments (expected 2)" % rc)
         elif rc in (124, 137) or rc >= 128 or rc < 0:
-            problems.append("hang: killed by timeout after %.1fs" % secs if rc in (124, 137)
+            problems.append("hang: killed by timeout after %.1fs" % secs if rc in (124, 137, -9)
                             else "killed by signal %d" % (rc - 128 if rc > 0 else -rc))
         elif rc == a.sanitizer_exit:
             problems.append("sanitizer exit code %d" % rc)
@@ -240,7 +258,9 @@ class Fuzz:
     def report(self, plan, cmd, rc, secs, problems, err):
         a = self.a
         p = sys.stdout
-        p.write("FAILURE seed=%d mode=%s exit=%d after %.1fs\n" % (plan["seed"], plan["mode"], rc, secs))
+        p.write("FAILURE seed=%d mode=%s exit=%d after %.1fs%s\n" % (
+            plan["seed"], plan["mode"], rc, secs,
+            " (after a first run killed at %.2fs)" % plan["kill_first"] if plan.get("kill_first") else ""))
         for pr in problems:
             p.write("  problem: %s\n" % pr)
         p.write("  plan: %s\n" % json.dumps(plan))

@@ -22,7 +22,9 @@ Seeds.  The server listens on one control port and --ports fuzz ports.  A client
 asks GET /_plan?port=P&seed=S on the control port: from then on every request that
 arrives on fuzz port P is answered under seed S, numbered from 1 (the request
 number), and the answer is the plan of the run (JSON: the image reference to pull,
-the mode -- one of --modes -- and extra prepull arguments, all derived from S).
+the mode -- one of --modes --, extra prepull arguments, and kill_first: when set,
+the client first runs prepull and kills it after that many seconds, then runs it
+again on the same state; all derived from S).
 Each request's mutation is drawn from a generator seeded by (S, method, path,
 Range, how many times that same request came before), so a run replays with the
 same seed even when parallel requests arrive in another order.
@@ -222,6 +224,8 @@ def make_plan(seed, image, modes):
         args.append("-v")
     elif rng.random() < 0.1:
         args.append("-q")
+    # A quarter of the runs start from what a run killed part-way left behind.
+    plan["kill_first"] = round(rng.uniform(0.05, 1.0), 2) if rng.random() < 0.25 else None
     if plan["mode"].endswith("json"):
         args.append("--json")
     plan["args"] = args

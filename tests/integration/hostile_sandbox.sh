@@ -25,8 +25,12 @@ exec unshare -m --propagation private bash -c '
     keep=0
     for d in "${RW[@]}"; do [ "$mp" = "$d" ] && keep=1; done
     [ $keep = 1 ] && continue
-    mount -o remount,bind,ro "$mp" 2>/dev/null ||
-      { echo "hostile_sandbox: cannot make $mp read-only" >&2; exit 97; }
+    mount -o remount,bind,ro "$mp" 2>/dev/null && continue
+    # A mount whose directory was removed outside meanwhile (a daemon'"'"'s temporary
+    # mount, copied into this namespace as it went) has no path left to write through.
+    [ -e "$mp" ] || continue
+    echo "hostile_sandbox: cannot make $mp read-only" >&2
+    exit 97
   done </proc/self/mountinfo
   exec "$@"
 ' hostile-sandbox "$rw" "$@"

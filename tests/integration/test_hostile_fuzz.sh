@@ -5,7 +5,8 @@
 # valid answer, or leaves it alone (status codes, headers, challenges, token bodies,
 # manifests and indexes, Content-Range, Location, bodies cut or too long, connections
 # closed, slow drips).  tests/integration/hostile_fuzz.py runs prepull again and again
-# (--json or text, the OCI store or a private containerd), each run in a private mount
+# (--json or text, the OCI store or a private containerd; a quarter of the runs start
+# from the state a first run killed part-way left), each run in a private mount
 # namespace where all but its state dir and store is read-only, and checks every run: no
 # crash and no sanitizer report, exit 0, 1 or 3, no hang past a bound, stderr and stdout
 # printable UTF-8, JSON lines that parse (with a summary event), and no blob in any store
@@ -76,6 +77,8 @@ set +e
   --bad-args "${seed_args[@]}" >"$T/fuzz.log" 2>&1
 frc=$?
 set -e
+# Every failure in one line each, then the first ones in full (seed, plan, requests, stderr).
+grep -E '^(FAILURE|  problem)' "$T/fuzz.log" | head -n 200 || true
 grep -v '^{' "$T/fuzz.log" | head -n 400 || true
 SUMMARY=$(grep '^{' "$T/fuzz.log" | tail -n 1)
 [ "$frc" -eq 0 ] && [ -n "$SUMMARY" ] || fail "hostile_fuzz.py failed (exit $frc): $(tail -n 20 "$T/fuzz.log")"
