@@ -14,7 +14,9 @@ state dir and its store are writable) under `timeout`, and checks:
     "event", no control character in any of its strings, and a "summary" event;
   * no write refused by the read-only namespace ("Read-only file system");
   * every file in the OCI layout's blobs/sha256 and in containerd's content store
-    hashes to its name.
+    hashes to its name;
+  * after exit 0, the OCI layout holds a whole image: every index.json entry, its
+    manifest (of an index: one at least), config and layers.
 
 Every failure is printed with its seed, the plan, the requests the server answered
 under that seed (number, method, path, mutations) and the stderr; replay one with
@@ -130,6 +132,59 @@ def bad_blobs(d):
     return bad
 
 
+def incomplete_layout(d):
+    """What an OCI layout that prepull called done lacks: every index.json entry's
+    blob, and under it (an index: at least one manifest) the config and layers."""
+    missing = []
+
+    def blob(dg):
+        if not isinstance(dg, str) or not dg.startswith("sha256:"):
+            missing.append("bad digest %r" % (dg,))
+            return None
+        p = os.path.join(d, "blobs", "sha256", dg[7:])
+        if not os.path.isfile(p):
+            missing.append("missing %s" % dg)
+            return None
+        with open(p, "rb") as f:
+            return f.read()
+
+    def manifest(dg, depth=0):
+        data = blob(dg)
+        if data is None:
+            return False
+        try:
+            o = json.loads(data)
+        except ValueError:
+            missing.append("%s is not JSON" % dg)
+            return False
+        if isinstance(o, dict) and isinstance(o.get("manifests"), list) and depth == 0:
+            have = [m for m in o["manifests"] if isinstance(m, dict) and
+                    os.path.isfile(os.path.join(d, "blobs", "sha256", str(m.get("digest", ""))[7:]))]
+            if not have:
+                missing.append("no manifest of index %s" % dg)
+                return False
+            return all(manifest(m["digest"], 1) for m in have)
+        if not isinstance(o, dict) or not isinstance(o.get("config"), dict):
+            missing.append("%s is no manifest" % dg)
+            return False
+        ok = blob(o["config"].get("digest")) is not None
+        for layer in o.get("layers") or []:
+            ok = blob(layer.get("digest") if isinstance(layer, dict) else None) is not None and ok
+        return ok
+
+    try:
+        with open(os.path.join(d, "index.json")) as f:
+            idx = json.load(f)
+        entries = idx["manifests"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return ["index.json: %s" % e]
+    if not entries:
+        return ["index.json has no entry"]
+    for m in entries:
+        manifest(m.get("digest"))
+    return missing
+
+
 class Fuzz:
     def __init__(self, a):
         self.a = a
@@ -231,6 +286,10 @@ class Fuzz:
             self.ctd_cleanup(ns)
         else:
             bad = bad_blobs(os.path.join(oci, "blobs", "sha256"))
+            if rc == 0 and bad_args is None:
+                lacks = incomplete_layout(oci)
+                if lacks:
+                    problems.append("exit 0, yet the layout is not a whole image: %s" % "; ".join(lacks[:5]))
         if bad:
             problems.append("unverified blobs in the store: %s" % ", ".join(bad[:5]))
         with self.lock:
