@@ -332,7 +332,7 @@ class Fuzz:
                     if '"seed": %d,' % plan["seed"] not in line:
                         continue
                     r = json.loads(line)
-                    if r["seed"] != plan["seed"]:
+                    if r.get("seed") != plan["seed"]:
                         continue
                     p.write("    #%d %s %s%s -> %s %s\n" % (r["n"], r["m"], r["path"][:120],
                                                           " [%s]" % r["range"] if r["range"] else "",
@@ -385,8 +385,9 @@ def main():
     for t in ths:
         t.join()
     secs = time.monotonic() - t0
-    req = fz.ctl("/_stats")["requests"] - req0
-    print(json.dumps({"runs": fz.runs, "requests": req, "seconds": round(secs, 1),
+    stats = fz.ctl("/_stats")
+    req = stats["requests"] - req0
+    print(json.dumps({"runs": fz.runs, "requests": req, "injected": stats["injected"], "seconds": round(secs, 1),
                       "exit_codes": {str(k): v for k, v in sorted(fz.rcs.items())}, "modes": fz.modes,
                       "max_run_seconds": round(fz.max_secs, 1), "failures": len(fz.failures),
                       "failed_seeds": fz.failures[:50], "seed_base": a.seed_base}))

@@ -31,7 +31,9 @@ same seed even when parallel requests arrive in another order.
 
 Log (--log FILE): one JSON object per request: port, seed, n (request number), m,
 path, range, status, mut (the mutations applied, in words).
-GET /_stats on the control port: {"requests": total}.
+GET /_stats on the control port: {"requests": total, "injected": N}, N the requests
+that carried a header or a target this server put in an answer (an X-Injected header
+from a token with a line break, a request target with a space or a control byte).
 
 Replay a plan without a server: hostile_registry.py --layout DIR --plan-only SEED.
 """
@@ -747,6 +749,7 @@ class State:
         self.occ = {}         # (seed, key) -> occurrences
         self.port_plan = {}   # fuzz port -> plan of its seed
         self.total = 0
+        self.injected = 0     # requests with a header or target the server injected
         self.logf = open(args.log, "a", buffering=1) if args.log else None
 
     def begin(self, port, key):
@@ -786,6 +789,11 @@ class Handler(socketserver.BaseRequestHandler):
                 lines = head.decode("latin-1").split("\r\n")
                 parts = lines[0].split(" ")
                 if len(parts) != 3:
+                    if len(parts) > 3:  # a space in the target: sent as a redirect gave it
+                        with st.lock:
+                            st.injected += 1
+                        st.log({"port": self.server.server_address[1], "injected": True,
+                                "line": lines[0][:300]})
                     return
                 method, target, _ = parts
                 headers = {}
@@ -831,7 +839,7 @@ class Handler(socketserver.BaseRequestHandler):
             r = json_resp(200, plan)
         elif u.path == "/_stats":
             with st.lock:
-                r = json_resp(200, {"requests": st.total})
+                r = json_resp(200, {"requests": st.total, "injected": st.injected})
         else:
             r = json_resp(200 if u.path == "/healthz" else 404, {})
         self.request.sendall(r.wire())
@@ -895,6 +903,12 @@ class Handler(socketserver.BaseRequestHandler):
         port = self.server.server_address[1]
         path, _, query = target.partition("?")
         key = "%s %s %s" % (method, path, headers.get("range", ""))
+        # A token body may carry "\r\nX-Injected: 1": a client that put it in its
+        # Authorization header as it came sent a header of the server's choosing.
+        injected = "x-injected" in headers or any(c in target for c in "\r\n\x00 ")
+        if injected:
+            with st.lock:
+                st.injected += 1
         seed, plan, n, occ = st.begin(port, key)
         if seed is None:
             self.request.sendall(error_resp(503, "UNAVAILABLE", "no seed set for this port").wire())
@@ -907,8 +921,11 @@ class Handler(socketserver.BaseRequestHandler):
             table = BY_KIND[ctx["kind"]]
             for _ in range(rng.choice([1, 1, 1, 2, 3])):
                 muts.append(pick(rng, table)(r, ctx, rng))
-        st.log({"port": port, "seed": seed, "n": n, "m": method, "path": path[:200],
-                "range": headers.get("range"), "status": r.status, "mut": muts})
+        rec = {"port": port, "seed": seed, "n": n, "m": method, "path": path[:200],
+               "range": headers.get("range"), "status": r.status, "mut": muts}
+        if injected:
+            rec["injected"] = True
+        st.log(rec)
         return self.send(r, bool(muts))
 
     def send(self, r, mutated):

@@ -86,6 +86,7 @@ log "summary: $SUMMARY"
 echo "# seeds run: $SEED..$((SEED + $(jget - 'o["runs"]' <<<"$SUMMARY") - 1))${SEEDS:+ ($SEEDS)}"
 
 assert_eq 0 "$(jget - 'o["failures"]' <<<"$SUMMARY")" "no run crashed, hung, printed a control byte or left an unverified blob (failed seeds: $(jget - 'o["failed_seeds"]' <<<"$SUMMARY"))"
+assert_eq 0 "$(jget - 'o["injected"]' <<<"$SUMMARY")" "no request carried a header or a target the server injected (token with a line break, Location with a space)"
 kill -0 "$HOSTILE_PID" || fail "hostile_registry.py died during the run: $(tail -n 5 "$T/logs/hostile.log")"
 # containerd takes every file in blobs/sha256 for content: one that is not named by its
 # digest (a temp file) makes its garbage collection (after each containerd run) fail.
@@ -102,7 +103,7 @@ if [ -z "$SEEDS" ]; then
   for mode in oci-json oci-text containerd-json; do
     assert_num "$(jget - "o['modes'].get('$mode', 0)" <<<"$SUMMARY")" -ge 1 "runs in mode $mode"
   done
-  MUTATED=$("$PY" -c 'import json,sys; print(sum(1 for l in open(sys.argv[1]) if json.loads(l)["mut"]))' "$REQLOG")
+  MUTATED=$("$PY" -c 'import json,sys; print(sum(1 for l in open(sys.argv[1]) if json.loads(l).get("mut")))' "$REQLOG")
   assert_num "$MUTATED" -ge $((MIN_REQ / 8)) "requests answered with a mutation"
   assert_num "$MUTATED" -lt "$REQ" "and some answered as a registry would"
 fi
