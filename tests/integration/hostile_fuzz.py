@@ -196,6 +196,7 @@ class Fuzz:
         self.modes = {}
         self.failures = []
         self.max_secs = 0.0
+        self.shapes = {}  # first error (else warning) line of a run, numbers masked -> runs
         self.end = time.monotonic() + a.seconds
 
     def take_seed(self):
@@ -292,7 +293,18 @@ class Fuzz:
                     problems.append("exit 0, yet the layout is not a whole image: %s" % "; ".join(lacks[:5]))
         if bad:
             problems.append("unverified blobs in the store: %s" % ", ".join(bad[:5]))
+        shape = "exit %d" % rc
+        for ln in err.decode("utf-8", "replace").splitlines():
+            if ": error: " in ln or ": warning: " in ln:
+                shape = ln.split(": ", 1)[-1]
+                shape = re.sub(r"https?://[^\s\"']+", "URL", shape)
+                shape = re.sub(r"sha256:[0-9a-f]+", "sha256:H", shape)
+                shape = re.sub(r"127\.0\.0\.1:\d+", "HOST", shape)
+                shape = re.sub(r"\b\d+(\.\d+)?\b", "N", shape)[:170]
+                if ": error: " in ln:
+                    break
         with self.lock:
+            self.shapes[shape] = self.shapes.get(shape, 0) + 1
             self.runs += 1
             self.rcs[rc] = self.rcs.get(rc, 0) + 1
             self.modes[mode] = self.modes.get(mode, 0) + 1
@@ -387,6 +399,9 @@ def main():
     secs = time.monotonic() - t0
     stats = fz.ctl("/_stats")
     req = stats["requests"] - req0
+    print("what the runs said (first error or warning, numbers masked; runs):")
+    for shape, n in sorted(fz.shapes.items(), key=lambda kv: -kv[1])[:30]:
+        print("  %5d  %s" % (n, ascii(shape)[1:-1]))
     print(json.dumps({"runs": fz.runs, "requests": req, "injected": stats["injected"], "seconds": round(secs, 1),
                       "exit_codes": {str(k): v for k, v in sorted(fz.rcs.items())}, "modes": fz.modes,
                       "max_run_seconds": round(fz.max_secs, 1), "failures": len(fz.failures),

@@ -79,7 +79,8 @@ frc=$?
 set -e
 # Every failure in one line each, then the first ones in full (seed, plan, requests, stderr).
 grep -E '^(FAILURE|  problem)' "$T/fuzz.log" | head -n 200 || true
-grep -v '^{' "$T/fuzz.log" | head -n 400 || true
+grep -v '^{' "$T/fuzz.log" | grep -v '^what the runs said' | grep -v '^  ' | head -n 400 || true
+sed -n '/^what the runs said/,/^{/p' "$T/fuzz.log" | grep -v '^{' | sed 's/^/# /' || true
 SUMMARY=$(grep '^{' "$T/fuzz.log" | tail -n 1)
 [ "$frc" -eq 0 ] && [ -n "$SUMMARY" ] || fail "hostile_fuzz.py failed (exit $frc): $(tail -n 20 "$T/fuzz.log")"
 log "summary: $SUMMARY"
