@@ -28,8 +28,8 @@ MIN_REQ=${HOSTILE_MIN_REQUESTS:-$((SECS * 2000 / 60))}
 JOBS=${HOSTILE_JOBS:-5}
 SEED=${HOSTILE_SEED:-$(date +%s)}
 SEEDS=${HOSTILE_SEEDS:-}
-# A sanitizer build's reports get their own exit code (lib.sh sets it in the tree that has
-# check_sanitizer; the same here otherwise), and hostile_fuzz.py looks for their text too.
+# A sanitizer build's reports get their own exit code: lib.sh's SANITIZER_EXIT when it
+# sets one, else the same 86 here; hostile_fuzz.py also looks for their text on stderr.
 if [ -z "${SANITIZER_EXIT:-}" ]; then
   SANITIZER_EXIT=86
   export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=$SANITIZER_EXIT"
