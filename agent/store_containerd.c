@@ -109,48 +109,12 @@ static int ctd_commit_file(struct pp_store *s, const char *digest, const char *p
 	return 0;
 }
 
-/* A blob held in memory (config, manifest, index) into the content store.
- * Written in the staging directory and renamed in, never written next to
- * the blobs: containerd takes every file in blobs/sha256 for content, and a
- * temp file there (a name that is no digest) makes each of its garbage
- * collections fail while it exists, for good if we are killed meanwhile. */
-static int put_small(struct ctd *c, const char *digest, const void *data, size_t len,
-		     struct pp_error *err)
-{
-	cleanup_free char *tmp = pp_xasprintf("%s/blob-XXXXXX", c->stage_dir);
-	int fd = mkostemp(tmp, O_CLOEXEC); /* O_EXCL: never someone else's file */
-	if (fd < 0)
-		return pp_error_errno(err, "create %s", tmp);
-	const char *p = data;
-	size_t left = len;
-	int r = 0;
-	while (left) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			r = pp_error_errno(err, "write %s", tmp);
-			break;
-		}
-		p += w;
-		left -= (size_t)w;
-	}
-	if (r == 0 && fsync(fd) < 0)
-		r = pp_error_errno(err, "sync %s", tmp);
-	if (close(fd) < 0 && r == 0)
-		r = pp_error_errno(err, "close %s", tmp);
-	if (r == 0)
-		r = place_file(c, digest, tmp, err);
-	if (r < 0)
-		unlink(tmp);
-	return r;
-}
-
 static int put_blob_labels(struct ctd *c, const char *digest, const void *data, size_t len,
 			   const struct pp_ctd_label *labels, size_t n, struct pp_error *err)
 {
 	if (!pp_blob_dir_has(c->blob_dir, digest, (int64_t)len)) {
-		int r = put_small(c, digest, data, len, err);
+		/* 0444, as containerd keeps its blobs. */
+		int r = pp_blob_dir_put(c->blob_dir, c->stage_dir, digest, data, len, 0444, err);
 		if (r < 0)
 			return r;
 	}
