@@ -402,7 +402,7 @@ def main():
     print("what the runs said (first error or warning, numbers masked; runs):")
     for shape, n in sorted(fz.shapes.items(), key=lambda kv: -kv[1])[:30]:
         print("  %5d  %s" % (n, ascii(shape)[1:-1]))
-    print(json.dumps({"runs": fz.runs, "requests": req, "injected": stats["injected"], "seconds": round(secs, 1),
+    print(json.dumps({"runs": fz.runs, "bad_args_runs": len(BAD_ARGS) if a.bad_args else 0, "requests": req, "injected": stats["injected"], "seconds": round(secs, 1),
                       "exit_codes": {str(k): v for k, v in sorted(fz.rcs.items())}, "modes": fz.modes,
                       "max_run_seconds": round(fz.max_secs, 1), "failures": len(fz.failures),
                       "failed_seeds": fz.failures[:50], "seed_base": a.seed_base}))

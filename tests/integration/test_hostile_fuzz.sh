@@ -87,7 +87,7 @@ log "summary: $SUMMARY"
 if [ -n "$SEEDS" ]; then
   echo "# seeds run: $SEEDS"
 else
-  echo "# seeds run: $SEED..$((SEED + $(jget - 'o["runs"]' <<<"$SUMMARY") - 10 - 1)) (and -1: the bad arguments)"
+  echo "# seeds run: $SEED..$((SEED + $(jget - 'o["runs"] - o["bad_args_runs"]' <<<"$SUMMARY") - 1)) (and -1: the bad arguments)"
 fi
 
 assert_eq 0 "$(jget - 'o["failures"]' <<<"$SUMMARY")" "no run crashed, hung, printed a control byte or left an unverified blob (failed seeds: $(jget - 'o["failed_seeds"]' <<<"$SUMMARY"))"
