@@ -51,6 +51,7 @@ struct ctd {
 	char *snapshotter;
 	char *content_root;
 	char *blob_dir;
+	const char *stage_dir; /* the store's: files are written there, renamed in */
 	char *lease;
 	struct pp_grpc *g;  /* main thread */
 	struct pp_grpc *wg; /* worker thread */

@@ -14,6 +14,7 @@
 #include "prepull/error.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
+#include "prepull/sanitize.h"
 #include "prepull/stop.h"
 #include "prepull/util.h"
 
@@ -101,8 +102,11 @@ static void on_signal(int sig)
 
 static int usage_error(const char *fmt, const char *arg)
 {
+	/* An argument may hold any bytes (a pasted escape sequence, a file
+	 * name in another encoding): it is shown escaped, as a server's text. */
+	cleanup_free char *shown = pp_sanitize_dup(arg);
 	fputs("prepull: ", stderr);
-	fprintf(stderr, fmt, arg);
+	fprintf(stderr, fmt, shown ? shown : "");
 	fputs("\nTry 'prepull --help'.\n", stderr);
 	return PP_EXIT_USAGE;
 }

@@ -177,13 +177,40 @@ int pp_blob_dir_commit(const char *blob_dir, const char *digest, const char *pat
 	return 0;
 }
 
-int pp_blob_dir_put(const char *blob_dir, const char *digest, const void *data, size_t len,
-		    struct pp_error *err)
+int pp_blob_dir_put(const char *blob_dir, const char *stage_dir, const char *digest,
+		    const void *data, size_t len, unsigned mode, struct pp_error *err)
 {
 	if (pp_blob_dir_has(blob_dir, digest, (int64_t)len))
 		return 0;
-	cleanup_free char *p = pp_blob_dir_path(blob_dir, digest);
-	return pp_write_file_atomic(p, data, len, err);
+	cleanup_free char *tmp = pp_xasprintf("%s/blob-XXXXXX", stage_dir ? stage_dir : blob_dir);
+	int fd = mkostemp(tmp, O_CLOEXEC); /* O_EXCL: never someone else's file */
+	if (fd < 0)
+		return pp_error_errno(err, "create %s", tmp);
+	const char *p = data;
+	size_t left = len;
+	int r = 0;
+	while (left) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			r = pp_error_errno(err, "write %s", tmp);
+			break;
+		}
+		p += w;
+		left -= (size_t)w;
+	}
+	if (r == 0 && fchmod(fd, mode) < 0)
+		r = pp_error_errno(err, "chmod %s", tmp);
+	if (r == 0 && fsync(fd) < 0)
+		r = pp_error_errno(err, "sync %s", tmp);
+	if (close(fd) < 0 && r == 0)
+		r = pp_error_errno(err, "close %s", tmp);
+	if (r == 0)
+		r = pp_blob_dir_commit(blob_dir, digest, tmp, err);
+	if (r < 0)
+		unlink(tmp);
+	return r;
 }
 
 int pp_store_dir_has_blob(struct pp_store *s, const char *digest, int64_t size, bool *out,
@@ -209,7 +236,8 @@ int pp_store_dir_commit_file(struct pp_store *s, const char *digest, const char 
 int pp_store_dir_put_blob(struct pp_store *s, const char *digest, const void *data, size_t len,
 			  struct pp_error *err)
 {
-	return pp_blob_dir_put(s->blob_dir, digest, data, len, err);
+	/* 0644: an OCI layout's files are read by other tools (skopeo, umoci). */
+	return pp_blob_dir_put(s->blob_dir, s->stage_dir, digest, data, len, 0644, err);
 }
 
 /* Whether a file in `from` can be renamed into `to`.  Equal st_dev is not

@@ -114,12 +114,10 @@ static int put_blob_labels(struct ctd *c, const char *digest, const void *data, 
 			   const struct pp_ctd_label *labels, size_t n, struct pp_error *err)
 {
 	if (!pp_blob_dir_has(c->blob_dir, digest, (int64_t)len)) {
-		int r = pp_blob_dir_put(c->blob_dir, digest, data, len, err);
+		/* 0444, as containerd keeps its blobs. */
+		int r = pp_blob_dir_put(c->blob_dir, c->stage_dir, digest, data, len, 0444, err);
 		if (r < 0)
 			return r;
-		cleanup_free char *p = pp_blob_dir_path(c->blob_dir, digest);
-		if (chmod(p, 0444) < 0)
-			return pp_error_errno(err, "chmod %s", p);
 	}
 	return pp_ctd_content_register(c->g, digest, (int64_t)len, labels, n, err);
 }
@@ -776,6 +774,7 @@ int pp_store_containerd_open(struct pp_store **out, const char *socket,
 	remove_leftovers(c);
 	char *fallback = pp_xasprintf("%s/prepull-partial", c->content_root);
 	s->stage_dir = pp_store_stage_dir(opts->state_dir, c->blob_dir, fallback, 0700);
+	c->stage_dir = s->stage_dir;
 	free(fallback);
 	pp_debug("containerd: content store %s, staging in %s, lease %s", c->content_root,
 		 s->stage_dir, c->lease);

@@ -126,9 +126,13 @@ int pp_blob_dir_read(const char *blob_dir, const char *digest, int64_t max, char
 /* Renames a verified partial file into the directory and fsyncs it. */
 int pp_blob_dir_commit(const char *blob_dir, const char *digest, const char *path,
 		       struct pp_error *err);
-/* Writes a small verified blob atomically, unless it is there already. */
-int pp_blob_dir_put(const char *blob_dir, const char *digest, const void *data, size_t len,
-		    struct pp_error *err);
+/* Writes a small verified blob, unless it is there already: into a new
+ * file in `stage_dir` (the store's, renamable into the blob directory),
+ * synced, given `mode`, then renamed in.  Never a temp file in the blob
+ * directory itself: every file there is taken for a blob (containerd's
+ * garbage collection fails on one that is not), and a kill leaves it. */
+int pp_blob_dir_put(const char *blob_dir, const char *stage_dir, const char *digest,
+		    const void *data, size_t len, unsigned mode, struct pp_error *err);
 
 /* Where a store's partial files go: committing is a rename into `blobs`
  * (the store's blob directory), so that must work from there.
