@@ -41,6 +41,7 @@ SANITIZER_RX = re.compile(rb"ERROR: (AddressSanitizer|LeakSanitizer)|SUMMARY: (A
                           rb"UndefinedBehaviorSanitizer|LeakSanitizer)|: runtime error: ")
 BAD_ARGS = [["--chunk-size", "1"], ["-j", "0"], ["--deadline", "-1s"], ["--stall-timeout", "0.5s"],
             ["--chunk-size", "99999999999999999999"], ["--no-such-option"], ["--\x1b[31m"],
+            ["--deadline", "nan"], ["--stall-timeout", "nan"],
             ["--per-host", "\udce9\x1b[31m"], ["--platform", "\x1b[31m/\udcff"], ["--store", "bogus:\x1b[2J"]]
 
 
