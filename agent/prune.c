@@ -20,6 +20,7 @@ struct prune_ctx {
 	int kept;
 	int errors;
 	int64_t freed;
+	double older_than; /* seconds */
 };
 
 static void print_age(char *buf, size_t n, double secs)
@@ -56,8 +57,11 @@ static void on_partial(void *ctx, const struct pp_prune_info *p)
 	}
 }
 
-static void prune_dir(struct prune_ctx *pc, const char *dir, double older_than)
+static void prune_dir(void *ctx, const char *dir, bool own)
 {
+	struct prune_ctx *pc = ctx;
+	double older_than = pc->older_than;
+	(void)own;
 	if (access(dir, F_OK) < 0)
 		return;
 	bool busy = false;
@@ -78,20 +82,8 @@ static void prune_dir(struct prune_ctx *pc, const char *dir, double older_than)
 
 int pp_prune(const char *state_dir, double older_than)
 {
-	struct prune_ctx pc = {0};
-	cleanup_free char *own = pp_xasprintf("%s/partial", state_dir);
-	prune_dir(&pc, own, older_than);
-	cleanup_free char *list = pp_xasprintf("%s/%s", state_dir, PP_STAGE_DIRS_FILE);
-	cleanup_file FILE *f = fopen(list, "re");
-	cleanup_free char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	while (f && (len = getline(&line, &cap, f)) > 0) {
-		if (line[len - 1] == '\n')
-			line[--len] = '\0';
-		if (len > 0)
-			prune_dir(&pc, line, older_than);
-	}
+	struct prune_ctx pc = {.older_than = older_than};
+	pp_store_each_stage_dir(state_dir, prune_dir, &pc);
 	char freed[32];
 	printf("pruned %d partial blob(s), %s freed; %d kept\n", pc.removed,
 	       pp_format_bytes(freed, sizeof(freed), (double)pc.freed), pc.kept);

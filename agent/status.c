@@ -33,27 +33,18 @@ static void print_partial(void *ctx, const struct pp_partial_info *p)
 	putchar('\n');
 }
 
-static int status_dir(const char *dir, bool show_dir)
+/* Lists one staging directory's partial blobs, adding up how many. */
+static void status_dir(void *ctx, const char *dir, bool own)
 {
-	struct status_ctx sc = {dir, show_dir};
-	return pp_partial_list(dir, print_partial, &sc);
+	int *n = ctx;
+	struct status_ctx sc = {dir, !own};
+	*n += pp_partial_list(dir, print_partial, &sc);
 }
 
 int pp_status(const char *state_dir)
 {
-	cleanup_free char *own = pp_xasprintf("%s/partial", state_dir);
-	int n = status_dir(own, false);
-	cleanup_free char *list = pp_xasprintf("%s/%s", state_dir, PP_STAGE_DIRS_FILE);
-	cleanup_file FILE *f = fopen(list, "re");
-	cleanup_free char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	while (f && (len = getline(&line, &cap, f)) > 0) {
-		if (line[len - 1] == '\n')
-			line[--len] = '\0';
-		if (len > 0)
-			n += status_dir(line, true);
-	}
+	int n = 0;
+	pp_store_each_stage_dir(state_dir, status_dir, &n);
 	if (!n)
 		printf("no partial downloads in %s\n", state_dir);
 	else

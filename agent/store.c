@@ -104,6 +104,24 @@ static void remember_stage_dir(const char *state_dir, const char *stage_dir)
 		close(fd);
 }
 
+void pp_store_each_stage_dir(const char *state_dir,
+			     void (*fn)(void *ctx, const char *dir, bool own), void *ctx)
+{
+	cleanup_free char *own = pp_xasprintf("%s/partial", state_dir);
+	fn(ctx, own, true);
+	cleanup_free char *list = pp_xasprintf("%s/%s", state_dir, PP_STAGE_DIRS_FILE);
+	cleanup_file FILE *f = fopen(list, "re");
+	cleanup_free char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	while (f && (len = getline(&line, &cap, f)) > 0) {
+		if (line[len - 1] == '\n')
+			line[--len] = '\0';
+		if (len > 0)
+			fn(ctx, line, false);
+	}
+}
+
 int pp_store_open(struct pp_store **out, const char *spec, const struct pp_options *opts,
 		  struct pp_error *err)
 {

@@ -110,6 +110,12 @@ int pp_store_register_image(struct pp_store *s, const struct pp_image *img, stru
 int pp_store_layers_unpacked(struct pp_store *s, const struct pp_image *img, size_t *unpacked,
 			     size_t *ready, struct pp_error *err);
 
+/* Calls fn for each directory that may hold partial blobs of runs with
+ * this state dir: <state_dir>/partial (own = true), then those kept beside
+ * stores on other filesystems, as PP_STAGE_DIRS_FILE lists them. */
+void pp_store_each_stage_dir(const char *state_dir,
+			     void (*fn)(void *ctx, const char *dir, bool own), void *ctx);
+
 /* Opens a store from its spec ("oci:DIR", "auto").  The staging dir is
  * <state-dir>/partial when files can be renamed from there into the
  * store's blob directory, else a directory inside the store. */
