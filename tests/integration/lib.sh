@@ -201,8 +201,8 @@ run_prepull() {
   ERR=$(cat "$e")
   check_sanitizer "$RC" "$e"
   if [ "${VERBOSE:-0}" = 1 ] || [ "$RC" -ne 0 ]; then
-    sed 's/^/#   stdout: /' "$o" | head -n 40
-    sed 's/^/#   stderr: /' "$e" | head -n 40
+    head -n 40 "$o" | sed 's/^/#   stdout: /'
+    head -n 40 "$e" | sed 's/^/#   stderr: /'
   fi
   log "exit $RC"
 }
@@ -1045,8 +1045,8 @@ wait_prepull() {
   ERR=$(cat "$PP_ERRF")
   check_sanitizer "$RC" "$PP_ERRF"
   if [ "${VERBOSE:-0}" = 1 ] || [ "$RC" -ne 0 ]; then
-    sed 's/^/#   stdout: /' "$PP_OUTF" | head -n 40
-    sed 's/^/#   stderr: /' "$PP_ERRF" | head -n 40
+    head -n 40 "$PP_OUTF" | sed 's/^/#   stdout: /'
+    head -n 40 "$PP_ERRF" | sed 's/^/#   stderr: /'
   fi
   log "exit $RC"
 }

@@ -25,7 +25,9 @@ wait_prepull 60
 secs=$(elapsed_since "$t0")
 log "exit $RC after ${secs}s"
 assert_eq 1 "$RC" "Range ignored and every stream broken: exit 1"
-assert_num "$(awk -v s="$secs" 'BEGIN { print (s >= 5 && s < 25) }')" -eq 1 "gave up after ${secs}s (--give-up-after 5s)"
+# The give-up comes at the first failure 5 s after the last progress: after a backoff
+# of up to 8 s and a request that may crawl under a loaded sanitizer build.
+assert_num "$(awk -v s="$secs" 'BEGIN { print (s >= 5 && s < 40) }')" -eq 1 "gave up after ${secs}s (--give-up-after 5s)"
 errl=$(printf '%s\n' "$ERR" | grep -i "error" | grep -F "test/norange" | grep -F "${BLOB:7:12}" || true)
 assert_ne "" "$errl" "one error line names the image and the blob"
 assert_contains "$errl" "ignores Range" "the error says the server ignores Range"
