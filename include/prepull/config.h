@@ -8,10 +8,12 @@
  *    "deadline": "10m", "ready_file": "/run/prepull/ready"}
  *
  * Keys: images (array of references), store, namespace, snapshotter,
- * platform, connections, per_host, chunk_size (bytes or "8M"), state_dir,
- * deadline and stall_timeout (seconds or "90s"/"10m"), ready_file,
- * plain_http and insecure (booleans), ca_cert.  Any other key, or a value
- * of the wrong type or out of range, is an error that names the key. */
+ * unpacker ("prepull" or "containerd"), platform, connections, per_host,
+ * chunk_size and max_image_size (bytes or "8M"), state_dir, deadline,
+ * stall_timeout and give_up_after (seconds or "90s"/"10m"), ready_file,
+ * plain_http, insecure and discard_layers (booleans), ca_cert.  Any other
+ * key, or a value of the wrong type or out of range, is an error that
+ * names the key. */
 #ifndef PREPULL_CONFIG_H
 #define PREPULL_CONFIG_H
 
