@@ -36,7 +36,10 @@ for unpacker in containerd prepull; do
   REF=$FS_ADDR/test/ctdstop-$unpacker:v1
   # containerd's Diff.Apply starts once the layer is in; prepull's own unpacker applies
   # it as it arrives (and then commits the snapshot), so it is frozen half-way.
-  FREEZE_AT=$TOP_SIZE
+  # Frozen while the last 2 MiB still come (at 2 MB/s a lane): prepull then meets the
+  # frozen daemon with a call in flight (registering the blob, or the apply), never
+  # after it has finished everything (a 16 MiB Diff.Apply can outrun this script's poll).
+  FREEZE_AT=$((TOP_SIZE - 2 * 1048576))
   [ "$unpacker" = prepull ] && FREEZE_AT=$((TOP_SIZE / 2))
   ARGS=(pull --store "containerd:$CTD_SOCK" --namespace "$ns" --unpacker "$unpacker" --state-dir "$T/state-$unpacker" -j 4 "$REF")
   curl -sf -X POST "$FS_URL/_stats/reset" >/dev/null
@@ -47,6 +50,7 @@ for unpacker in containerd prepull; do
   ok "$unpacker: containerd frozen once $FREEZE_AT bytes of the top layer were served"
   sleep 1
   t0=$(date +%s.%N)
+  kill -0 "$PP_PID" 2>/dev/null || fail "$unpacker: prepull ended before containerd could be frozen under it"
   kill -TERM "$PP_PID"
   wait_prepull 40
   secs=$(elapsed_since "$t0")

@@ -142,7 +142,10 @@ echo \$rc >"\$out/rc"
 snapshot after
 dpkg-query -W -f='\${Status}' docker-registry >"\$out/dpkg" 2>&1
 cat /run/docker-registry.pid >"\$out/service-pid" 2>/dev/null
-if [ -s /run/docker-registry.pid ] && kill -0 "\$(cat /run/docker-registry.pid)" 2>/dev/null; then
+# The pid must still be the system service's registry (its config under /etc), not a
+# number another test's process got since.
+spid=\$(cat /run/docker-registry.pid 2>/dev/null || true)
+if [ -n "\$spid" ] && tr '\\0' ' ' </proc/"\$spid"/cmdline 2>/dev/null | grep -q /etc/docker/registry; then
   echo alive >"\$out/service-alive"
 else
   echo gone >"\$out/service-alive"
