@@ -366,6 +366,10 @@ int pp_pull(const struct pp_options *opts, const char *const *refs, int n_refs)
 			write_ready_file(&run);
 		pp_progress_summary(run.progress, (int)run.n_images, failed, bytes_in_store,
 				    pp_engine_fetched(run.engine));
+		long conns, tls, resumed;
+		pp_registry_conn_stats(&conns, &tls, &resumed);
+		pp_debug("connections opened %ld, TLS handshakes %ld (%ld resumed)", conns, tls,
+			 resumed);
 	}
 	pp_engine_free(run.engine);
 	for (size_t i = 0; i < run.n_images; i++)

@@ -2,6 +2,8 @@
  * GET with retries.  Authentication (credentials, challenge, bearer
  * tokens) is the pp_auth state each registry owns (auth_token.c). */
 #include <errno.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,6 +29,92 @@ struct pp_registry {
 };
 
 static struct pp_registry *registries;
+
+/* One TLS session cache for every handle of the process: libcurl keeps it per
+ * easy handle otherwise, and each chunk gets a fresh handle, so every new
+ * connection paid a full handshake (another round trip and the key exchange's
+ * CPU on both ends).  Made with the first registry, freed with the last. */
+static CURLSH *share;
+static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+
+/* What the connections cost, counted where it happens: a socket curl opens for
+ * a connection, and each TLS handshake OpenSSL finishes (resumed or full). */
+static long n_connections, n_tls, n_tls_resumed;
+static int tls_counted_idx = -1;
+
+static void share_lock(CURL *h, curl_lock_data d, curl_lock_access a, void *u)
+{
+	(void)h, (void)a, (void)u;
+	pthread_mutex_lock(&share_locks[d]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data d, void *u)
+{
+	(void)h, (void)u;
+	pthread_mutex_unlock(&share_locks[d]);
+}
+
+static void share_init(void)
+{
+	if (share)
+		return;
+	for (size_t i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&share_locks[i], NULL);
+	share = curl_share_init();
+	if (!share)
+		return; /* each handle keeps its own cache, as before */
+	curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	/* Marks an SSL object counted: OpenSSL may report a handshake done more
+	 * than once for one connection (TLS 1.3 post-handshake messages). */
+	if (tls_counted_idx < 0)
+		tls_counted_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static int count_socket(void *u, curl_socket_t fd, curlsocktype purpose)
+{
+	(void)u, (void)fd;
+	if (purpose == CURLSOCKTYPE_IPCXN)
+		__atomic_add_fetch(&n_connections, 1, __ATOMIC_RELAXED);
+	return CURL_SOCKOPT_OK;
+}
+
+static void count_handshake(const SSL *ssl, int where, int ret)
+{
+	(void)ret;
+	if (!(where & SSL_CB_HANDSHAKE_DONE) || tls_counted_idx < 0)
+		return;
+	SSL *s = (SSL *)ssl; /* ex_data is set through a non-const pointer */
+	if (SSL_get_ex_data(s, tls_counted_idx))
+		return;
+	SSL_set_ex_data(s, tls_counted_idx, s);
+	__atomic_add_fetch(&n_tls, 1, __ATOMIC_RELAXED);
+	if (SSL_session_reused(s))
+		__atomic_add_fetch(&n_tls_resumed, 1, __ATOMIC_RELAXED);
+}
+
+/* libcurl makes an SSL_CTX per connection (OpenSSL backend): watch its handshake. */
+static CURLcode watch_tls(CURL *h, void *ctx, void *u)
+{
+	(void)h, (void)u;
+	SSL_CTX_set_info_callback(ctx, count_handshake);
+	return CURLE_OK;
+}
+
+/* CURLOPT_SSL_CTX_FUNCTION hands over an SSL_CTX only with OpenSSL. */
+static bool ssl_is_openssl(void)
+{
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	return v->ssl_version && strncmp(v->ssl_version, "OpenSSL", 7) == 0;
+}
+
+void pp_registry_conn_stats(long *connections, long *tls, long *tls_resumed)
+{
+	*connections = __atomic_load_n(&n_connections, __ATOMIC_RELAXED);
+	*tls = __atomic_load_n(&n_tls, __ATOMIC_RELAXED);
+	*tls_resumed = __atomic_load_n(&n_tls_resumed, __ATOMIC_RELAXED);
+}
 
 const char *pp_registry_domain(const struct pp_registry *reg)
 {
@@ -76,6 +164,7 @@ int pp_registry_get(struct pp_registry **out, const char *domain, const struct p
 			return 0;
 		}
 	}
+	share_init();
 	struct pp_registry *r = pp_xcalloc(1, sizeof(*r));
 	r->domain = pp_xstrdup(domain);
 	r->api_host =
@@ -110,6 +199,9 @@ void pp_registry_free_all(void)
 		free(r->api_host);
 		free(r);
 	}
+	/* Every handle is gone by now; one still using the share keeps it. */
+	if (share && curl_share_cleanup(share) == CURLSHE_OK)
+		share = NULL;
 }
 
 char *pp_registry_url(const struct pp_registry *reg, const char *repo, const char *kind,
@@ -140,6 +232,11 @@ void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h)
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, stop_cb);
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	if (share)
+		curl_easy_setopt(h, CURLOPT_SHARE, share);
+	curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, count_socket);
+	if (ssl_is_openssl())
+		curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, watch_tls);
 	const char *ca = o->ca_cert ? o->ca_cert : reg->ca_dir_cert;
 	if (ca) {
 		/* CAINFO replaces the default bundle; CAPATH keeps the system CAs trusted. */

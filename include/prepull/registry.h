@@ -28,6 +28,12 @@ int pp_registry_get(struct pp_registry **out, const char *domain, const struct p
 		    struct pp_error *err);
 void pp_registry_free_all(void);
 
+/* What this process's connections cost so far: TCP connections opened to
+ * registries and CDNs, the TLS handshakes among them, and how many of those
+ * resumed an earlier session (an abbreviated handshake: every handle shares one
+ * TLS session cache).  Counted as they happen, not estimated. */
+void pp_registry_conn_stats(long *connections, long *tls, long *tls_resumed);
+
 /* The domain the registry was created for; owned by the registry. */
 const char *pp_registry_domain(const struct pp_registry *reg);
 
