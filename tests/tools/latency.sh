@@ -5,7 +5,7 @@
 #   latency_proxy_bin          -> path of the proxy: build/tests/latency_proxy beside
 #                                 $PREPULL, else compiled here with cc into $T
 #   start_latency_proxy NAME TARGET DELAY_MS [PROXY OPTIONS...]
-#                              -> a proxy on 127.0.0.1 (a free port it picks itself)
+#                              -> a proxy on 127.0.0.1:$(free_port)
 #                                 in front of TARGET (ADDR:PORT), each direction
 #                                 delayed DELAY_MS (round trip 2 x DELAY_MS).
 #                                 Sets LP_PORT, LP_ADDR, LP_PID; log $T/logs/NAME.log
@@ -29,16 +29,25 @@ start_latency_proxy() {
   local name=$1 target=$2 delay=$3 bin i
   shift 3
   bin=$(latency_proxy_bin) || exit 1
-  bg "$name" "$bin" --listen 127.0.0.1:0 --target "$target" --delay-ms "$delay" "$@"
-  LP_PID=$LAST_PID
-  LP_PORT=""
-  for i in $(seq 1 100); do
-    LP_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$T/logs/$name.log" | head -n 1)
-    [ -n "$LP_PORT" ] && break
-    kill -0 "$LP_PID" 2>/dev/null || fail "latency proxy $name died at start-up: $(tail -n 3 "$T/logs/$name.log")"
-    sleep 0.05
+  # A port below the ephemeral range (free_port): inside a netsim namespace the
+  # ephemeral ports are the capped client ports.
+  _TRIES=0
+  while :; do
+    LP_PORT=$(free_port)
+    bg "$name" "$bin" --listen "127.0.0.1:$LP_PORT" --target "$target" --delay-ms "$delay" "$@"
+    LP_PID=$LAST_PID
+    for i in $(seq 1 100); do
+      grep -qx "listening on 127.0.0.1:$LP_PORT" "$T/logs/$name.log" 2>/dev/null && break
+      kill -0 "$LP_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    if grep -qx "listening on 127.0.0.1:$LP_PORT" "$T/logs/$name.log" 2>/dev/null; then
+      LP_ADDR=127.0.0.1:$LP_PORT
+      log "latency proxy $name on $LP_ADDR -> $target, ${delay} ms each way (pid $LP_PID)"
+      return 0
+    fi
+    kill -0 "$LP_PID" 2>/dev/null && fail "latency proxy $name did not start listening in 5 s"
+    _started_again "latency proxy $name" "$LP_PID" ||
+      fail "latency proxy $name died at start-up: $(tail -n 3 "$T/logs/$name.log")"
   done
-  [ -n "$LP_PORT" ] || fail "latency proxy $name did not start listening in 5 s"
-  LP_ADDR=127.0.0.1:$LP_PORT
-  log "latency proxy $name on $LP_ADDR -> $target, ${delay} ms each way (pid $LP_PID)"
 }
