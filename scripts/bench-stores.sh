@@ -165,22 +165,9 @@ set_trap
 
 BENCH_T0=$(date +%s)
 say() { printf '# [%5.0fs] %s\n' "$(($(date +%s) - BENCH_T0))" "$*" >&2; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN { if (b > 0) printf f, a / b; else print "-" }'; }
-bytes_of() {
-  "$PY" -c 'import sys
-s = sys.argv[1].strip(); m = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-print(int(float(s[:-1]) * m[s[-1].upper()]) if s[-1].upper() in m else int(s))' "$1"
-}
-# tc rate -> bytes per second (tc: kbit/mbit/gbit are bits, kbps/mbps/gbps bytes).
-rate_bps() {
-  "$PY" -c 'import re, sys
-m = re.fullmatch(r"([0-9.]+)([kmg]?)(bit|bps)", sys.argv[1].lower())
-if not m: sys.exit("bench-stores.sh: cannot read rate " + sys.argv[1])
-v = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
-print(int(v / 8 if m.group(3) == "bit" else v))' "$1"
-}
+# now, secs, div, bytes_of, rate_bps (and class_bytes, conns_since below)
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 # ---------------------------------------------------------------- requirements
 need_prepull
@@ -292,13 +279,8 @@ daemon_pids() { # the daemons of this measurement and their direct children (doc
   for p in "${DAEMON_PIDS[@]}"; do out+=("$p" $(_children_of "$p")); done
   echo "${out[@]}"
 }
-# Bytes per htb class, to count the connections a pull used (classes that moved bytes).
-class_bytes() {
-  ip netns exec "$NETNS" tc -s class show dev lo | awk '$1 == "class" { c = $3 } $1 == "Sent" { print c, $2 }'
-}
-conns_since() { # FILE of class_bytes before
-  class_bytes | awk 'NR == FNR { b[$1] = $2; next } $1 != "1:1" && $1 != "1:2" && $2 > b[$1] + 65536 { n++ } END { print n + 0 }' "$1" -
-}
+# Connections a pull used: per-port classes that moved bytes (class_bytes, conns_since:
+# scripts/bench-lib.sh).
 
 # timed_pull NAME CMD... — sets PULL_A/B/S, CPU_S, RSS_K, CONNS0 (class bytes before)
 timed_pull() {
