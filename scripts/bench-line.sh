@@ -123,7 +123,7 @@ EOF
 
   # run_row RTT DELAY_ADDR TOOL LABEL CMD... — one timed run; appends a row.
   run_row() {
-    local rtt=$1 tool=$2 label=$3 name e u s m rc a b stats
+    local rtt=$1 tool=$2 label=$3 name u s m rc a b stats
     shift 3
     name=$SHAPE-$rtt-$tool
     : >"$D/access.log"
@@ -135,7 +135,7 @@ EOF
     set -e
     b=$(now)
     [ "$rc" -eq 0 ] || fail "$label failed (exit $rc): $(tail -n 5 "$T/logs/$name.err")"
-    read -r e u s m < <(tail -n 1 "$T/logs/$name.time")
+    read -r _ u s m < <(tail -n 1 "$T/logs/$name.time")
     sleep 0.3 # nginx writes a line when a request ends
     # Connections, the slow lanes among them, the last request's end.
     stats=$("$PY" - "$D/access.log" "$SLOWSET" <<'PYEOF'

@@ -26,7 +26,7 @@ latency_proxy_bin() {
 }
 
 start_latency_proxy() {
-  local name=$1 target=$2 delay=$3 bin i
+  local name=$1 target=$2 delay=$3 bin
   shift 3
   bin=$(latency_proxy_bin) || exit 1
   # A port below the ephemeral range (free_port): inside a netsim namespace the
@@ -36,7 +36,7 @@ start_latency_proxy() {
     LP_PORT=$(free_port)
     bg "$name" "$bin" --listen "127.0.0.1:$LP_PORT" --target "$target" --delay-ms "$delay" "$@"
     LP_PID=$LAST_PID
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
       grep -qx "listening on 127.0.0.1:$LP_PORT" "$T/logs/$name.log" 2>/dev/null && break
       kill -0 "$LP_PID" 2>/dev/null || break
       sleep 0.05
