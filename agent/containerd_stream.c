@@ -424,5 +424,7 @@ int ctd_apply_direct(struct ctd *c, struct layer *l, const char *parent, struct 
 	double secs = pp_now() - t0;
 	pp_debug("layer %s: unpacked as %s by prepull %s (%.0f MB in %.2f s)", SHORT(l->digest),
 		 SHORT(l->chain_id), how, (double)stats.uncompressed / 1e6, secs);
+	l->unpacked_by = st == STREAM_HANDOFF ? "prepull-streaming" : "prepull-from-store";
+	l->unpack_seconds = secs;
 	return 0;
 }
