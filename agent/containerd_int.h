@@ -31,7 +31,8 @@ struct layer {
 	struct stream *stream; /* applied as its bytes arrive, or NULL */
 	/* How the unpack thread got it into the snapshotter (a
 	 * struct pp_layer_unpack `by`; NULL until then), and how long the
-	 * apply took.  Written before `unpacked` passes it, under c->mu. */
+	 * apply took.  Written by that thread before it counts the layer in
+	 * `unpacked` (under c->mu); read only once `unpacked` is past it. */
 	const char *unpacked_by;
 	double unpack_seconds;
 };

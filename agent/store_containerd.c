@@ -190,8 +190,9 @@ static int apply_by_containerd(struct ctd *c, struct layer *l, const char *paren
 		r = 0;
 		goto done; /* the same chain, committed by someone else */
 	}
-	if (r == 0)
-		prepared = false; /* the active snapshot became the committed one */
+	if (r < 0)
+		goto done;
+	prepared = false; /* the active snapshot became the committed one */
 	l->unpack_seconds = pp_now() - t0;
 	l->unpacked_by = "containerd";
 	pp_debug("layer %s: unpacked as %s by containerd in %.2f s", SHORT(l->digest),
