@@ -29,6 +29,12 @@ struct layer {
 	char chain_id[PP_DIGEST_STR_LEN + 1];
 	bool present;          /* in the content store and recorded in the namespace */
 	struct stream *stream; /* applied as its bytes arrive, or NULL */
+	/* How the unpack thread got it into the snapshotter (a
+	 * struct pp_layer_unpack `by`; NULL until then), and how long the
+	 * apply took.  Written by that thread before it counts the layer in
+	 * `unpacked` (under c->mu); read only once `unpacked` is past it. */
+	const char *unpacked_by;
+	double unpack_seconds;
 };
 
 struct cimage {

@@ -52,6 +52,7 @@ struct stream {
 	enum stream_state state;
 	struct pp_unpack *u; /* while LIVE or HANDOFF */
 	char *key;           /* the active snapshot, while prepared */
+	char *dir;           /* its directory, written into */
 	int64_t fed;         /* bytes of the blob given to u */
 	double started;
 };
@@ -60,6 +61,7 @@ struct stream {
 struct target {
 	char *key;
 	struct pp_unpack *u;
+	char *dir; /* the directory u writes into */
 };
 
 static struct layer *layer_of(const struct stream *s)
@@ -138,6 +140,8 @@ static int target_open(struct ctd *c, struct pp_grpc *g, const struct layer *l, 
 		.label = SHORT(l->digest),
 	};
 	r = pp_unpack_new(&t->u, &o, err);
+	if (r == 0)
+		t->dir = pp_xstrdup(layout.dir);
 done:
 	pp_ctd_layout_free(&layout);
 	pp_buf_free(&mounts);
@@ -156,6 +160,7 @@ static void target_drop(struct ctd *c, struct pp_grpc *g, struct target *t)
 	if (t->key)
 		pp_ctd_snapshot_remove(g, c->snapshotter, t->key);
 	free(t->key);
+	free(t->dir);
 	*t = (struct target){0};
 }
 
@@ -216,10 +221,11 @@ static bool parent_ready(const struct stream *s)
 /* Out of LIVE: the unpacker stops, the active snapshot goes. */
 static void abandon(struct stream *s, enum stream_state next)
 {
-	struct target t = {s->key, s->u};
+	struct target t = {s->key, s->u, s->dir};
 	target_drop(s->c, s->c->g, &t);
 	s->key = NULL;
 	s->u = NULL;
+	s->dir = NULL;
 	s->fed = 0;
 	pthread_mutex_lock(&s->c->mu);
 	s->state = next;
@@ -273,6 +279,7 @@ static int64_t stream_feed(void *ctx, int64_t offset, const void *data, size_t l
 		}
 		s->u = t.u;
 		s->key = t.key;
+		s->dir = t.dir;
 		s->started = pp_now();
 		pp_debug("layer %s: applying into snapshot %s as it arrives", SHORT(l->digest),
 			 s->key);
@@ -368,13 +375,21 @@ void ctd_stream_free(struct stream *s)
 	if (!s)
 		return;
 	if (s->u || s->key) {
-		struct target t = {s->key, s->u};
+		struct target t = {s->key, s->u, s->dir};
 		target_drop(s->c, s->c->g, &t);
 	}
 	free(s);
 }
 
 /* ------------------------------------------------ the unpack thread's side */
+
+/* A write into the snapshot found no room (the unpacker keeps the errno;
+ * its message says so where an older one did not). */
+static bool disk_full(const struct pp_error *err)
+{
+	return err->sys_errno == ENOSPC || err->sys_errno == EDQUOT ||
+	       strstr(err->msg, strerror(ENOSPC)) != NULL;
+}
 
 bool ctd_stream_busy(const struct layer *l)
 {
@@ -395,11 +410,12 @@ int ctd_apply_direct(struct ctd *c, struct layer *l, const char *parent, struct 
 	double t0 = pp_now();
 	const char *how = "from the store";
 	if (st == STREAM_HANDOFF) {
-		t = (struct target){s->key, s->u};
+		t = (struct target){s->key, s->u, s->dir};
 		from = s->fed;
 		t0 = s->started;
 		s->key = NULL;
 		s->u = NULL;
+		s->dir = NULL;
 		how = from == l->size ? "as it arrived" : "as it arrived, the rest from the store";
 	} else {
 		if (!c->direct || c->direct_probe < 0)
@@ -409,6 +425,22 @@ int ctd_apply_direct(struct ctd *c, struct layer *l, const char *parent, struct 
 			return r < 0 && err->code == PP_EINTR ? r : 1;
 	}
 	int r = target_finish(c, c->wg, l, &t, from, err);
+	if (r < 0 && disk_full(err)) {
+		/* containerd's apply would only fill the same disk again. */
+		struct pp_unpack_stats stats;
+		pp_unpack_stats(t.u, &stats);
+		char cause[sizeof(err->msg)], sz[32];
+		snprintf(cause, sizeof(cause), "%s", err->msg);
+		pp_error_set(err, PP_EIO,
+			     "the disk is full: applying it into snapshot %s (%s) stopped after %s "
+			     "of its uncompressed content: %s; the snapshot is removed, the "
+			     "downloaded blob is kept: free space and run again",
+			     t.key ? t.key : "?", t.dir ? t.dir : "?",
+			     pp_format_bytes(sz, sizeof(sz), (double)stats.uncompressed), cause);
+		err->sys_errno = ENOSPC;
+		target_drop(c, c->wg, &t);
+		return PP_EIO;
+	}
 	if (r < 0) {
 		target_drop(c, c->wg, &t);
 		if (r == PP_EINTR || pp_should_stop())
@@ -421,8 +453,11 @@ int ctd_apply_direct(struct ctd *c, struct layer *l, const char *parent, struct 
 	struct pp_unpack_stats stats;
 	pp_unpack_stats(t.u, &stats);
 	pp_unpack_free(t.u);
+	free(t.dir);
 	double secs = pp_now() - t0;
 	pp_debug("layer %s: unpacked as %s by prepull %s (%.0f MB in %.2f s)", SHORT(l->digest),
 		 SHORT(l->chain_id), how, (double)stats.uncompressed / 1e6, secs);
+	l->unpacked_by = st == STREAM_HANDOFF ? "prepull-streaming" : "prepull-from-store";
+	l->unpack_seconds = secs;
 	return 0;
 }

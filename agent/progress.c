@@ -151,6 +151,19 @@ void pp_progress_blob_done(struct pp_progress *p, const struct pp_image *img, co
 		       (json_int_t)fetched));
 }
 
+void pp_progress_layer_unpacked(struct pp_progress *p, const struct pp_image *img,
+				const char *digest, const char *chain_id, const char *by,
+				double seconds)
+{
+	cleanup_free char *image = clean(img->ref.full);
+	cleanup_free char *layer = clean(digest);
+	cleanup_free char *chain = clean(chain_id);
+	cleanup_free char *how = clean(by);
+	emit(p, "layer_unpacked",
+	     json_pack("{s:s, s:s, s:s, s:s, s:s, s:f}", "event", "layer_unpacked", "image", image,
+		       "digest", layer, "chain_id", chain, "unpacked_by", how, "seconds", seconds));
+}
+
 void pp_progress_image_done(struct pp_progress *p, const struct pp_image *img)
 {
 	cleanup_free char *image = clean(img->ref.full);

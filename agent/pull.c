@@ -245,6 +245,19 @@ static void wait_unpacked(struct pull *run, const struct pull_image *pi)
 	}
 }
 
+/* How the store unpacked each layer of a registered image (--json). */
+static void report_layers(struct pull *run, const struct pull_image *pi)
+{
+	for (size_t i = 0; i < pi->img.manifest.n_layers; i++) {
+		struct pp_layer_unpack u;
+		if (pp_store_layer_unpack(run->store, &pi->img, i, &u) <= 0 || !u.by)
+			continue;
+		pp_progress_layer_unpacked(run->progress, &pi->img,
+					   pi->img.manifest.layers[i].digest, u.chain_id, u.by,
+					   u.seconds);
+	}
+}
+
 /* Makes each image whose blobs are all in visible in the store.  Returns
  * the images that failed; *bytes_in_store adds up those that are in;
  * *stopped is set when a stop cut a registration short. */
@@ -274,6 +287,8 @@ static int register_all(struct pull *run, int64_t *bytes_in_store, bool *stopped
 			continue;
 		}
 		*bytes_in_store += pi->img.total_bytes;
+		if (!pi->already_complete)
+			report_layers(run, pi);
 		pp_progress_image_done(run->progress, &pi->img);
 	}
 	return failed;

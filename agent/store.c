@@ -360,3 +360,10 @@ int pp_store_layers_unpacked(struct pp_store *s, const struct pp_image *img, siz
 	*ready = 0;
 	return s->ops->layers_unpacked ? s->ops->layers_unpacked(s, img, unpacked, ready, err) : 0;
 }
+
+int pp_store_layer_unpack(struct pp_store *s, const struct pp_image *img, size_t index,
+			  struct pp_layer_unpack *out)
+{
+	*out = (struct pp_layer_unpack){0};
+	return s->ops->layer_unpack ? s->ops->layer_unpack(s, img, index, out) : 0;
+}

@@ -132,7 +132,7 @@ static int ctd_put_blob(struct pp_store *s, const char *digest, const void *data
 
 /* containerd's own unpack recipe (without its Go client): Prepare, Diff.Apply,
  * Commit. */
-static int apply_by_containerd(struct ctd *c, const struct layer *l, const char *parent,
+static int apply_by_containerd(struct ctd *c, struct layer *l, const char *parent,
 			       struct pp_error *err)
 {
 	int r;
@@ -190,10 +190,13 @@ static int apply_by_containerd(struct ctd *c, const struct layer *l, const char 
 		r = 0;
 		goto done; /* the same chain, committed by someone else */
 	}
-	if (r == 0)
-		prepared = false; /* the active snapshot became the committed one */
+	if (r < 0)
+		goto done;
+	prepared = false; /* the active snapshot became the committed one */
+	l->unpack_seconds = pp_now() - t0;
+	l->unpacked_by = "containerd";
 	pp_debug("layer %s: unpacked as %s by containerd in %.2f s", SHORT(l->digest),
-		 SHORT(l->chain_id), pp_now() - t0);
+		 SHORT(l->chain_id), l->unpack_seconds);
 done:
 	if (prepared)
 		pp_ctd_snapshot_remove(c->wg, c->snapshotter, key);
@@ -211,6 +214,7 @@ static int unpack_layer(struct ctd *c, struct layer *l, const char *parent, stru
 		if (r > 0)
 			pp_debug("layer %s: chain %s already unpacked", SHORT(l->digest),
 				 SHORT(l->chain_id));
+		l->unpacked_by = "already-unpacked";
 		return r < 0 ? r : 0;
 	}
 	if ((r = ctd_apply_direct(c, l, parent, err)) > 0)
@@ -546,6 +550,26 @@ static int ctd_layers_unpacked(struct pp_store *s, const struct pp_image *img, s
 	return r;
 }
 
+static int ctd_layer_unpack(struct pp_store *s, const struct pp_image *img, size_t index,
+			    struct pp_layer_unpack *out)
+{
+	struct ctd *c = s->priv;
+	int r = 0;
+	pthread_mutex_lock(&c->mu);
+	struct cimage *ci = find_image(c, img);
+	if (ci && index < ci->unpacked) {
+		const struct layer *l = &ci->layers[index];
+		/* A layer below the first one this run unpacked (the chain was
+		 * there): the unpack thread never looked at it on its own. */
+		out->by = l->unpacked_by ? l->unpacked_by : "already-unpacked";
+		memcpy(out->chain_id, l->chain_id, sizeof(out->chain_id));
+		out->seconds = l->unpack_seconds;
+		r = 1;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return r;
+}
+
 static int ctd_register_image(struct pp_store *s, const struct pp_image *img, struct pp_error *err)
 {
 	struct ctd *c = s->priv;
@@ -666,6 +690,7 @@ static const struct pp_store_ops ctd_ops = {
 	.layer_consumer = ctd_layer_consumer,
 	.has_layer = ctd_has_layer,
 	.layers_unpacked = ctd_layers_unpacked,
+	.layer_unpack = ctd_layer_unpack,
 	.free = ctd_free,
 };
 

@@ -3,6 +3,7 @@
 #   bash scripts/bench-stores.sh [--a-size 1536M] [--a-small 45M] [--a-comp gzip|none]
 #        [--b-size 1G] [--b-kind bf16|text] [--rate 128mbit] [--link RATE] [--jobs 16]
 #        [--only a|b] [--no-twin] [--prepull PATH] [--timeout SECONDS]
+#   bash scripts/bench-stores.sh --image many [--m-layers 16] [--m-size 48M] [--b-kind ...]
 #
 # "Time until the runtime can start the image", behind a TRUE per-connection cap: the
 # registry, every client and every daemon run inside a network namespace of their own
@@ -18,6 +19,13 @@
 #          or text), gzip -6.
 #   B-zst  B's twin: the same content, zstd -3 (fewer rows: prepull and containerd
 #          2.1's multipart pull; --no-twin leaves it out).
+#   M      (--image many, alone) busybox + --m-layers layers of --m-size --b-kind-like
+#          content each, gzip -6: does the streaming applier keep up layer by layer?
+#          Rows: the OCI download and prepull into containerd 1.6 only, then a table per
+#          layer from prepull -v (its stderr stamped with the time since the start):
+#          when the blob was committed, when its snapshot was committed, and whether
+#          layer i was unpacked before layer i+1's blob was complete. Where it always
+#          is, unpacking later layers concurrently cannot shorten the pull.
 # Rows, per image, each against FRESH private daemons (own root, state, socket), run one
 # after another:
 #   prepull -> OCI layout (the download baseline);
@@ -56,6 +64,9 @@ RATE=128mbit
 LINK=""
 JOBS=16
 ONLY=""
+SHAPE=""
+M_LAYERS=16
+M_SIZE=48M
 TWIN=1
 RUN_TIMEOUT=900
 ARGS=("$@")
@@ -75,6 +86,9 @@ while [ $# -gt 0 ]; do
   --link) LINK=$2; shift 2 ;;
   --jobs) JOBS=$2; shift 2 ;;
   --only) ONLY=$2; shift 2 ;;
+  --image) SHAPE=$2; shift 2 ;;
+  --m-layers) M_LAYERS=$2; shift 2 ;;
+  --m-size) M_SIZE=$2; shift 2 ;;
   --no-twin) TWIN=0; shift ;;
   --prepull) PREPULL=$2; shift 2 ;;
   --timeout) RUN_TIMEOUT=$2; shift 2 ;;
@@ -85,6 +99,7 @@ done
 case $A_COMP in none | gzip) ;; *) echo "bench-stores.sh: --a-comp none or gzip" >&2; exit 2 ;; esac
 case $B_KIND in bf16 | text) ;; *) echo "bench-stores.sh: --b-kind bf16 or text" >&2; exit 2 ;; esac
 case $ONLY in "" | a | b) ;; *) echo "bench-stores.sh: --only a or b" >&2; exit 2 ;; esac
+case $SHAPE in "") ;; many) ONLY=m ;; *) echo "bench-stores.sh: --image many" >&2; exit 2 ;; esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/netsim.sh
@@ -180,6 +195,7 @@ done
 A_B=$(bytes_of "$A_SIZE")
 B_B=$(bytes_of "$B_SIZE")
 need=$((A_B * 6 + B_B * 5))
+[ "$ONLY" = m ] && need=$(($(bytes_of "$M_SIZE") * M_LAYERS * 5))
 avail=$(($(df -Pk "$T" | awk 'NR==2{print $4}') * 1024))
 [ "$avail" -gt "$need" ] || fail "need about $((need >> 30)) GiB free in $T, have $((avail >> 30)) GiB"
 CONN_BPS=$(rate_bps "$RATE")
@@ -209,7 +225,13 @@ build_push() { # KEY DESC LAYER...
   BIG_DIGEST[$key]=$(img_field "$key" 'o["platforms"]["linux/amd64"]["layers"][1]')
 }
 t0=$(date +%s)
-if [ "$ONLY" != b ]; then
+if [ "$ONLY" = m ]; then
+  m_layers=(--layer busybox:gzip)
+  for i in $(seq 1 "$M_LAYERS"); do m_layers+=(--layer "$B_KIND:gzip:$M_SIZE:$((100 + i))"); done
+  build_push m "busybox + $M_LAYERS layers of $M_SIZE $B_KIND-like, gzip -6" "${m_layers[@]}"
+  M_LAYER_DIGESTS=$(img_field m '" ".join(o["platforms"]["linux/amd64"]["layers"])')
+  IMAGES+=(m)
+elif [ "$ONLY" != b ]; then
   BIG="random:$A_COMP:$A_SIZE:1536"
   build_push a "busybox + $A_SIZE incompressible ($A_COMP) + $A_SMALL text (zstd)" \
     --layer busybox:gzip --layer "$BIG" --layer "text:zstd:$A_SMALL:64"
@@ -217,7 +239,7 @@ if [ "$ONLY" != b ]; then
     --layer busybox:gzip --layer "$BIG" --layer "text:gzip:$A_SMALL:64"
   IMAGES+=(a)
 fi
-if [ "$ONLY" != a ]; then
+if [ "$ONLY" != a ] && [ "$ONLY" != m ]; then
   build_push b "busybox + $B_SIZE $B_KIND-like, gzip -6" --layer busybox:gzip --layer "$B_KIND:gzip:$B_SIZE:7"
   IMAGES+=(b)
   if [ "$TWIN" = 1 ]; then
@@ -231,7 +253,7 @@ say "images built and pushed in $(($(date +%s) - t0)) s"
 # ---------------------------------------------------------------- inflate rates (B's gzip layer)
 INFL=() # "what|seconds|MB/s of tar|note"
 B_TAR=0
-if [ "$ONLY" != a ]; then
+if [ "$ONLY" != a ] && [ "$ONLY" != m ]; then
   blob=$T/src/blobs/sha256/${BIG_DIGEST[b]#sha256:}
   diffid=$("$PY" -c 'import json, sys
 d = sys.argv[1]
@@ -281,6 +303,18 @@ daemon_pids() { # the daemons of this measurement and their direct children (doc
 }
 # Connections a pull used: per-port classes that moved bytes (class_bytes, conns_since:
 # scripts/bench-lib.sh).
+
+# "${STAMPED[@]}" CMD... — runs CMD with each stderr line prefixed by the seconds since
+# it started (a program, so that timeout and /usr/bin/time can run it).
+cat >"$T/stamped.py" <<'EOF'
+import subprocess, sys, time
+t0 = time.monotonic()
+p = subprocess.Popen(sys.argv[1:], stderr=subprocess.PIPE, text=True, errors="replace")
+for line in p.stderr:
+    sys.stderr.write("%.3f %s" % (time.monotonic() - t0, line))
+sys.exit(p.wait())
+EOF
+STAMPED=("$PY" "$T/stamped.py")
 
 # timed_pull NAME CMD... — sets PULL_A/B/S, CPU_S, RSS_K, CONNS0 (class bytes before)
 timed_pull() {
@@ -451,7 +485,13 @@ row_ctd() { # IMG VER TOOL(pp|ppctd|ppnopigz|ctr)
   case $tool in
   pp)
     label="prepull"
-    timed_pull "$name" "${PP[@]}" --store "containerd:$CTD_SOCK" --namespace "$NS" --state-dir "$T/state-$name" "$ref" ;;
+    if [ "$img" = m ]; then
+      label="prepull (stderr stamped)"
+      timed_pull "$name" "${STAMPED[@]}" "${PP[@]}" --store "containerd:$CTD_SOCK" --namespace "$NS" --state-dir "$T/state-$name" "$ref"
+      M_LOG=$T/logs/$name.err
+    else
+      timed_pull "$name" "${PP[@]}" --store "containerd:$CTD_SOCK" --namespace "$NS" --state-dir "$T/state-$name" "$ref"
+    fi ;;
   ppctd | ppnopigz)
     label="prepull --unpacker containerd"
     [ "$tool" = ppnopigz ] && label="$label, CONTAINERD_DISABLE_PIGZ=1"
@@ -501,8 +541,13 @@ row_docker() { # IMG VER TOOL(pp|ppctd|pull)
 }
 
 declare -A OCI_S=() PULLED=() READY=() NOTE=() DCPUS=()
+M_LOG=""
 for img in "${IMAGES[@]}"; do
   row_oci "$img"
+  if [ "$img" = m ]; then
+    row_ctd m 16 pp
+    continue
+  fi
   for ver in 16 21; do
     row_ctd "$img" "$ver" pp
     row_ctd "$img" "$ver" ppctd
@@ -546,13 +591,56 @@ for img in "${IMAGES[@]}"; do
     p=${PULLED["$img|$k|pp"]:-}
     [ -n "$p" ] || continue
     case $k in 16) w="containerd 1.6" ;; 21) w="containerd 2.1" ;; d28) w="Docker 28 (containerd store)" ;; esac
+    c=${PULLED["$img|$k|ppctd"]:-}
     echo "- target (ready − first run) into $w ÷ OCI download ≤ 1.2: $p ÷ $oci = **$(div "$p" "$oci")**" \
-      "(with --unpacker containerd: $(div "${PULLED["$img|$k|ppctd"]}" "$oci"))"
+      "${c:+(with --unpacker containerd: $(div "$c" "$oci"))}"
   done
   m=${READY["$img|21|ctr"]:-}
   [ -n "$m" ] && echo "- target prepull-ready ÷ containerd 2.1 multipart-ready ≤ 0.5: ${READY["$img|21|pp"]} ÷ $m = **$(div "${READY["$img|21|pp"]}" "$m")**" \
     "(--unpacker containerd: $(div "${READY["$img|21|ppctd"]}" "$m"))"
 done
+if [ -n "$M_LOG" ]; then
+  echo
+  echo "### Image M, layer by layer (prepull -v into containerd 1.6, seconds since the start)"
+  echo
+  echo "blob in = its blob verified and committed; unpacked = its snapshot committed; apply = what"
+  echo "-v says (from preparing the snapshot: for a layer applied as it arrives this includes"
+  echo "waiting for its bytes); slack = layer i+1's blob in − layer i unpacked (≥ 0: the"
+  echo "applier was done with layer i before the bytes of layer i+1 were all in)."
+  echo
+  "$PY" - "$M_LOG" $M_LAYER_DIGESTS <<'EOF'
+import re, sys
+log, layers = sys.argv[1], sys.argv[2:]
+blob_in, unpacked, how = {}, {}, {}
+for line in open(log, errors="replace"):
+    m = re.match(r"([0-9.]+) prepull: debug: (?:blob|layer) sha256:([0-9a-f]{12})[0-9a-f]*: (.*)", line)
+    if not m:
+        continue
+    t, short, rest = float(m.group(1)), m.group(2), m.group(3)
+    if rest.startswith("verified and committed"):
+        blob_in.setdefault(short, t)
+    elif rest.startswith("unpacked as") or rest.startswith("chain "):
+        unpacked.setdefault(short, t)
+        how[short] = re.sub(r"^unpacked as \S+ ", "", rest)
+print("| layer | blob in (s) | unpacked (s) | slack (s) | how, from -v |")
+print("|---:|---:|---:|---:|---|")
+shorts = [d[7:19] for d in layers]
+behind = 0
+for i, s in enumerate(shorts):
+    nxt = blob_in.get(shorts[i + 1]) if i + 1 < len(shorts) else None
+    u = unpacked.get(s)
+    slack = "%.2f" % (nxt - u) if nxt is not None and u is not None else "-"
+    if nxt is not None and u is not None and nxt < u:
+        behind += 1
+    b = blob_in.get(s)
+    print("| %d | %s | %s | %s | %s |" % (i + 1, "%.2f" % b if b is not None else "-",
+          "%.2f" % u if u is not None else "-", slack, how.get(s, "")))
+last = shorts[-1]
+if last in blob_in and last in unpacked:
+    print("\n- the top layer was unpacked %.2f s after its blob was in; layers unpacked after"
+          " the next one's blob was in: %d of %d" % (unpacked[last] - blob_in[last], behind, len(shorts) - 1))
+EOF
+fi
 if [ ${#INFL[@]} -gt 0 ]; then
   echo
   echo "### Inflate rates on image B's gzip layer ($B_GZ bytes gzip, $B_TAR bytes of tar)"

@@ -20,6 +20,11 @@ void pp_progress_blob_present(struct pp_progress *p, const struct pp_image *img,
 			      int64_t size);
 void pp_progress_blob_done(struct pp_progress *p, const struct pp_image *img, const char *digest,
 			   int64_t size, int64_t fetched, double seconds);
+/* One layer of an image the store unpacked: `by` says how (see
+ * struct pp_layer_unpack), `seconds` how long the apply took. */
+void pp_progress_layer_unpacked(struct pp_progress *p, const struct pp_image *img,
+				const char *digest, const char *chain_id, const char *by,
+				double seconds);
 void pp_progress_image_done(struct pp_progress *p, const struct pp_image *img);
 void pp_progress_image_failed(struct pp_progress *p, const char *image, const char *message);
 

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prepull/digest.h"
+
 /* In the state dir: the partial-file directories outside it, one per line. */
 #define PP_STAGE_DIRS_FILE "stage-dirs"
 
@@ -15,6 +17,17 @@ struct pp_image;
 struct pp_options;
 struct pp_prefix_consumer;
 struct pp_store;
+
+/* How a store put one layer of an image into its unpacked form (--json). */
+struct pp_layer_unpack {
+	/* "prepull-streaming" (applied by prepull while its bytes arrived),
+	 * "prepull-from-store" (by prepull, from the blob once it was in),
+	 * "containerd" (the daemon's Diff.Apply), "already-unpacked" (its
+	 * chain was there before this run). */
+	const char *by;
+	char chain_id[PP_DIGEST_STR_LEN + 1];
+	double seconds; /* the apply's duration; 0 when nothing was applied */
+};
 
 struct pp_store_ops {
 	const char *name;
@@ -59,6 +72,10 @@ struct pp_store_ops {
 	 * error that stopped the unpacking.  Called from the main thread. */
 	int (*layers_unpacked)(struct pp_store *s, const struct pp_image *img, size_t *unpacked,
 			       size_t *ready, struct pp_error *err);
+	/* Optional: how layer `index` of an image registered in this run was
+	 * unpacked.  Returns 1 when it says (out filled), 0 when not. */
+	int (*layer_unpack)(struct pp_store *s, const struct pp_image *img, size_t index,
+			    struct pp_layer_unpack *out);
 	void (*free)(struct pp_store *s);
 };
 
@@ -109,6 +126,10 @@ int pp_store_register_image(struct pp_store *s, const struct pp_image *img, stru
  * why; register_image reports the same). */
 int pp_store_layers_unpacked(struct pp_store *s, const struct pp_image *img, size_t *unpacked,
 			     size_t *ready, struct pp_error *err);
+/* How layer `index` of a registered image was unpacked: 1 when the store
+ * says, 0 when it does not unpack layers. */
+int pp_store_layer_unpack(struct pp_store *s, const struct pp_image *img, size_t index,
+			  struct pp_layer_unpack *out);
 
 /* Calls fn for each directory that may hold partial blobs of runs with
  * this state dir: <state_dir>/partial (own = true), then those kept beside

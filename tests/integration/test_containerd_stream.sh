@@ -7,6 +7,8 @@
 #     unpacked, and `ctr run` sees every layer;
 #   - every layer's snapshot holds the same tree as containerd's own Diff.Apply makes
 #     of it (--unpacker containerd, in another namespace);
+#   - --json says per layer, before image_done, its chain ID and who unpacked it:
+#     prepull as the bytes arrived (the top layer), or containerd;
 #   - a flipped byte mid-layer: the snapshot starts over, the repaired blob is applied
 #     again, and the committed tree is still right;
 #   - SIGKILL while a layer is being applied: the next run removes the active snapshot
@@ -69,6 +71,38 @@ image_works() {
   assert_eq "zstd-layer plain-layer doomed-gone 16777216" "$out" "$2: ctr run sees every layer, not the whited-out file"
 }
 
+# check_layer_events TEXT WHAT TOP_BY OTHERS_BY — one layer_unpacked event per layer,
+# bottom up, before image_done: its digest, its chain ID (computed here from the
+# config's diff IDs), unpacked_by TOP_BY for the top layer and one of OTHERS_BY
+# (|-separated) for the others, and a number of seconds.
+check_layer_events() {
+  local bad
+  bad=$(printf '%s\n' "$1" | "$PY" -c '
+import json, subprocess, sys
+layers, diff_ids, top_by, others_by = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3], sys.argv[4].split("|")
+chains = [subprocess.check_output(sys.argv[5:] + ["chain"] + diff_ids[:i + 1], text=True).strip()
+          for i in range(len(diff_ids))]
+events = [json.loads(l) for l in sys.stdin if l.strip()]
+names = [e["event"] for e in events]
+got = [e for e in events if e["event"] == "layer_unpacked"]
+if "image_done" not in names:
+    sys.exit("no image_done")
+if [e["digest"] for e in got] != layers:
+    sys.exit("layer_unpacked digests %s, expected %s" % ([e["digest"] for e in got], layers))
+if max(i for i, n in enumerate(names) if n == "layer_unpacked") > names.index("image_done"):
+    sys.exit("a layer_unpacked event after image_done")
+for i, e in enumerate(got):
+    if e["chain_id"] != chains[i]:
+        sys.exit("layer %d: chain_id %s, expected %s" % (i + 1, e["chain_id"], chains[i]))
+    want = [top_by] if i == len(got) - 1 else others_by
+    if e["unpacked_by"] not in want:
+        sys.exit("layer %d: unpacked_by %s, expected one of %s" % (i + 1, e["unpacked_by"], want))
+    if not isinstance(e["seconds"], (int, float)) or e["seconds"] < 0:
+        sys.exit("layer %d: seconds %r" % (i + 1, e["seconds"]))
+' "$LAYERS" "$DIFF_IDS" "$3" "$4" "${ORACLE[@]}" 2>&1) || fail "$2: $bad"
+  ok "$2"
+}
+
 no_leftovers() { # WHAT
   local active
   active=$(ctr_ -n "$NS" snapshots ls | grep '^extract-prepull' | grep -w Active || true)
@@ -78,9 +112,11 @@ no_leftovers() { # WHAT
 # ---- 1. applied as the bytes arrive
 start_containerd
 NS=stream
-prepull_ok "pull into containerd, layers applied as they arrive" pull -v \
+prepull_ok "pull into containerd, layers applied as they arrive" pull -v --json \
   --store "containerd:$CTD_SOCK" --namespace "$NS" --state-dir "$T/state1" -j 4 --chunk-size 1M "$REF"
 image_works "$NS" "streamed"
+check_layer_events "$OUT" "--json: the top layer unpacked by prepull as it arrived, every layer with its chain" \
+  prepull-streaming "prepull-streaming|prepull-from-store"
 applying=$(grep -n "layer ${TOP:0:19}: applying into snapshot" <<<"$ERR" | head -n 1 | cut -d: -f1)
 committed=$(grep -n "blob ${TOP:0:19}: verified and committed" <<<"$ERR" | head -n 1 | cut -d: -f1)
 [ -n "$applying" ] && [ -n "$committed" ] || fail "the -v log lacks the apply or commit line of the top layer"
@@ -91,9 +127,10 @@ no_leftovers "streamed"
 
 # The oracle: containerd's own Diff.Apply of the same layers, in another namespace
 # (the blobs are in the content store already: nothing is fetched).
-prepull_ok "the same image applied by containerd (--unpacker containerd)" pull -v \
+prepull_ok "the same image applied by containerd (--unpacker containerd)" pull -v --json \
   --store "containerd:$CTD_SOCK" --namespace oracle --state-dir "$T/state1" --unpacker containerd "$REF"
 assert_contains "$ERR" "unpacked as sha256:[0-9a-f]{12} by containerd" "-v says containerd applied the layers"
+check_layer_events "$OUT" "--json: every layer unpacked by containerd (--unpacker containerd)" containerd containerd
 same_trees stream oracle "prepull's apply against containerd's"
 ORACLE_CTD_SOCK=$CTD_SOCK
 

@@ -47,8 +47,13 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-prepull_ok "pull through the docker store" pull -v --store "docker:$FAKE_SOCK" \
+prepull_ok "pull through the docker store" pull -v --json --store "docker:$FAKE_SOCK" \
   --snapshotter native --state-dir "$T/state" "$REF"
+# --json: each layer unpacked by containerd (prepull's own apply needs overlayfs).
+by=$(json_events "$OUT" layer_unpacked | "$PY" -c '
+import json, sys
+print(" ".join(o["unpacked_by"] + ":" + o["chain_id"][:7] for o in map(json.loads, sys.stdin)))')
+assert_eq "containerd:sha256: containerd:sha256:" "$by" "--json: a layer_unpacked event per layer, unpacked by containerd"
 assert_contains "$ERR" "store containerd:$CTD_SOCK \(namespace moby, snapshotter native\)" \
   "the store is Docker's containerd, namespace moby, the snapshotter asked for"
 check=$(ctr_ -n moby images check "name==$REF" 2>&1) || true
