@@ -307,8 +307,10 @@ static int parse_array(struct parser *ps, struct tval *out, int depth)
 		}
 		struct tval item = {0};
 		int r = parse_value(ps, &item, depth + 1);
-		if (r < 0)
+		if (r < 0) {
+			tval_free(&item); /* an array may have failed half-way */
 			return r;
+		}
 		out->items = pp_xrealloc(out->items, (out->n + 1) * sizeof(*out->items));
 		out->items[out->n++] = item;
 		skip_blank(ps);

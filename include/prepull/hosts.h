@@ -14,6 +14,9 @@
 #include <stddef.h>
 
 struct pp_error;
+struct pp_options;
+
+#define PP_DEFAULT_HOSTS_DIR "/etc/containerd/certs.d"
 
 /* What a host may be asked for (containerd's capabilities). */
 #define PP_CAP_PULL 1u    /* blobs and manifests by digest */
@@ -69,5 +72,56 @@ int pp_hosts_parse(struct pp_hosts_file *out, const char *name, const char *text
 		   struct pp_error *err);
 void pp_hosts_file_free(struct pp_hosts_file *f);
 void pp_hosts_entry_free(struct pp_hosts_entry *h);
+
+/* One place to ask, ready for registry.c.  For the registry itself (the
+ * last of a list) scheme, host and path are NULL unless hosts.toml's
+ * `server` names them: registry.c then picks its own. */
+struct pp_host {
+	char *scheme; /* "https" or "http" */
+	char *host;   /* host[:port]: its credentials are looked up under it */
+	char *path;   /* the API root, e.g. "/v2", no trailing '/' */
+	unsigned caps;
+	bool mirror;            /* requests carry ?ns=<the registry's domain> */
+	bool skip_verify;       /* hosts.toml skip_verify */
+	bool insecure_registry; /* daemon.json insecure-registries: unverified or HTTP */
+	char *ca;               /* CA bundle (hosts.toml ca) */
+	char *client_cert;
+	char *client_key;
+	char **headers; /* "Name: value" lines */
+	size_t n_headers;
+};
+
+struct pp_host_list {
+	struct pp_host *v;
+	size_t n;
+};
+
+/* Docker's daemon configuration; a variable so tests can point it
+ * elsewhere. */
+extern const char *pp_docker_daemon_json;
+
+/* The hosts to try for `domain`, in order, the registry itself last
+ * (see hosts.c for where they come from).
+ * @param[out] out  the list, pp_host_list_free() frees it.
+ * @return 0, or PP_EUSAGE for a malformed hosts.toml, daemon.json or
+ * mirror, PP_EIO / PP_EPERM when one cannot be read. */
+int pp_hosts_for(struct pp_host_list *out, const char *domain, const struct pp_options *opts,
+		 struct pp_error *err);
+
+/* The hosts of a parsed hosts.toml appended to l; its top-level keys (and
+ * `server`) applied to *upstream.  `dir` anchors relative paths; `file`
+ * names the file in messages. */
+int pp_hosts_from_file(struct pp_host_list *l, struct pp_host *upstream,
+		       const struct pp_hosts_file *f, const char *dir, const char *file,
+		       struct pp_error *err);
+
+/* Docker's daemon.json at `path` (absent: nothing): registry-mirrors
+ * appended to l when domain is docker.io; insecure-registries marks
+ * *upstream. */
+int pp_hosts_daemon_json(const char *path, const char *domain, struct pp_host_list *l,
+			 struct pp_host *upstream, struct pp_error *err);
+
+void pp_host_free(struct pp_host *h);
+void pp_host_list_free(struct pp_host_list *l);
 
 #endif

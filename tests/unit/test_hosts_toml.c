@@ -8,8 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "prepull/error.h"
 #include "prepull/hosts.h"
+#include "prepull/options.h"
 
 static int parse(struct pp_hosts_file *f, const char *text, struct pp_error *err)
 {
@@ -208,6 +212,108 @@ static void test_error_lines(void **state)
 			    "hosts.toml:2: unknown capability \"nope\" (pull, resolve or push)");
 }
 
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* containerd's directory names: "host_port_" first, then "host:port",
+ * then _default; hosts in order, the registry last; relative paths
+ * anchored at the directory; --mirror entries first. */
+static void test_hosts_for(void **state)
+{
+	(void)state;
+	char root[] = "/tmp/test_hosts_XXXXXX";
+	assert_non_null(mkdtemp(root));
+	char path[512];
+	snprintf(path, sizeof(path), "%s/reg.example.com_5000_", root);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/reg.example.com_5000_/hosts.toml", root);
+	write_file(path, "server = \"http://reg.example.com:5000\"\n"
+			 "[host.\"http://127.0.0.1:6000\"]\n"
+			 "  capabilities = [\"pull\"]\n"
+			 "  ca = \"ca.pem\"\n"
+			 "[host.\"https://m.example.com/prefix/v2/\"]\n"
+			 "  override_path = true\n"
+			 "[host.\"https://m.example.com/prefix/v2/\".header]\n"
+			 "  x-a = [\"1\", \"2\"]\n");
+	snprintf(path, sizeof(path), "%s/_default", root);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/_default/hosts.toml", root);
+	write_file(path, "[host.\"https://everything.example.com/base\"]\n");
+
+	const char *mirrors[] = {"reg.example.com:5000=http://first.example.com:7000",
+				 "other.example.com=https://not-ours"};
+	struct pp_options opts = {.hosts_dir = root, .mirrors = mirrors, .n_mirrors = 2};
+	struct pp_host_list l;
+	struct pp_error err = {0};
+	const char *saved = pp_docker_daemon_json;
+	pp_docker_daemon_json = "/nonexistent/daemon.json";
+	assert_int_equal(pp_hosts_for(&l, "reg.example.com:5000", &opts, &err), 0);
+	assert_int_equal(l.n, 4);
+	assert_string_equal(l.v[0].host, "first.example.com:7000");
+	assert_string_equal(l.v[0].path, "/v2");
+	assert_true(l.v[0].mirror);
+	assert_string_equal(l.v[1].scheme, "http");
+	assert_string_equal(l.v[1].host, "127.0.0.1:6000");
+	assert_int_equal(l.v[1].caps, PP_CAP_PULL);
+	snprintf(path, sizeof(path), "%s/reg.example.com_5000_/ca.pem", root);
+	assert_string_equal(l.v[1].ca, path);
+	assert_string_equal(l.v[2].path, "/prefix/v2");
+	assert_int_equal(l.v[2].n_headers, 2);
+	assert_string_equal(l.v[2].headers[1], "x-a: 2");
+	assert_false(l.v[3].mirror);
+	assert_string_equal(l.v[3].host, "reg.example.com:5000");
+	assert_string_equal(l.v[3].scheme, "http");
+	pp_host_list_free(&l);
+
+	/* Another registry falls back to _default (a path gets /v2). */
+	assert_int_equal(pp_hosts_for(&l, "else.example.com", &opts, &err), 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.v[0].path, "/base/v2");
+	assert_null(l.v[1].host); /* the registry as it is */
+	pp_host_list_free(&l);
+
+	/* Docker's mirrors serve Docker Hub only, and only when containerd's
+	 * configuration has nothing for it; insecure-registries marks one. */
+	snprintf(path, sizeof(path), "%s/daemon.json", root);
+	write_file(path, "{\"registry-mirrors\": [\"https://dm.example.com\"],"
+			 " \"insecure-registries\": [\"plain.example.com:5000\"]}");
+	pp_docker_daemon_json = path;
+	opts.hosts_dir = "";
+	assert_int_equal(pp_hosts_for(&l, "docker.io", &opts, &err), 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.v[0].host, "dm.example.com");
+	assert_int_equal(l.v[0].caps, PP_CAP_PULL | PP_CAP_RESOLVE);
+	pp_host_list_free(&l);
+	assert_int_equal(pp_hosts_for(&l, "plain.example.com:5000", &opts, &err), 0);
+	assert_int_equal(l.n, 1);
+	assert_true(l.v[0].insecure_registry);
+	pp_host_list_free(&l);
+
+	/* A malformed hosts.toml is an error naming the file and line. */
+	opts.hosts_dir = root;
+	snprintf(path, sizeof(path), "%s/_default/hosts.toml", root);
+	write_file(path, "\n[host.\"ftp://x\"]\n");
+	assert_int_equal(pp_hosts_for(&l, "else.example.com", &opts, &err), PP_EUSAGE);
+	assert_non_null(strstr(err.msg, "_default/hosts.toml: ftp://x: only http:// and https://"));
+	write_file(path, "\n[host.\"http://x\"]\nskip_verify = 1\n");
+	assert_int_equal(pp_hosts_for(&l, "else.example.com", &opts, &err), PP_EUSAGE);
+	assert_non_null(strstr(err.msg, "_default/hosts.toml:3: \"skip_verify\": expected true"));
+	const char *bad[] = {"reg.example.com"};
+	opts.mirrors = bad;
+	opts.n_mirrors = 1;
+	assert_int_equal(pp_hosts_for(&l, "else.example.com", &opts, &err), PP_EUSAGE);
+	assert_string_equal(err.msg, "mirror \"reg.example.com\": expected HOST=URL");
+	pp_docker_daemon_json = saved;
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -217,6 +323,7 @@ int main(void)
 		cmocka_unit_test(test_tolerated),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_error_lines),
+		cmocka_unit_test(test_hosts_for),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
