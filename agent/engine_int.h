@@ -118,6 +118,7 @@ struct blob {
 	double started;
 	struct waiter *waiters;
 	struct pp_error err;
+	size_t src; /* the host asked now: pp_registry_source(reg, PULL, src) */
 };
 
 struct xfer {
@@ -144,6 +145,9 @@ struct xfer {
 	struct pp_error consumer_err;
 	char bad_reply[256];
 	struct pp_buf errbody;
+	size_t src;              /* b->src when it started */
+	struct pp_registry *reg; /* that host (a mirror, or b->reg) */
+	char *url;               /* the blob's URL there */
 };
 
 struct host_count {
