@@ -9,6 +9,8 @@
 #     UP, whole, the other blobs still from MIR, and the pull succeeds;
 #   - MIR without "resolve": the tag is resolved at UP only, the blobs come from MIR;
 #   - --mirror HOST=URL puts a mirror first without any hosts.toml;
+#   - a mirror with Basic credentials of its own in config.json is used with them;
+#     without them it refuses (401) and the registry serves;
 #   - a malformed hosts.toml fails the pull with the file and line named.
 source "$(dirname "$0")/lib.sh"
 need_prepull
@@ -114,6 +116,23 @@ reset_logs
 pull "pull with --mirror" --hosts-dir "" --mirror "$UP_ADDR=$MIR_URL"
 assert_eq "$(size_of "${LAYERS[0]}")" "$(served "$MIR_LOG" "${LAYERS[0]}")" "--mirror: blobs from the mirror"
 assert_eq 0 "$(served "$UP_LOG" "${LAYERS[0]}")" "--mirror: none from the registry"
+
+# ---- a mirror with credentials of its own (config.json, by the mirror's host)
+start_faultserver --log "$T/logs/authmirror.jsonl" --auth basic:mu:mirror-secret
+AM_URL=$FS_URL AM_LOG=$T/logs/authmirror.jsonl
+write_docker_config "$T/dc" "$FS_ADDR" mu mirror-secret
+reset_logs
+DOCKER_CONFIG=$T/dc pull "pull through a mirror that wants Basic credentials" --hosts-dir "" \
+  --mirror "$UP_ADDR=$AM_URL"
+assert_eq "$(size_of "${LAYERS[0]}")" "$(served "$AM_LOG" "${LAYERS[0]}")" "the mirror with credentials served the blob"
+assert_eq 0 "$(served "$UP_LOG" "${LAYERS[0]}")" "none from the registry"
+assert_not_contains "$ERR" "mirror-secret" "the mirror's password is never printed"
+# Without its credentials the mirror refuses (401): the registry serves instead.
+: >"$AM_LOG"
+reset_logs
+pull "a mirror refusing us hands over to the registry" --hosts-dir "" --mirror "$UP_ADDR=$AM_URL"
+assert_eq 0 "$(served "$AM_LOG" "${LAYERS[0]}")" "no blob bytes from the refusing mirror"
+assert_eq "$(size_of "${LAYERS[0]}")" "$(served "$UP_LOG" "${LAYERS[0]}")" "the registry served the blob"
 
 # ---- a malformed hosts.toml: the pull fails and says where
 printf 'server = "http://%s"\n\n[host."%s"]\n  capabilities "pull"\n' "$UP_ADDR" "$MIR_URL" \
