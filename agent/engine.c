@@ -192,6 +192,7 @@ int pp_engine_add(struct pp_engine *e, struct pp_registry *reg, const char *repo
 			}
 			w->next = b->waiters;
 			b->waiters = w;
+			engine_add_origin(b, reg, repo);
 			return 0;
 		}
 	}
@@ -560,6 +561,9 @@ void pp_engine_free(struct pp_engine *e)
 			b->waiters = w->next;
 			free(w);
 		}
+		for (size_t k = 0; k < b->n_origins; k++)
+			free(b->origins[k].repo);
+		free(b->origins);
 		free(b->repo);
 		free(b->url);
 		free(b->cdn_url);

@@ -118,7 +118,14 @@ struct blob {
 	double started;
 	struct waiter *waiters;
 	struct pp_error err;
-	size_t src; /* the host asked now: pp_registry_source(reg, PULL, src) */
+	size_t src; /* the host asked now: the src-th of every origin's hosts */
+	/* Other registries or repositories whose images list this blob, tried
+	 * after the first one's hosts (engine_add_origin). */
+	struct blob_origin {
+		struct pp_registry *reg;
+		char *repo;
+	} * origins;
+	size_t n_origins;
 };
 
 struct xfer {
@@ -146,7 +153,8 @@ struct xfer {
 	char bad_reply[256];
 	struct pp_buf errbody;
 	size_t src;              /* b->src when it started */
-	struct pp_registry *reg; /* that host (a mirror, or b->reg) */
+	struct pp_registry *reg; /* that host (a mirror, or a registry) */
+	const char *repo;        /* the repository there (the blob's) */
 	char *url;               /* the blob's URL there */
 };
 
@@ -214,6 +222,10 @@ void engine_discard_blob(struct pp_engine *e, struct blob *b, const struct pp_er
 bool engine_gave_up(struct pp_engine *e, struct blob *b);
 
 /* ---- transfer.c: one range request ---- */
+
+/* Another registry or repository whose image lists blob b: its hosts are
+ * tried when b's own fail it (repo is copied). */
+void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo);
 
 /* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
 int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);

@@ -17,6 +17,32 @@
 #include "prepull/registry.h"
 #include "prepull/stop.h"
 
+void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo)
+{
+	if (b->reg == reg && strcmp(b->repo, repo) == 0)
+		return;
+	for (size_t i = 0; i < b->n_origins; i++)
+		if (b->origins[i].reg == reg && strcmp(b->origins[i].repo, repo) == 0)
+			return;
+	b->origins = pp_xrealloc(b->origins, (b->n_origins + 1) * sizeof(*b->origins));
+	b->origins[b->n_origins++] = (struct blob_origin){reg, pp_xstrdup(repo)};
+}
+
+/* The src-th host a blob may come from: the first registry's mirrors and
+ * itself, then each other origin's; NULL past the last. */
+static struct pp_registry *blob_host(const struct blob *b, size_t src, const char **repo)
+{
+	for (size_t o = 0; o <= b->n_origins; o++) {
+		struct pp_registry *reg = o == 0 ? b->reg : b->origins[o - 1].reg;
+		*repo = o == 0 ? b->repo : b->origins[o - 1].repo;
+		struct pp_registry *h;
+		for (size_t i = 0; (h = pp_registry_source(reg, PP_CAP_PULL, i)); i++)
+			if (src-- == 0)
+				return h;
+	}
+	return NULL;
+}
+
 /* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
 static void xfer_detach(struct pp_engine *e, struct xfer *x)
 {
@@ -163,11 +189,11 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 	}
 	x->via_cdn = b->cdn_url != NULL;
 	x->src = b->src;
-	x->reg = pp_registry_source(b->reg, PP_CAP_PULL, b->src);
-	x->url = pp_registry_url(x->reg, b->repo, "blobs", b->digest);
+	x->reg = blob_host(b, b->src, &x->repo);
+	x->url = pp_registry_url(x->reg, x->repo, "blobs", b->digest);
 	if (!x->via_cdn) {
 		char *authz = NULL;
-		int r = pp_registry_auth_header(x->reg, b->repo, &authz, err);
+		int r = pp_registry_auth_header(x->reg, x->repo, &authz, err);
 		if (r < 0) {
 			curl_easy_cleanup(x->h);
 			free(x->url);
@@ -381,22 +407,27 @@ enum xfer_outcome xfer_classify(const struct xfer *x, CURLcode rc, bool complete
 
 /* A mirror that failed a request (down, 404 or another refusal, 5xx,
  * 429, a stall, TLS, a wrong size, credentials it refuses) hands the blob
- * to the next host, the registry itself last: the chunk goes back to the
- * queue at once, and the blob does not fail.  A transfer started before
- * the blob moved on only requeues its chunk.  False for the registry. */
-static bool fall_through(struct pp_engine *e, struct xfer *x, const struct pp_error *why)
+ * to the next host, its registry last: the chunk goes back to the queue at
+ * once, and the blob does not fail.  A registry hands it to the next
+ * registry whose images list the blob only for a `hard` failure (a
+ * refusal, TLS, a wrong size), not for one worth retrying there.  A
+ * transfer started before the blob moved on only requeues its chunk.
+ * False when there is no next host. */
+static bool fall_through(struct pp_engine *e, struct xfer *x, const struct pp_error *why, bool hard)
 {
 	struct blob *b = x->b;
 	struct chunk *c = &b->chunks[x->chunk];
-	if (!pp_registry_is_mirror(x->reg))
+	const char *repo;
+	struct pp_registry *next = blob_host(b, x->src + 1, &repo);
+	if (!next || (!hard && !pp_registry_is_mirror(x->reg)))
 		return false;
 	if (x->src == b->src) {
 		b->src++;
 		free(b->cdn_url);
 		b->cdn_url = NULL;
-		pp_info("blob %s: mirror %s: %s; next: %s", pp_short_digest(b->digest),
-			pp_registry_domain(x->reg), why->msg,
-			pp_registry_domain(pp_registry_source(b->reg, PP_CAP_PULL, b->src)));
+		pp_info("blob %s: %s %s: %s; next: %s/%s", pp_short_digest(b->digest),
+			pp_registry_is_mirror(x->reg) ? "mirror" : "registry",
+			pp_registry_domain(x->reg), why->msg, pp_registry_domain(next), repo);
 	}
 	if (c->received == c->len) {
 		retry_chunk(e, b, x->chunk, 0, why); /* its bytes cannot be trusted */
@@ -420,7 +451,7 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		b->chunks[ci].attempts = 0; /* it moved and keeps that: count failures afresh */
 	if (o == XO_WRONG_SIZE || o == XO_TLS || o == XO_REFUSED || o == XO_RETRY) {
 		describe_failure(x, rc, &err);
-		if (fall_through(e, x, &err))
+		if (fall_through(e, x, &err, o != XO_RETRY))
 			return;
 		pp_error_clear(&err);
 	}
@@ -501,9 +532,9 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 	case XO_UNAUTHORIZED: {
 		describe_failure(x, rc, &err);
 		struct pp_error aerr = {0};
-		if (pp_registry_unauthorized(x->reg, b->repo, x->resp.www_authenticate, x->authz,
+		if (pp_registry_unauthorized(x->reg, x->repo, x->resp.www_authenticate, x->authz,
 					     &aerr) < 0) {
-			if (fall_through(e, x, &aerr))
+			if (fall_through(e, x, &aerr, true))
 				return;
 			pp_error_wrap(&aerr, "blob %s", pp_short_digest(b->digest));
 			engine_fail_blob(e, b, &aerr);
