@@ -8,7 +8,8 @@
 #   - MIR answering 404, 503 and 429 for one blob each: each of those blobs comes from
 #     UP, whole, the other blobs still from MIR, and the pull succeeds;
 #   - MIR without "resolve": the tag is resolved at UP only, the blobs come from MIR;
-#   - --mirror HOST=URL puts a mirror first without any hosts.toml;
+#   - --mirror HOST=URL, or the config's "mirrors", put a mirror first without any
+#     hosts.toml; malformed ones are usage errors;
 #   - a mirror with Basic credentials of its own in config.json is used with them;
 #     without them it refuses (401) and the registry serves;
 #   - a malformed hosts.toml fails the pull with the file and line named.
@@ -116,6 +117,20 @@ reset_logs
 pull "pull with --mirror" --hosts-dir "" --mirror "$UP_ADDR=$MIR_URL"
 assert_eq "$(size_of "${LAYERS[0]}")" "$(served "$MIR_LOG" "${LAYERS[0]}")" "--mirror: blobs from the mirror"
 assert_eq 0 "$(served "$UP_LOG" "${LAYERS[0]}")" "--mirror: none from the registry"
+
+# ---- the config file's "mirrors" and "hosts_dir"
+printf '{"hosts_dir": "", "mirrors": {"%s": ["%s"]}}\n' "$UP_ADDR" "$MIR_URL" >"$T/config.json"
+reset_logs
+pull "pull with the config's mirrors" --config "$T/config.json"
+assert_eq "$(size_of "${LAYERS[1]}")" "$(served "$MIR_LOG" "${LAYERS[1]}")" "config mirrors: blobs from the mirror"
+assert_eq 0 "$(served "$UP_LOG" "${LAYERS[1]}")" "config mirrors: none from the registry"
+printf '{"mirrors": ["%s"]}\n' "$MIR_URL" >"$T/bad-config.json"
+run_prepull pull --config "$T/bad-config.json" "$REF"
+assert_eq 2 "$RC" "a config whose mirrors is not an object is a usage error"
+assert_has "$ERR" '"mirrors": expected an object' "the message names the key"
+run_prepull pull --mirror "$MIR_URL" "$REF"
+assert_eq 2 "$RC" "--mirror without HOST= is a usage error"
+assert_has "$ERR" "--mirror: expected HOST=URL" "the message says what is expected"
 
 # ---- a mirror with credentials of its own (config.json, by the mirror's host)
 start_faultserver --log "$T/logs/authmirror.jsonl" --auth basic:mu:mirror-secret
