@@ -373,8 +373,15 @@ int pp_registry_get_object(struct pp_registry *reg, const char *repo, const char
 	for (size_t i = 0;; i++) {
 		struct pp_registry *s = pp_registry_source(reg, cap, i);
 		cleanup_free char *url = pp_registry_url(s, repo, kind, ref);
-		if (s == reg)
-			return get_url(s, repo, url, accept, max_body, resp, false, err);
+		if (s == reg) {
+			int r = get_url(s, repo, url, accept, max_body, resp, false, err);
+			/* Docker Hub counts manifest requests: say what is left. */
+			if (r == 0 && resp->ratelimit_remaining)
+				pp_debug("%s: rate limit %s, remaining %s", reg->domain,
+					 resp->ratelimit_limit ? resp->ratelimit_limit : "?",
+					 resp->ratelimit_remaining);
+			return r;
+		}
 		int r = get_url(s, repo, url, accept, max_body, resp, true, err);
 		if (r == PP_EINTR || r == PP_EDEADLINE)
 			return r;

@@ -7,6 +7,8 @@
 #     none from UP, and every request to MIR carries ?ns=UP_ADDR;
 #   - MIR answering 404, 503 and 429 for one blob each: each of those blobs comes from
 #     UP, whole, the other blobs still from MIR, and the pull succeeds;
+#   - MIR over its rate limit (429 with RateLimit-* headers) for the tag: the message
+#     names the limit, the tag is resolved at UP;
 #   - MIR without "resolve": the tag is resolved at UP only, the blobs come from MIR;
 #   - --mirror HOST=URL, or the config's "mirrors", put a mirror first without any
 #     hosts.toml; malformed ones are usage errors;
@@ -99,6 +101,17 @@ for i in 0 1 2; do
     "failed layer $i: only the requests in flight failed at the mirror"
 done
 fs_rules '{"rules": []}'
+
+# ---- the mirror's rate limit (Docker Hub's RateLimit-* headers) is named when it
+# answers 429 for the tag; the tag is then resolved at the registry
+reset_logs
+fs_canned '{"routes": {"/v2/test/mirror/manifests/v1": {"status": 429, "headers": {"RateLimit-Limit": "100;w=21600", "RateLimit-Remaining": "0;w=21600"}, "body": "{\"errors\": [{\"code\": \"TOOMANYREQUESTS\", \"message\": \"You have reached your pull rate limit\"}]}"}}}'
+pull "pull with a mirror over its rate limit"
+assert_has "$ERR" "HTTP 429: TOOMANYREQUESTS You have reached your pull rate limit (rate limit: 100 per 21600 s, 0 left)" \
+  "the 429 names the limit and what is left"
+assert_num "$(FS_LOG=$UP_LOG fs_query 'len([r for r in L if "/manifests/v1" in r["path"]])')" -ge 1 \
+  "the tag was resolved at the registry"
+fs_canned '{"routes": {"/v2/test/mirror/manifests/v1": null}}'
 
 # ---- the mirror may pull but not resolve: the tag at the registry only
 write_hosts '["pull"]'
