@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "prepull/auth_token.h"
+#include "prepull/digest.h"
 #include "prepull/stop.h"
 #include "prepull/error.h"
 #include "prepull/hosts.h"
@@ -385,12 +386,23 @@ int pp_registry_get_object(struct pp_registry *reg, const char *repo, const char
 		int r = get_url(s, repo, url, accept, max_body, resp, true, err);
 		if (r == PP_EINTR || r == PP_EDEADLINE)
 			return r;
-		if (r == 0 && resp->status >= 200 && resp->status < 300) {
+		/* What is named by its digest is checked here, so that a mirror's
+		 * wrong bytes cost a fall-through, not the image. */
+		char got[PP_DIGEST_STR_LEN + 1] = "";
+		bool ok = r == 0 && resp->status >= 200 && resp->status < 300;
+		if (ok && strncmp(ref, "sha256:", 7) == 0) {
+			pp_sha256_digest(resp->body.data ? resp->body.data : "", resp->body.len,
+					 got);
+			ok = strcmp(got, ref) == 0;
+		}
+		if (ok) {
 			pp_debug("%s/%s: %s %s from mirror %s", reg->domain, repo, kind, ref,
 				 s->domain);
 			return 0;
 		}
-		if (r == 0)
+		if (r == 0 && got[0])
+			pp_error_set(err, PP_EDIGEST, "content hashes to %s", got);
+		else if (r == 0)
 			pp_http_status_error(err, resp);
 		pp_info("%s/%s: %s %s: mirror %s: %s; trying the next host", reg->domain, repo,
 			kind, pp_short_digest(ref), s->domain, err->msg);

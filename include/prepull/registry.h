@@ -86,7 +86,8 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 /* Like pp_registry_get_url for "<root>/<repo>/<kind>/<ref>", asked of the
  * registry's mirrors first (prepull/hosts.h): a tag only of hosts that may
  * resolve, anything by digest of hosts that may pull.  A mirror that is
- * down, or answers anything but 2xx, hands the request to the next host,
+ * down, answers anything but 2xx, or (for a ref that is a digest) sends
+ * bytes that do not hash to it, hands the request to the next host,
  * without retries; the registry itself, last, answers as
  * pp_registry_get_url does. */
 int pp_registry_get_object(struct pp_registry *reg, const char *repo, const char *kind,

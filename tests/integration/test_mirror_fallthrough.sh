@@ -9,6 +9,7 @@
 #     UP, whole, the other blobs still from MIR, and the pull succeeds;
 #   - MIR over its rate limit (429 with RateLimit-* headers) for the tag: the message
 #     names the limit, the tag is resolved at UP;
+#   - MIR sending a config that does not hash to its digest: it comes from UP;
 #   - MIR without "resolve": the tag is resolved at UP only, the blobs come from MIR;
 #   - --mirror HOST=URL, or the config's "mirrors", put a mirror first without any
 #     hosts.toml; malformed ones are usage errors;
@@ -112,6 +113,16 @@ assert_has "$ERR" "HTTP 429: TOOMANYREQUESTS You have reached your pull rate lim
 assert_num "$(FS_LOG=$UP_LOG fs_query 'len([r for r in L if "/manifests/v1" in r["path"]])')" -ge 1 \
   "the tag was resolved at the registry"
 fs_canned '{"routes": {"/v2/test/mirror/manifests/v1": null}}'
+
+# ---- the mirror sends a config that does not hash to its digest: taken from the registry
+CONFIG=$(img_field v1 'o["platforms"]["linux/amd64"]["config"]')
+reset_logs
+fs_canned "{\"routes\": {\"/v2/test/mirror/blobs/$CONFIG\": {\"status\": 200, \"body\": \"{}\"}}}"
+pull "pull with a mirror serving a wrong config"
+assert_contains "$ERR" "blobs ${CONFIG:0:19}.*mirror $MIR_ADDR: content hashes to" "the mirror's wrong bytes are named"
+assert_eq 1 "$(FS_LOG=$UP_LOG fs_query 'len([r for r in L if r["path"].endswith(A[0])])' "$CONFIG")" \
+  "the config came from the registry"
+fs_canned "{\"routes\": {\"/v2/test/mirror/blobs/$CONFIG\": null}}"
 
 # ---- the mirror may pull but not resolve: the tag at the registry only
 write_hosts '["pull"]'
