@@ -40,6 +40,13 @@ static struct pp_host *add_host(struct pp_host_list *l)
 static int set_url(struct pp_host *h, const char *url, bool override_path, struct pp_error *err)
 {
 	const char *rest = url, *sep = strstr(url, "://");
+	/* user:password@ would end up in messages: credentials go in config.json.
+	 * Checked first, before any message quotes the URL. */
+	const char *auth = sep ? sep + 3 : url;
+	if (memchr(auth, '@', strcspn(auth, "/?#")))
+		return pp_error_set(err, PP_EUSAGE,
+				    "a host URL takes no user name or password (config.json "
+				    "holds credentials, by host)");
 	if (sep) {
 		size_t n = (size_t)(sep - url);
 		if (!((n == 4 && strncmp(url, "http", 4) == 0) ||

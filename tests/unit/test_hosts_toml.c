@@ -303,6 +303,11 @@ static void test_hosts_for(void **state)
 	write_file(path, "\n[host.\"http://x\"]\nskip_verify = 1\n");
 	assert_int_equal(pp_hosts_for(&l, "else.example.com", &opts, &err), PP_EUSAGE);
 	assert_non_null(strstr(err.msg, "_default/hosts.toml:3: \"skip_verify\": expected true"));
+	/* A password in a host URL is refused, and not repeated. */
+	write_file(path, "[host.\"https://u:s3cret@m.example.com\"]\n");
+	assert_int_equal(pp_hosts_for(&l, "else.example.com", &opts, &err), PP_EUSAGE);
+	assert_null(strstr(err.msg, "s3cret"));
+	assert_non_null(strstr(err.msg, "takes no user name or password"));
 	const char *bad[] = {"reg.example.com"};
 	opts.mirrors = bad;
 	opts.n_mirrors = 1;
