@@ -226,6 +226,10 @@ bool engine_gave_up(struct pp_engine *e, struct blob *b);
 /* Another registry or repository whose image lists blob b: its hosts are
  * tried when b's own fail it (repo is copied). */
 void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo);
+/* The blob's bytes do not hash to its digest (`got`): when its current host
+ * is a mirror and another host follows, the mirror is named and dropped
+ * for this blob.  True when the blob moved to the next host. */
+bool engine_blame_host(struct blob *b, const char *got);
 
 /* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
 int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);
