@@ -75,6 +75,12 @@ struct consumer_slot {
 
 enum blob_state { BLOB_QUEUED, BLOB_RUNNING, BLOB_DONE, BLOB_FAILED };
 
+/* Another registry or repository whose image lists a blob (engine_add_origin). */
+struct blob_origin {
+	struct pp_registry *reg;
+	char *repo;
+};
+
 struct blob {
 	char digest[PP_DIGEST_STR_LEN + 1];
 	int64_t size;
@@ -118,13 +124,8 @@ struct blob {
 	double started;
 	struct waiter *waiters;
 	struct pp_error err;
-	size_t src; /* the host asked now: the src-th of every origin's hosts */
-	/* Other registries or repositories whose images list this blob, tried
-	 * after the first one's hosts (engine_add_origin). */
-	struct blob_origin {
-		struct pp_registry *reg;
-		char *repo;
-	} * origins;
+	size_t src;                  /* the host asked now: the src-th of every origin's hosts */
+	struct blob_origin *origins; /* tried after the first one's hosts */
 	size_t n_origins;
 };
 
