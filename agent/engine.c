@@ -341,7 +341,7 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 		struct blob *b = e->blobs[i];
 		if (b->state != BLOB_RUNNING)
 			continue;
-		if ((b->single_stream && b->active > 0) || b->check)
+		if (((b->single_stream || engine_probing(b)) && b->active > 0) || b->check)
 			continue;
 		if (*engine_host_slot(e, b->reg) >= e->opts->per_host)
 			continue;

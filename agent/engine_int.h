@@ -127,6 +127,7 @@ struct blob {
 	size_t src;                  /* the host asked now: the src-th of every origin's hosts */
 	struct blob_origin *origins; /* tried after the first one's hosts */
 	size_t n_origins;
+	size_t ranged_src; /* 1 + the src that answered a range with a range */
 };
 
 struct xfer {
@@ -231,6 +232,9 @@ void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo
  * is a mirror and another host follows, the mirror is named and dropped
  * for this blob.  True when the blob moved to the next host. */
 bool engine_blame_host(struct blob *b, const char *got);
+/* True while the blob's host is a mirror that has not answered a range
+ * request with a range yet: one request at a time then (see transfer.c). */
+bool engine_probing(const struct blob *b);
 
 /* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
 int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);

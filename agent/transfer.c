@@ -60,6 +60,21 @@ bool engine_blame_host(struct blob *b, const char *got)
 	return true;
 }
 
+/* A pull-through cache that lacks a blob copies it whole from upstream for
+ * every request that asks for it meanwhile, ignoring Range: parallel
+ * ranges would multiply the upstream's traffic (by the connections, and
+ * again by the nodes of a fleet).  So a mirror gets one request per blob
+ * until it answers one with a 206: then it has the blob, and the chunks
+ * fan out; a 200 with the whole blob makes it one stream anyway. */
+bool engine_probing(const struct blob *b)
+{
+	const char *repo;
+	if (b->ranged_src == b->src + 1)
+		return false;
+	struct pp_registry *h = blob_host(b, b->src, &repo);
+	return h && pp_registry_is_mirror(h);
+}
+
 /* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
 static void xfer_detach(struct pp_engine *e, struct xfer *x)
 {
@@ -118,6 +133,8 @@ static bool reply_ok(struct xfer *x)
 				 x->resp.content_range);
 			return false;
 		}
+		if (x->src == b->src)
+			b->ranged_src = b->src + 1; /* the host has it: fan out */
 		return true;
 	}
 	if (status == 200) {
