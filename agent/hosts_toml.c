@@ -454,6 +454,11 @@ static int set_header(struct parser *ps, struct pp_hosts_entry *h, const char *n
 			return fail(ps, "header \"%.100s\": a value may not hold a newline", name);
 		}
 	}
+	if (hd.n_values == 0) { /* x = []: no header line to send */
+		free(hd.values);
+		free(hd.name);
+		return 0;
+	}
 	h->headers = pp_xrealloc(h->headers, (h->n_headers + 1) * sizeof(*h->headers));
 	h->headers[h->n_headers++] = hd;
 	return 0;

@@ -97,7 +97,8 @@ static void test_headers(void **state)
 			   "  capabilities = [\"pull\", \"resolve\"]\n"
 			   "[host.\"https://mirror.example.com\".header]\n"
 			   "  x-custom-2 = [\"value1\", \"value2\"]\n"
-			   "  \"X-Quoted\" = \"tab\\there \\u00e9\"\n";
+			   "  \"X-Quoted\" = \"tab\\there \\u00e9\"\n"
+			   "  x-empty = []\n";
 	struct pp_hosts_file f;
 	struct pp_error err = {0};
 	assert_int_equal(parse(&f, text, &err), 0);
