@@ -226,6 +226,43 @@ static int key_ca_cert(struct key_ctx *k)
 	return 0;
 }
 
+static int key_hosts_dir(struct key_ctx *k)
+{
+	/* "" is a choice: read no hosts.toml at all. */
+	if (!json_is_string(k->value))
+		return bad_value(k, "a directory (\"\" for none)");
+	k->opts->hosts_dir = json_string_value(k->value);
+	return 0;
+}
+
+/* {"registry.example.com": "https://mirror" or ["https://m1", ...]},
+ * kept as the "HOST=URL" strings --mirror takes. */
+static int key_mirrors(struct key_ctx *k)
+{
+	struct pp_config *cfg = k->cfg;
+	const char *host;
+	json_t *v;
+	if (!json_is_object(k->value))
+		return bad_value(k, "an object {\"HOST\": \"URL\" or [\"URL\", ...]}");
+	json_object_foreach(k->value, host, v)
+	{
+		size_t n = json_is_array(v) ? json_array_size(v) : 1;
+		for (size_t i = 0; i < n; i++) {
+			json_t *u = json_is_array(v) ? json_array_get(v, i) : v;
+			const char *url = json_string_value(u);
+			if (!*host || !url || !*url)
+				return bad_value(k,
+						 "an object {\"HOST\": \"URL\" or [\"URL\", ...]}");
+			cfg->mirrors = pp_xrealloc(cfg->mirrors,
+						   (cfg->n_mirrors + 1) * sizeof(*cfg->mirrors));
+			cfg->mirrors[cfg->n_mirrors++] = pp_xasprintf("%s=%s", host, url);
+		}
+	}
+	k->opts->mirrors = (const char *const *)cfg->mirrors;
+	k->opts->n_mirrors = cfg->n_mirrors;
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	int (*apply)(struct key_ctx *k);
@@ -249,6 +286,8 @@ static const struct {
 	{"plain_http", key_plain_http},
 	{"insecure", key_insecure},
 	{"ca_cert", key_ca_cert},
+	{"hosts_dir", key_hosts_dir},
+	{"mirrors", key_mirrors},
 };
 
 static int unknown_key(const struct pp_config *cfg, const char *key, struct pp_error *err)
@@ -329,6 +368,9 @@ void pp_config_free(struct pp_config *cfg)
 		return;
 	free(cfg->path);
 	free(cfg->images);
+	for (size_t i = 0; i < cfg->n_mirrors; i++)
+		free(cfg->mirrors[i]);
+	free(cfg->mirrors);
 	if (cfg->root)
 		json_decref(cfg->root);
 	memset(cfg, 0, sizeof(*cfg));

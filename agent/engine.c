@@ -192,6 +192,7 @@ int pp_engine_add(struct pp_engine *e, struct pp_registry *reg, const char *repo
 			}
 			w->next = b->waiters;
 			b->waiters = w;
+			engine_add_origin(b, reg, repo);
 			return 0;
 		}
 	}
@@ -340,7 +341,7 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 		struct blob *b = e->blobs[i];
 		if (b->state != BLOB_RUNNING)
 			continue;
-		if ((b->single_stream && b->active > 0) || b->check)
+		if (((b->single_stream || engine_probing(b)) && b->active > 0) || b->check)
 			continue;
 		if (*engine_host_slot(e, b->reg) >= e->opts->per_host)
 			continue;
@@ -560,6 +561,9 @@ void pp_engine_free(struct pp_engine *e)
 			b->waiters = w->next;
 			free(w);
 		}
+		for (size_t k = 0; k < b->n_origins; k++)
+			free(b->origins[k].repo);
+		free(b->origins);
 		free(b->repo);
 		free(b->url);
 		free(b->cdn_url);

@@ -75,6 +75,12 @@ struct consumer_slot {
 
 enum blob_state { BLOB_QUEUED, BLOB_RUNNING, BLOB_DONE, BLOB_FAILED };
 
+/* Another registry or repository whose image lists a blob (engine_add_origin). */
+struct blob_origin {
+	struct pp_registry *reg;
+	char *repo;
+};
+
 struct blob {
 	char digest[PP_DIGEST_STR_LEN + 1];
 	int64_t size;
@@ -118,6 +124,10 @@ struct blob {
 	double started;
 	struct waiter *waiters;
 	struct pp_error err;
+	size_t src;                  /* the host asked now: the src-th of every origin's hosts */
+	struct blob_origin *origins; /* tried after the first one's hosts */
+	size_t n_origins;
+	size_t ranged_src; /* 1 + the src that answered a range with a range */
 };
 
 struct xfer {
@@ -144,6 +154,10 @@ struct xfer {
 	struct pp_error consumer_err;
 	char bad_reply[256];
 	struct pp_buf errbody;
+	size_t src;              /* b->src when it started */
+	struct pp_registry *reg; /* that host (a mirror, or a registry) */
+	const char *repo;        /* the repository there (the blob's) */
+	char *url;               /* the blob's URL there */
 };
 
 struct host_count {
@@ -210,6 +224,17 @@ void engine_discard_blob(struct pp_engine *e, struct blob *b, const struct pp_er
 bool engine_gave_up(struct pp_engine *e, struct blob *b);
 
 /* ---- transfer.c: one range request ---- */
+
+/* Another registry or repository whose image lists blob b: its hosts are
+ * tried when b's own fail it (repo is copied). */
+void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo);
+/* The blob's bytes do not hash to its digest (`got`): when its current host
+ * is a mirror and another host follows, the mirror is named and dropped
+ * for this blob.  True when the blob moved to the next host. */
+bool engine_blame_host(struct blob *b, const char *got);
+/* True while the blob's host is a mirror that has not answered a range
+ * request with a range yet: one request at a time then (see transfer.c). */
+bool engine_probing(const struct blob *b);
 
 /* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
 int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);

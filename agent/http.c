@@ -19,6 +19,8 @@ void pp_http_response_reset(struct pp_http_response *r)
 	free(r->www_authenticate);
 	free(r->location);
 	free(r->content_range);
+	free(r->ratelimit_limit);
+	free(r->ratelimit_remaining);
 	size_t limit = r->body.limit;
 	pp_buf_free(&r->body);
 	memset(r, 0, sizeof(*r));
@@ -66,6 +68,8 @@ size_t pp_http_header_cb(char *buf, size_t size, size_t n, void *userdata)
 	take(&r->www_authenticate, header_value(buf, len, "WWW-Authenticate"));
 	take(&r->location, header_value(buf, len, "Location"));
 	take(&r->content_range, header_value(buf, len, "Content-Range"));
+	take(&r->ratelimit_limit, header_value(buf, len, "RateLimit-Limit"));
+	take(&r->ratelimit_remaining, header_value(buf, len, "RateLimit-Remaining"));
 	if ((v = header_value(buf, len, "Retry-After"))) {
 		r->retry_after = pp_parse_retry_after(v);
 		free(v);
@@ -186,7 +190,24 @@ int pp_http_status_error(struct pp_error *err, const struct pp_http_response *re
 		code = PP_ENOTFOUND;
 	else if (resp->status == 401 || resp->status == 403)
 		code = PP_EAUTH;
-	pp_error_set(err, code, "HTTP %ld%s", resp->status, detail);
+	char limit[160] = "";
+	long n = 0, w = 0, left = -1;
+	/* "100;w=21600": 100 requests per window of 21600 s (Docker Hub). */
+	if (resp->status == 429 && resp->ratelimit_limit &&
+	    sscanf(resp->ratelimit_limit, "%ld;w=%ld", &n, &w) >= 1) {
+		if (resp->ratelimit_remaining)
+			sscanf(resp->ratelimit_remaining, "%ld", &left);
+		int o = w > 0 ? snprintf(limit, sizeof(limit), " (rate limit: %ld per %ld s", n, w)
+			      : snprintf(limit, sizeof(limit), " (rate limit: %ld", n);
+		if (left >= 0 && o > 0 && (size_t)o < sizeof(limit))
+			o += snprintf(limit + o, sizeof(limit) - (size_t)o, ", %ld left", left);
+		if (resp->retry_after >= 0 && o > 0 && (size_t)o < sizeof(limit))
+			o += snprintf(limit + o, sizeof(limit) - (size_t)o, ", retry after %.0f s",
+				      resp->retry_after);
+		if (o > 0 && (size_t)o < sizeof(limit) - 1)
+			snprintf(limit + o, sizeof(limit) - (size_t)o, ")");
+	}
+	pp_error_set(err, code, "HTTP %ld%s%s", resp->status, detail, limit);
 	err->http_status = resp->status;
 	return code;
 }

@@ -28,10 +28,9 @@ static int get_manifest(struct pp_image *img, const char *ref, const char *want_
 			struct pp_buf *out_body, char **out_type, char **out_digest,
 			struct pp_error *err)
 {
-	cleanup_free char *url = pp_registry_url(img->reg, img->ref.path, "manifests", ref);
 	struct pp_http_response resp = {.retry_after = -1};
-	int r = pp_registry_get_url(img->reg, img->ref.path, url, PP_MANIFEST_ACCEPT,
-				    PP_MANIFEST_MAX_BYTES, &resp, err);
+	int r = pp_registry_get_object(img->reg, img->ref.path, "manifests", ref,
+				       PP_MANIFEST_ACCEPT, PP_MANIFEST_MAX_BYTES, &resp, err);
 	if (r < 0)
 		goto done;
 	if (resp.status == 404) {
@@ -94,11 +93,9 @@ static int get_config(struct pp_image *img, const struct pp_blob_source *local,
 		free(data);
 	} else {
 		double t0 = pp_now();
-		cleanup_free char *url =
-			pp_registry_url(img->reg, img->ref.path, "blobs", c->digest);
 		struct pp_http_response resp = {.retry_after = -1};
-		r = pp_registry_get_url(img->reg, img->ref.path, url, NULL, CONFIG_MAX_BYTES, &resp,
-					err);
+		r = pp_registry_get_object(img->reg, img->ref.path, "blobs", c->digest, NULL,
+					   CONFIG_MAX_BYTES, &resp, err);
 		if (r == 0 && resp.status != 200) {
 			r = pp_http_status_error(err, &resp);
 			pp_error_wrap(err, "config %s", pp_short_digest(c->digest));

@@ -61,6 +61,12 @@ static const char usage_text[] =
 	"                         and ::1 HTTPS is tried first, then HTTP)\n"
 	"  --insecure             do not verify TLS certificates\n"
 	"  --ca-cert FILE         also trust the CA certificates in FILE (PEM)\n"
+	"  --hosts-dir DIR        containerd's registry hosts: DIR/<host>/hosts.toml,\n"
+	"                         then DIR/_default (default /etc/containerd/certs.d;\n"
+	"                         '' for none)\n"
+	"  --mirror HOST=URL      try URL before registry HOST (repeatable; replaces\n"
+	"                         the config's \"mirrors\"); a mirror that fails a\n"
+	"                         request hands it to the next host\n"
 	"  --deadline DURATION    stop after e.g. 90s, 10m; exit 3, progress kept\n"
 	"  --ready-file PATH      written (atomically) when every image is in;\n"
 	"                         removed at the start of a run\n"
@@ -143,6 +149,8 @@ enum {
 	OPT_OLDER_THAN,
 	OPT_READY_FILE,
 	OPT_CONFIG,
+	OPT_HOSTS_DIR,
+	OPT_MIRROR,
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -171,6 +179,8 @@ static const struct option long_options[] = {
 	{"older-than", required_argument, NULL, OPT_OLDER_THAN},
 	{"ready-file", required_argument, NULL, OPT_READY_FILE},
 	{"config", required_argument, NULL, OPT_CONFIG},
+	{"hosts-dir", required_argument, NULL, OPT_HOSTS_DIR},
+	{"mirror", required_argument, NULL, OPT_MIRROR},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{NULL, 0, NULL, 0},
@@ -206,6 +216,7 @@ int main(int argc, char **argv)
 	double older_than = 0;
 	pp_platform_default(&opts.platform);
 	cleanup_free char *state_dir = NULL;
+	cleanup_free const char **cli_mirrors = NULL;
 	struct pp_error err = {0};
 
 	if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
@@ -312,6 +323,21 @@ int main(int argc, char **argv)
 			break;
 		case OPT_INSECURE:
 			opts.insecure = true;
+			break;
+		case OPT_HOSTS_DIR:
+			opts.hosts_dir = optarg;
+			break;
+		case OPT_MIRROR:
+			/* The first --mirror drops the config's list. */
+			if (!cli_mirrors)
+				opts.n_mirrors = 0;
+			if (!strchr(optarg, '=') || optarg[0] == '=' || !strchr(optarg, '=')[1])
+				return usage_error("--mirror: expected HOST=URL, got \"%s\"",
+						   optarg);
+			cli_mirrors = pp_xrealloc(cli_mirrors,
+						  (opts.n_mirrors + 1) * sizeof(*cli_mirrors));
+			cli_mirrors[opts.n_mirrors++] = optarg;
+			opts.mirrors = cli_mirrors;
 			break;
 		case OPT_CA_CERT:
 			if (access(optarg, R_OK) < 0)

@@ -10,8 +10,10 @@
 #include <time.h>
 
 #include "prepull/auth_token.h"
+#include "prepull/digest.h"
 #include "prepull/stop.h"
 #include "prepull/error.h"
+#include "prepull/hosts.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/reference.h"
@@ -20,12 +22,23 @@
 
 struct pp_registry {
 	struct pp_registry *next;
-	char *domain;
+	char *domain; /* a mirror's: its host[:port], its credentials' key */
 	char *api_host;
 	const char *scheme;
+	char *path; /* the API root, "/v2" unless hosts.toml says otherwise */
+	char *ns;   /* a mirror's: the registry it stands in for (?ns=) */
+	unsigned caps;
 	const struct pp_options *opts;
 	char *ca_dir_cert; /* /etc/docker/certs.d/<host>/ca.crt when present */
+	char *ca;          /* hosts.toml ca */
+	char *client_cert;
+	char *client_key;
+	bool skip_verify;
+	struct pp_host headers; /* only its header lines are used */
 	struct pp_auth *auth;
+	/* The registry's: its mirrors in order, then itself. */
+	struct pp_registry **sources;
+	size_t n_sources;
 };
 
 static struct pp_registry *registries;
@@ -155,6 +168,53 @@ static void setup_handle(const void *ctx, CURL *h)
 	pp_registry_setup_handle(ctx, h);
 }
 
+/* hosts.toml's or daemon.json's settings for a host. */
+static void take_host(struct pp_registry *r, struct pp_host *h)
+{
+	r->caps = h->caps;
+	r->skip_verify = h->skip_verify || h->insecure_registry;
+	r->ca = h->ca;
+	r->client_cert = h->client_cert;
+	r->client_key = h->client_key;
+	h->ca = h->client_cert = h->client_key = NULL;
+	r->headers.headers = h->headers;
+	r->headers.n_headers = h->n_headers;
+	h->headers = NULL;
+	h->n_headers = 0;
+	if (!r->ca_dir_cert) {
+		/* docker's per-registry CA directory, as `docker pull` would use it. */
+		char *ca = pp_xasprintf("/etc/docker/certs.d/%s/ca.crt", r->domain);
+		struct stat st;
+		if (stat(ca, &st) == 0)
+			r->ca_dir_cert = ca;
+		else
+			free(ca);
+	}
+}
+
+static void new_auth(struct pp_registry *r)
+{
+	struct pp_auth_transport tr = {r->domain, strcmp(r->scheme, "https") == 0, setup_handle, r};
+	r->auth = pp_auth_new(&tr);
+}
+
+/* A mirror of `up`, as a registry of its own (its own TLS and credentials). */
+static struct pp_registry *mirror_new(struct pp_registry *up, struct pp_host *h)
+{
+	struct pp_registry *m = pp_xcalloc(1, sizeof(*m));
+	m->domain = pp_xstrdup(h->host);
+	m->api_host = pp_xstrdup(h->host);
+	m->scheme = strcmp(h->scheme, "http") == 0 ? "http" : "https";
+	m->path = pp_xstrdup(h->path);
+	m->ns = pp_xstrdup(up->domain);
+	m->opts = up->opts;
+	take_host(m, h);
+	new_auth(m);
+	pp_debug("%s: mirror %s://%s%s (%s%s)", up->domain, m->scheme, m->api_host, m->path,
+		 m->caps & PP_CAP_PULL ? "pull" : "", m->caps & PP_CAP_RESOLVE ? " resolve" : "");
+	return m;
+}
+
 int pp_registry_get(struct pp_registry **out, const char *domain, const struct pp_options *opts,
 		    struct pp_error *err)
 {
@@ -165,27 +225,56 @@ int pp_registry_get(struct pp_registry **out, const char *domain, const struct p
 		}
 	}
 	share_init();
+	struct pp_host_list hl = {0};
+	int res = pp_hosts_for(&hl, domain, opts, err);
+	if (res < 0)
+		return res;
+	struct pp_host *up = &hl.v[hl.n - 1];
 	struct pp_registry *r = pp_xcalloc(1, sizeof(*r));
 	r->domain = pp_xstrdup(domain);
-	r->api_host =
-		pp_xstrdup(strcmp(domain, "docker.io") == 0 ? "registry-1.docker.io" : domain);
-	r->scheme = opts->plain_http ? "http" : "https";
 	r->opts = opts;
-	/* docker's per-registry CA directory, as `docker pull` would use it. */
-	char *ca = pp_xasprintf("/etc/docker/certs.d/%s/ca.crt", domain);
-	struct stat st;
-	if (stat(ca, &st) == 0)
-		r->ca_dir_cert = ca;
-	else
-		free(ca);
-	if (!opts->plain_http && pp_domain_is_local(domain))
+	if (up->host) {
+		/* hosts.toml's server: the registry is reached there. */
+		r->api_host = pp_xstrdup(up->host);
+		r->scheme = strcmp(up->scheme, "http") == 0 ? "http" : "https";
+		r->path = pp_xstrdup(up->path);
+	} else {
+		r->api_host = pp_xstrdup(strcmp(domain, "docker.io") == 0 ? "registry-1.docker.io"
+									  : domain);
+		r->scheme = opts->plain_http ? "http" : "https";
+		r->path = pp_xstrdup("/v2");
+	}
+	take_host(r, up);
+	/* An insecure registry (daemon.json) may speak plain HTTP, as docker
+	 * lets it: probed like a loopback one. */
+	if (!opts->plain_http && !up->host && (pp_domain_is_local(domain) || up->insecure_registry))
 		r->scheme = probe_scheme(r);
-	struct pp_auth_transport tr = {r->domain, strcmp(r->scheme, "https") == 0, setup_handle, r};
-	r->auth = pp_auth_new(&tr);
+	new_auth(r);
+	r->n_sources = hl.n;
+	r->sources = pp_xcalloc(hl.n, sizeof(*r->sources));
+	for (size_t i = 0; i + 1 < hl.n; i++)
+		r->sources[i] = mirror_new(r, &hl.v[i]);
+	r->sources[hl.n - 1] = r;
+	pp_host_list_free(&hl);
 	r->next = registries;
 	registries = r;
 	*out = r;
 	return 0;
+}
+
+static void registry_free(struct pp_registry *r)
+{
+	pp_auth_free(r->auth);
+	free(r->ca_dir_cert);
+	free(r->ca);
+	free(r->client_cert);
+	free(r->client_key);
+	pp_host_free(&r->headers);
+	free(r->domain);
+	free(r->api_host);
+	free(r->path);
+	free(r->ns);
+	free(r);
 }
 
 void pp_registry_free_all(void)
@@ -193,21 +282,49 @@ void pp_registry_free_all(void)
 	while (registries) {
 		struct pp_registry *r = registries;
 		registries = r->next;
-		pp_auth_free(r->auth);
-		free(r->ca_dir_cert);
-		free(r->domain);
-		free(r->api_host);
-		free(r);
+		for (size_t i = 0; i + 1 < r->n_sources; i++)
+			registry_free(r->sources[i]);
+		free(r->sources);
+		registry_free(r);
 	}
 	/* Every handle is gone by now; one still using the share keeps it. */
 	if (share && curl_share_cleanup(share) == CURLSHE_OK)
 		share = NULL;
 }
 
+struct pp_registry *pp_registry_source(struct pp_registry *reg, unsigned cap, size_t i)
+{
+	for (size_t k = 0; k < reg->n_sources; k++) {
+		struct pp_registry *s = reg->sources[k];
+		if (s != reg && !(s->caps & cap))
+			continue;
+		if (i-- == 0)
+			return s;
+	}
+	return NULL;
+}
+
+bool pp_registry_is_mirror(const struct pp_registry *reg)
+{
+	return reg->ns != NULL;
+}
+
+struct curl_slist *pp_registry_add_headers(const struct pp_registry *reg, struct curl_slist *l)
+{
+	for (size_t i = 0; i < reg->headers.n_headers; i++)
+		l = curl_slist_append(l, reg->headers.headers[i]);
+	return l;
+}
+
 char *pp_registry_url(const struct pp_registry *reg, const char *repo, const char *kind,
 		      const char *ref)
 {
-	return pp_xasprintf("%s://%s/v2/%s/%s/%s", reg->scheme, reg->api_host, repo, kind, ref);
+	/* Spegel and others find the upstream by the ns parameter containerd sends. */
+	if (reg->ns)
+		return pp_xasprintf("%s://%s%s/%s/%s/%s?ns=%s", reg->scheme, reg->api_host,
+				    reg->path, repo, kind, ref, reg->ns);
+	return pp_xasprintf("%s://%s%s/%s/%s/%s", reg->scheme, reg->api_host, reg->path, repo, kind,
+			    ref);
 }
 
 /* Lets a signal or the deadline cut a request short. */
@@ -237,13 +354,18 @@ void pp_registry_setup_handle(const struct pp_registry *reg, CURL *h)
 	curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, count_socket);
 	if (ssl_is_openssl())
 		curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, watch_tls);
-	const char *ca = o->ca_cert ? o->ca_cert : reg->ca_dir_cert;
+	const char *ca = o->ca_cert ? o->ca_cert : reg->ca ? reg->ca : reg->ca_dir_cert;
 	if (ca) {
 		/* CAINFO replaces the default bundle; CAPATH keeps the system CAs trusted. */
 		curl_easy_setopt(h, CURLOPT_CAINFO, ca);
 		curl_easy_setopt(h, CURLOPT_CAPATH, "/etc/ssl/certs");
 	}
-	if (o->insecure) {
+	if (reg->client_cert) {
+		curl_easy_setopt(h, CURLOPT_SSLCERT, reg->client_cert);
+		if (reg->client_key)
+			curl_easy_setopt(h, CURLOPT_SSLKEY, reg->client_key);
+	}
+	if (o->insecure || reg->skip_verify) {
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
@@ -262,10 +384,11 @@ int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 	return pp_auth_unauthorized(reg->auth, repo, www_authenticate, sent_authorization, err);
 }
 
-/* Sleeps s seconds, in slices, so a signal or the deadline cuts it short. */
-int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
-			const char *accept, size_t max_body, struct pp_http_response *resp,
-			struct pp_error *err)
+/* The GET of pp_registry_get_url; `once` (for a mirror): no retry, a
+ * transport failure returned and a 5xx/429 left in resp, for the next
+ * host to take the request. */
+static int get_url(struct pp_registry *reg, const char *repo, const char *url, const char *accept,
+		   size_t max_body, struct pp_http_response *resp, bool once, struct pp_error *err)
 {
 	int auth_tries = 0;
 	for (int attempt = 0;; attempt++) {
@@ -283,6 +406,7 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 			hdrs = curl_slist_append(hdrs, acc);
 		if (authz)
 			hdrs = curl_slist_append(hdrs, authz);
+		hdrs = pp_registry_add_headers(reg, hdrs);
 		pp_http_response_reset(resp);
 		pp_buf_free(&resp->body);
 		resp->body.limit = max_body;
@@ -304,7 +428,7 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 		} else if (rc != CURLE_OK) {
 			pp_curl_error(err, rc, errbuf, url);
 			if (err->code == PP_ETLS || err->code == PP_EINTR ||
-			    err->code == PP_EDEADLINE)
+			    err->code == PP_EDEADLINE || once)
 				return err->code;
 			wait = pp_backoff(attempt);
 		} else if (resp->status == 401 && redirects == 0 && auth_tries++ < 2) {
@@ -316,6 +440,8 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 			attempt--; /* an auth round trip is not a failure */
 			continue;
 		} else if (resp->status == 429 || resp->status == 408 || resp->status >= 500) {
+			if (once)
+				return 0;
 			pp_http_status_error(err, resp);
 			wait = resp->retry_after >= 0 ? resp->retry_after : pp_backoff(attempt);
 		} else {
@@ -324,5 +450,59 @@ int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *u
 		r = pp_http_retry_wait(attempt, wait, url, err);
 		if (r < 0)
 			return r;
+	}
+}
+
+int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
+			const char *accept, size_t max_body, struct pp_http_response *resp,
+			struct pp_error *err)
+{
+	return get_url(reg, repo, url, accept, max_body, resp, false, err);
+}
+
+int pp_registry_get_object(struct pp_registry *reg, const char *repo, const char *kind,
+			   const char *ref, const char *accept, size_t max_body,
+			   struct pp_http_response *resp, struct pp_error *err)
+{
+	/* A tag is resolved only where resolving is allowed; anything named by
+	 * its digest may come from any host that pulls (the digest is checked). */
+	unsigned cap =
+		strcmp(kind, "manifests") == 0 && !strchr(ref, ':') ? PP_CAP_RESOLVE : PP_CAP_PULL;
+	for (size_t i = 0;; i++) {
+		struct pp_registry *s = pp_registry_source(reg, cap, i);
+		cleanup_free char *url = pp_registry_url(s, repo, kind, ref);
+		if (s == reg) {
+			int r = get_url(s, repo, url, accept, max_body, resp, false, err);
+			/* Docker Hub counts manifest requests: say what is left. */
+			if (r == 0 && resp->ratelimit_remaining)
+				pp_debug("%s: rate limit %s, remaining %s", reg->domain,
+					 resp->ratelimit_limit ? resp->ratelimit_limit : "?",
+					 resp->ratelimit_remaining);
+			return r;
+		}
+		int r = get_url(s, repo, url, accept, max_body, resp, true, err);
+		if (r == PP_EINTR || r == PP_EDEADLINE)
+			return r;
+		/* What is named by its digest is checked here, so that a mirror's
+		 * wrong bytes cost a fall-through, not the image. */
+		char got[PP_DIGEST_STR_LEN + 1] = "";
+		bool ok = r == 0 && resp->status >= 200 && resp->status < 300;
+		if (ok && strncmp(ref, "sha256:", 7) == 0) {
+			pp_sha256_digest(resp->body.data ? resp->body.data : "", resp->body.len,
+					 got);
+			ok = strcmp(got, ref) == 0;
+		}
+		if (ok) {
+			pp_debug("%s/%s: %s %s from mirror %s", reg->domain, repo, kind, ref,
+				 s->domain);
+			return 0;
+		}
+		if (r == 0 && got[0])
+			pp_error_set(err, PP_EDIGEST, "content hashes to %s", got);
+		else if (r == 0)
+			pp_http_status_error(err, resp);
+		pp_info("%s/%s: %s %s: mirror %s: %s; trying the next host", reg->domain, repo,
+			kind, pp_short_digest(ref), s->domain, err->msg);
+		pp_error_clear(err);
 	}
 }

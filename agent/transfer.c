@@ -10,11 +10,70 @@
 #include <unistd.h>
 
 #include "engine_int.h"
+#include "prepull/hosts.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/registry.h"
 #include "prepull/stop.h"
+
+void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo)
+{
+	if (b->reg == reg && strcmp(b->repo, repo) == 0)
+		return;
+	for (size_t i = 0; i < b->n_origins; i++)
+		if (b->origins[i].reg == reg && strcmp(b->origins[i].repo, repo) == 0)
+			return;
+	b->origins = pp_xrealloc(b->origins, (b->n_origins + 1) * sizeof(*b->origins));
+	b->origins[b->n_origins++] = (struct blob_origin){reg, pp_xstrdup(repo)};
+}
+
+/* The src-th host a blob may come from: the first registry's mirrors and
+ * itself, then each other origin's; NULL past the last. */
+static struct pp_registry *blob_host(const struct blob *b, size_t src, const char **repo)
+{
+	for (size_t o = 0; o <= b->n_origins; o++) {
+		struct pp_registry *reg = o == 0 ? b->reg : b->origins[o - 1].reg;
+		*repo = o == 0 ? b->repo : b->origins[o - 1].repo;
+		struct pp_registry *h;
+		for (size_t i = 0; (h = pp_registry_source(reg, PP_CAP_PULL, i)); i++)
+			if (src-- == 0)
+				return h;
+	}
+	return NULL;
+}
+
+bool engine_blame_host(struct blob *b, const char *got)
+{
+	const char *repo;
+	struct pp_registry *h = blob_host(b, b->src, &repo);
+	struct pp_registry *next = blob_host(b, b->src + 1, &repo);
+	if (!h || !next || !pp_registry_is_mirror(h))
+		return false;
+	pp_warn("blob %s: content hashes to %s; mirror %s served it, so it is dropped for this "
+		"blob and the chunks are checked against %s",
+		pp_short_digest(b->digest), pp_short_digest(got), pp_registry_domain(h),
+		pp_registry_domain(next));
+	b->src++;
+	free(b->cdn_url);
+	b->cdn_url = NULL;
+	return true;
+}
+
+/* A pull-through cache that lacks a blob copies it whole from upstream for
+ * every request that asks for it meanwhile, ignoring Range: parallel
+ * ranges would multiply the upstream's traffic (by the connections, and
+ * again by the nodes of a fleet).  So a mirror gets one request per blob
+ * until it answers one with a 206: then it has the blob, and the chunks
+ * fan out; a 200 with the whole blob makes it one stream anyway. */
+bool engine_probing(const struct blob *b)
+{
+	const char *repo;
+	if (b->ranged_src == b->src + 1)
+		return false;
+	struct pp_registry *h = blob_host(b, b->src, &repo);
+	return h && pp_registry_is_mirror(h);
+}
 
 /* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
 static void xfer_detach(struct pp_engine *e, struct xfer *x)
@@ -35,6 +94,7 @@ static void xfer_destroy(struct xfer *x)
 	curl_easy_cleanup(x->h);
 	curl_slist_free_all(x->hdrs);
 	free(x->authz);
+	free(x->url);
 	pp_http_response_reset(&x->resp);
 	pp_buf_free(&x->resp.body);
 	pp_buf_free(&x->errbody);
@@ -73,6 +133,8 @@ static bool reply_ok(struct xfer *x)
 				 x->resp.content_range);
 			return false;
 		}
+		if (x->src == b->src)
+			b->ranged_src = b->src + 1; /* the host has it: fan out */
 		return true;
 	}
 	if (status == 200) {
@@ -160,17 +222,22 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 		b->cdn_url = NULL;
 	}
 	x->via_cdn = b->cdn_url != NULL;
+	x->src = b->src;
+	x->reg = blob_host(b, b->src, &x->repo);
+	x->url = pp_registry_url(x->reg, x->repo, "blobs", b->digest);
 	if (!x->via_cdn) {
 		char *authz = NULL;
-		int r = pp_registry_auth_header(b->reg, b->repo, &authz, err);
+		int r = pp_registry_auth_header(x->reg, x->repo, &authz, err);
 		if (r < 0) {
 			curl_easy_cleanup(x->h);
+			free(x->url);
 			free(x);
 			return r;
 		}
 		if (authz)
 			x->hdrs = curl_slist_append(x->hdrs, authz);
 		x->authz = authz;
+		x->hdrs = pp_registry_add_headers(x->reg, x->hdrs);
 	}
 	/* A closed range even for a single stream, so a resumed stream starts
 	 * where it stopped; a 200 for the whole blob is accepted then. */
@@ -182,12 +249,12 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 		x->hdrs = curl_slist_append(x->hdrs, range);
 	if (!c->sha)
 		c->sha = pp_sha256_new();
-	pp_registry_setup_handle(b->reg, x->h);
+	pp_registry_setup_handle(x->reg, x->h);
 	/* One range per connection, so HTTP/2's multiplexing buys nothing here,
 	 * and its framing costs CPU on both ends: a 1 GiB blob over TLS from
 	 * nginx took 7.1 s with HTTP/2 and 5.6 s with HTTP/1.1 (-j 16, 2 cores). */
 	curl_easy_setopt(x->h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(x->h, CURLOPT_URL, x->via_cdn ? b->cdn_url : b->url);
+	curl_easy_setopt(x->h, CURLOPT_URL, x->via_cdn ? b->cdn_url : x->url);
 	curl_easy_setopt(x->h, CURLOPT_HTTPHEADER, x->hdrs);
 	curl_easy_setopt(x->h, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(x->h, CURLOPT_HEADERFUNCTION, pp_http_header_cb);
@@ -268,7 +335,7 @@ static void describe_failure(const struct xfer *x, CURLcode rc, struct pp_error 
 	} else if (x->bad_reply[0]) {
 		pp_error_set(err, PP_EPROTO, "%s", x->bad_reply);
 	} else if (rc != CURLE_OK && !x->error_status) {
-		pp_curl_error(err, rc, x->errbuf, x->via_cdn ? "redirect target" : x->b->url);
+		pp_curl_error(err, rc, x->errbuf, x->via_cdn ? "redirect target" : x->url);
 	} else if (x->error_status) {
 		struct pp_http_response tmp = x->resp;
 		tmp.body = x->errbody;
@@ -299,7 +366,7 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 	}
 	memcpy(c->digest, got, sizeof(c->digest));
 	curl_easy_getinfo(x->h, CURLINFO_EFFECTIVE_URL, &eff);
-	if (!x->via_cdn && eff && strcmp(eff, b->url) != 0) {
+	if (!x->via_cdn && eff && strcmp(eff, x->url) != 0) {
 		free(b->cdn_url);
 		b->cdn_url = pp_xstrdup(eff);
 		b->cdn_since = pp_now();
@@ -372,6 +439,39 @@ enum xfer_outcome xfer_classify(const struct xfer *x, CURLcode rc, bool complete
 	return XO_RETRY;
 }
 
+/* A mirror that failed a request (down, 404 or another refusal, 5xx,
+ * 429, a stall, TLS, a wrong size, credentials it refuses) hands the blob
+ * to the next host, its registry last: the chunk goes back to the queue at
+ * once, and the blob does not fail.  A registry hands it to the next
+ * registry whose images list the blob only for a `hard` failure (a
+ * refusal, TLS, a wrong size), not for one worth retrying there.  A
+ * transfer started before the blob moved on only requeues its chunk.
+ * False when there is no next host. */
+static bool fall_through(struct pp_engine *e, struct xfer *x, const struct pp_error *why, bool hard)
+{
+	struct blob *b = x->b;
+	struct chunk *c = &b->chunks[x->chunk];
+	const char *repo;
+	struct pp_registry *next = blob_host(b, x->src + 1, &repo);
+	if (!next || (!hard && !pp_registry_is_mirror(x->reg)))
+		return false;
+	if (x->src == b->src) {
+		b->src++;
+		free(b->cdn_url);
+		b->cdn_url = NULL;
+		pp_info("blob %s: %s %s: %s; next: %s/%s", pp_short_digest(b->digest),
+			pp_registry_is_mirror(x->reg) ? "mirror" : "registry",
+			pp_registry_domain(x->reg), why->msg, pp_registry_domain(next), repo);
+	}
+	if (c->received == c->len) {
+		retry_chunk(e, b, x->chunk, 0, why); /* its bytes cannot be trusted */
+		return true;
+	}
+	chunk_set_state(b, x->chunk, CHUNK_PENDING);
+	c->not_before = 0;
+	return true;
+}
+
 /* Acts on a transfer that did not bring its whole chunk: retry, go back to
  * the registry, or give up on the blob. */
 static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome o, CURLcode rc)
@@ -383,6 +483,12 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 
 	if (x->got > 0 && b->chunks[ci].received < b->chunks[ci].len)
 		b->chunks[ci].attempts = 0; /* it moved and keeps that: count failures afresh */
+	if (o == XO_WRONG_SIZE || o == XO_TLS || o == XO_REFUSED || o == XO_RETRY) {
+		describe_failure(x, rc, &err);
+		if (fall_through(e, x, &err, o != XO_RETRY))
+			return;
+		pp_error_clear(&err);
+	}
 	switch (o) {
 	case XO_DONE:
 		break;
@@ -402,7 +508,7 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		int64_t size = x->wrong_size >= 0 ? x->wrong_size : unsatisfiable_size(x);
 		pp_error_set(&err, PP_EPROTO,
 			     "blob %s from %s: the server has %lld bytes, the manifest says %lld",
-			     b->digest, b->url, (long long)size, (long long)b->size);
+			     b->digest, x->url, (long long)size, (long long)b->size);
 		engine_fail_blob(e, b, &err);
 		return;
 	}
@@ -460,8 +566,10 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 	case XO_UNAUTHORIZED: {
 		describe_failure(x, rc, &err);
 		struct pp_error aerr = {0};
-		if (pp_registry_unauthorized(b->reg, b->repo, x->resp.www_authenticate, x->authz,
+		if (pp_registry_unauthorized(x->reg, x->repo, x->resp.www_authenticate, x->authz,
 					     &aerr) < 0) {
+			if (fall_through(e, x, &aerr, true))
+				return;
 			pp_error_wrap(&aerr, "blob %s", pp_short_digest(b->digest));
 			engine_fail_blob(e, b, &aerr);
 			return;
@@ -471,7 +579,7 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 	}
 	case XO_REFUSED:
 		describe_failure(x, rc, &err);
-		pp_error_wrap(&err, "blob %s from %s", b->digest, b->url);
+		pp_error_wrap(&err, "blob %s from %s", b->digest, x->url);
 		engine_fail_blob(e, b, &err);
 		return;
 	case XO_STOPPED: {

@@ -33,7 +33,7 @@ python3 - <<'PY' || fail=1
 import glob, os, re, sys
 # Files that make up one module under another name.
 MODULES = {
-    "engine_int": "engine", "transfer": "engine", "partial": "engine", "verify": "engine",
+    "hosts_toml": "hosts", "engine_int": "engine", "transfer": "engine", "partial": "engine", "verify": "engine",
     "unpack_int": "unpack", "unpack_apply": "unpack",
 }
 for prefix in ("auth", "unpack"):

@@ -11,7 +11,9 @@
  * unpacker ("prepull" or "containerd"), platform, connections, per_host,
  * chunk_size and max_image_size (bytes or "8M"), state_dir, deadline,
  * stall_timeout and give_up_after (seconds or "90s"/"10m"), ready_file,
- * plain_http, insecure and discard_layers (booleans), ca_cert.  Any other
+ * plain_http, insecure and discard_layers (booleans), ca_cert, hosts_dir
+ * (containerd's hosts.toml root, "" for none) and mirrors
+ * ({"HOST": "URL" or ["URL", ...]}, as --mirror HOST=URL).  Any other
  * key, or a value of the wrong type or out of range, is an error that
  * names the key. */
 #ifndef PREPULL_CONFIG_H
@@ -30,6 +32,8 @@ struct pp_config {
 	struct json_t *root; /* owns every string handed out below */
 	const char **images; /* the "images" array; NULL when the key is absent */
 	size_t n_images;
+	char **mirrors; /* "HOST=URL" from the "mirrors" object, owned here */
+	size_t n_mirrors;
 };
 
 /* Reads `path` into cfg and sets in *opts every option the file names;

@@ -20,6 +20,8 @@ struct pp_http_response {
 	char *location;
 	double retry_after; /* seconds, -1 when absent */
 	char *content_range;
+	char *ratelimit_limit;     /* Docker Hub's RateLimit-Limit, e.g. "100;w=21600" */
+	char *ratelimit_remaining; /* RateLimit-Remaining, e.g. "0;w=21600" */
 	struct pp_buf body;
 };
 void pp_http_response_reset(struct pp_http_response *r);
@@ -51,7 +53,8 @@ int pp_parse_content_range(const char *value, int64_t *start, int64_t *end, int6
 int pp_curl_error(struct pp_error *err, CURLcode rc, const char *errbuf, const char *url);
 
 /* Message for an unexpected HTTP status, using the registry's JSON error
- * body when there is one. */
+ * body when there is one; a 429 with RateLimit-* headers names the limit
+ * and what is left, and the Retry-After when there is one. */
 int pp_http_status_error(struct pp_error *err, const struct pp_http_response *resp);
 
 /* How many times a request to a registry or its token server is tried. */

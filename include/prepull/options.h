@@ -6,6 +6,7 @@
 #define PREPULL_OPTIONS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "prepull/manifest.h"
@@ -35,7 +36,10 @@ struct pp_options {
 	double give_up_seconds; /* a blob without progress this long fails */
 	int64_t max_image_size; /* an image declaring more bytes fails */
 	const char *ready_file;
-	bool discard_layers; /* containerd: drop a layer's blob once it is unpacked */
+	bool discard_layers;        /* containerd: drop a layer's blob once it is unpacked */
+	const char *hosts_dir;      /* containerd's hosts.toml root; NULL: the default, "": none */
+	const char *const *mirrors; /* "HOST=URL", tried before HOST (--mirror, "mirrors") */
+	size_t n_mirrors;
 };
 
 #endif

@@ -23,7 +23,9 @@ struct pp_registry;
  * loopback registry for TLS).  `opts` is borrowed and must outlive it.
  * @param[out] out  the registry; it is not the caller's to free:
  * registries live until pp_registry_free_all().
- * @return 0 (creation cannot fail short of memory, which aborts). */
+ * Its mirrors are read then (prepull/hosts.h).
+ * @return 0, or the error of a mirror configuration that cannot be used
+ * (PP_EUSAGE for a malformed one). */
 int pp_registry_get(struct pp_registry **out, const char *domain, const struct pp_options *opts,
 		    struct pp_error *err);
 void pp_registry_free_all(void);
@@ -41,7 +43,8 @@ const char *pp_registry_domain(const struct pp_registry *reg);
  * and for a loopback registry that answered no TLS handshake). */
 bool pp_registry_is_https(const struct pp_registry *reg);
 
-/* "http(s)://host/v2/<repo>/<kind>/<ref>".  Caller frees. */
+/* "http(s)://host/v2/<repo>/<kind>/<ref>" (a mirror's API root, and
+ * "?ns=<registry>" for a mirror).  Caller frees. */
 char *pp_registry_url(const struct pp_registry *reg, const char *repo, const char *kind,
 		      const char *ref);
 
@@ -85,5 +88,28 @@ int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 int pp_registry_get_url(struct pp_registry *reg, const char *repo, const char *url,
 			const char *accept, size_t max_body, struct pp_http_response *resp,
 			struct pp_error *err);
+
+/* Like pp_registry_get_url for "<root>/<repo>/<kind>/<ref>", asked of the
+ * registry's mirrors first (prepull/hosts.h): a tag only of hosts that may
+ * resolve, anything by digest of hosts that may pull.  A mirror that is
+ * down, answers anything but 2xx, or (for a ref that is a digest) sends
+ * bytes that do not hash to it, hands the request to the next host,
+ * without retries; the registry itself, last, answers as
+ * pp_registry_get_url does. */
+int pp_registry_get_object(struct pp_registry *reg, const char *repo, const char *kind,
+			   const char *ref, const char *accept, size_t max_body,
+			   struct pp_http_response *resp, struct pp_error *err);
+
+/* The i-th host (from 0) that may serve `cap` (PP_CAP_PULL or
+ * PP_CAP_RESOLVE) for this registry: its mirrors in order, then the
+ * registry itself; NULL past the end.  A mirror is a registry of its own
+ * (URLs with ?ns=, TLS settings, credentials), owned by `reg`. */
+struct pp_registry *pp_registry_source(struct pp_registry *reg, unsigned cap, size_t i);
+
+/* True for a mirror (a host standing in for another registry). */
+bool pp_registry_is_mirror(const struct pp_registry *reg);
+
+/* Appends the header lines hosts.toml sets for this host to l. */
+struct curl_slist *pp_registry_add_headers(const struct pp_registry *reg, struct curl_slist *l);
 
 #endif
