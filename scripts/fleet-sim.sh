@@ -20,6 +20,11 @@
 #   none          agents pull from the upstream directly
 #   distribution  docker-registry with `proxy: remoteurl:` (10.231.0.1:5001)
 #   nginx         nginx proxy_cache + slice (--slice) + proxy_cache_lock (10.231.0.1:5002)
+#   CACHE+wait    that cache, and each agent first asks it for one byte of every layer
+#                 (curl, every 0.5 s, up to 2 min per layer) until it answers 206 (it
+#                 has the layer, or serves ranges of it), then runs prepull: how a
+#                 fleet would fare if prepull waited for a filling cache (not in
+#                 prepull yet; the wait counts in the agent's time)
 # Agents reach a cache with `--mirror 10.231.0.2:5000=http://CACHE` (prepull asks the
 # mirror first, the upstream after it). Every agent: `prepull pull --store oci:DIR
 # --state-dir DIR -j JOBS`, its own empty temp dirs; all are released at once (one
@@ -73,7 +78,7 @@ for n in "${AGENT_LIST[@]}"; do
   [ "$n" -gt "$MAX_AGENTS" ] && MAX_AGENTS=$n
 done
 for c in "${CACHE_LIST[@]}"; do
-  case $c in none | distribution | nginx) ;; *) echo "fleet-sim.sh: unknown cache $c" >&2; exit 2 ;; esac
+  case $c in none | distribution | distribution+wait | nginx | nginx+wait) ;; *) echo "fleet-sim.sh: unknown cache $c" >&2; exit 2 ;; esac
 done
 [ "$(id -u)" = 0 ] || { echo "fleet-sim.sh: needs root" >&2; exit 1; }
 
@@ -342,20 +347,32 @@ settle_upstream() {
 # ---------------------------------------------------------------- one row
 ROWS=()
 run_row() { # N CACHE
-  local n=$1 cache=$2 d=$T/run/$2-$1 k pids=() b0 b1 g0 g1 fails=0 rc s e tlist=()
+  local n=$1 cache=$2 d=$T/run/$2-$1 k pids=() b0 b1 g0 g1 l0 fails=0 rc s e tlist=()
   rm -rf "$d"
   mkdir -p "$d"
-  start_cache "$cache" "$d/cache"
-  local mirror=()
+  start_cache "${cache%+wait}" "$d/cache"
+  local mirror=() probes="" l
   [ -n "$MIRROR" ] && mirror=(--mirror "$UP_ADDR=$MIRROR")
+  # +wait: each agent first asks the cache for one byte of every layer, every 0.5 s
+  # (up to 2 min), until it answers 206: the cache has the layer. What prepull could
+  # do towards a cache that fills a blob whole before it serves ranges.
+  if [ "${cache%+wait}" != "$cache" ]; then
+    for l in "${LAYERS[@]}"; do probes+=" $MIRROR/v2/fleet/img/blobs/$l?ns=$UP_ADDR"; done
+  fi
   rm -f "$d/go"
   mkfifo "$d/go"
   exec 9<>"$d/go"
   for k in $(seq 1 "$n"); do
     mkdir -p "$d/a$k"
     # Released by one line on the FIFO; times itself from then to its exit.
-    nsenter --net="/run/netns/$PFX-a$k" -- env XDG_CACHE_HOME="$d/a$k/xdg" bash -c '
+    nsenter --net="/run/netns/$PFX-a$k" -- env XDG_CACHE_HOME="$d/a$k/xdg" PROBES="$probes" bash -c '
       read -r _ <"$1"; s=$EPOCHREALTIME
+      for u in $PROBES; do
+        for _ in $(seq 1 240); do
+          [ "$(curl -s -r 0-0 --max-filesize 1 -o /dev/null -w "%{http_code}" "$u")" = 206 ] && break
+          sleep 0.5
+        done
+      done
       timeout -k 10 "$2" "$3" pull --plain-http --store "oci:$4/oci" --state-dir "$4/state" \
         -j "$5" "${@:6}" >"$4/out" 2>"$4/err" </dev/null
       rc=$?; echo "$rc $s $EPOCHREALTIME" >"$4/result"' _ \
@@ -366,6 +383,7 @@ run_row() { # N CACHE
   sleep 0.5
   b0=$(settle_upstream)
   g0=$(grep -c '"GET /v2/[^ ]*/blobs/' "$UP_LOG" || true)
+  l0=$(wc -l <"$UP_LOG")
   printf '\n%.0s' $(seq 1 "$n") >&9
   for k in "${!pids[@]}"; do
     wait "${pids[$k]}" 2>/dev/null || true
@@ -374,13 +392,16 @@ run_row() { # N CACHE
   exec 9>&-
   b1=$(settle_upstream)
   g1=$(grep -c '"GET /v2/[^ ]*/blobs/' "$UP_LOG" || true)
+  tail -n "+$((l0 + 1))" "$UP_LOG" >"$T/logs/upstream-$cache-$n.log"
   stop_cache
   for k in $(seq 1 "$n"); do
     rc=1 s=0 e=0
     [ -f "$d/a$k/result" ] && read -r rc s e <"$d/a$k/result"
+    if [ "$rc" -ne 0 ] || [ "${KEEP_TMP:-0}" = 1 ]; then
+      cp "$d/a$k/err" "$T/logs/$cache-$n-a$k.err" 2>/dev/null || true
+    fi
     if [ "$rc" -ne 0 ]; then
       fails=$((fails + 1))
-      cp "$d/a$k/err" "$T/logs/$cache-$n-a$k.err" 2>/dev/null || true
       continue
     fi
     for l in "${LAYERS[@]}"; do
