@@ -75,6 +75,12 @@ struct consumer_slot {
 
 enum blob_state { BLOB_QUEUED, BLOB_RUNNING, BLOB_DONE, BLOB_FAILED };
 
+/* Another registry or repository whose image lists a blob (engine_add_origin). */
+struct blob_origin {
+	struct pp_registry *reg;
+	char *repo;
+};
+
 struct blob {
 	char digest[PP_DIGEST_STR_LEN + 1];
 	int64_t size;
@@ -118,13 +124,8 @@ struct blob {
 	double started;
 	struct waiter *waiters;
 	struct pp_error err;
-	size_t src; /* the host asked now: the src-th of every origin's hosts */
-	/* Other registries or repositories whose images list this blob, tried
-	 * after the first one's hosts (engine_add_origin). */
-	struct blob_origin {
-		struct pp_registry *reg;
-		char *repo;
-	} * origins;
+	size_t src;                  /* the host asked now: the src-th of every origin's hosts */
+	struct blob_origin *origins; /* tried after the first one's hosts */
 	size_t n_origins;
 };
 
@@ -226,6 +227,10 @@ bool engine_gave_up(struct pp_engine *e, struct blob *b);
 /* Another registry or repository whose image lists blob b: its hosts are
  * tried when b's own fail it (repo is copied). */
 void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo);
+/* The blob's bytes do not hash to its digest (`got`): when its current host
+ * is a mirror and another host follows, the mirror is named and dropped
+ * for this blob.  True when the blob moved to the next host. */
+bool engine_blame_host(struct blob *b, const char *got);
 
 /* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
 int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);

@@ -43,6 +43,23 @@ static struct pp_registry *blob_host(const struct blob *b, size_t src, const cha
 	return NULL;
 }
 
+bool engine_blame_host(struct blob *b, const char *got)
+{
+	const char *repo;
+	struct pp_registry *h = blob_host(b, b->src, &repo);
+	struct pp_registry *next = blob_host(b, b->src + 1, &repo);
+	if (!h || !next || !pp_registry_is_mirror(h))
+		return false;
+	pp_warn("blob %s: content hashes to %s; mirror %s served it, so it is dropped for this "
+		"blob and the chunks are checked against %s",
+		pp_short_digest(b->digest), pp_short_digest(got), pp_registry_domain(h),
+		pp_registry_domain(next));
+	b->src++;
+	free(b->cdn_url);
+	b->cdn_url = NULL;
+	return true;
+}
+
 /* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
 static void xfer_detach(struct pp_engine *e, struct xfer *x)
 {

@@ -9,6 +9,8 @@
 #     UP, whole, the other blobs still from MIR, and the pull succeeds;
 #   - MIR over its rate limit (429 with RateLimit-* headers) for the tag: the message
 #     names the limit, the tag is resolved at UP;
+#   - MIR flipping a byte in one chunk: the layer commits, MIR is named, UP serves
+#     the layer at most 1.1 times;
 #   - MIR sending a config that does not hash to its digest: it comes from UP;
 #   - MIR without "resolve": the tag is resolved at UP only, the blobs come from MIR;
 #   - --mirror HOST=URL, or the config's "mirrors", put a mirror first without any
@@ -113,6 +115,18 @@ assert_has "$ERR" "HTTP 429: TOOMANYREQUESTS You have reached your pull rate lim
 assert_num "$(FS_LOG=$UP_LOG fs_query 'len([r for r in L if "/manifests/v1" in r["path"]])')" -ge 1 \
   "the tag was resolved at the registry"
 fs_canned '{"routes": {"/v2/test/mirror/manifests/v1": null}}'
+
+# ---- the mirror flips a byte in one chunk of a layer: the layer still commits, the
+# mirror is named, and the registry serves it at most 1.1 times
+reset_logs
+fs_rules "{\"rules\": [{\"fault\": \"flip\", \"path\": \"${LAYERS[3]}\", \"offset\": 300000, \"count\": -1}]}"
+pull "pull with a mirror that flips a byte"
+assert_num "$(FS_LOG=$MIR_LOG fs_query 'sum(1 for r in L if r["fault"] == "flip")')" -ge 1 "the mirror flipped a byte"
+assert_contains "$ERR" "mirror $MIR_ADDR served it, so it is dropped for this blob" "the mirror is named"
+up=$(served "$UP_LOG" "${LAYERS[3]}")
+assert_num "$up" -gt 0 "the registry served the layer's chunks again"
+assert_num $((up * 10)) -le $(($(size_of "${LAYERS[3]}") * 11)) "the registry served at most 1.1 times the layer"
+fs_rules '{"rules": []}'
 
 # ---- the mirror sends a config that does not hash to its digest: taken from the registry
 CONFIG=$(img_field v1 'o["platforms"]["linux/amd64"]["config"]')
