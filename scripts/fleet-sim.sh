@@ -5,6 +5,7 @@
 #   bash scripts/fleet-sim.sh [--agents 1,4,8] [--caches none,distribution,nginx]
 #        [--size 256M] [--uplink 400mbit] [--jobs 8] [--slice 4m] [--timeout 600]
 #        [--prepull PATH] [-- PREPULL_PULL_ARGS...]
+#   (--caches also takes distribution+wait and nginx+wait; 16 agents: --agents 1,4,8,16)
 #
 # The network (network namespaces this script creates, private addresses only; nothing
 # leaves them):
@@ -51,7 +52,7 @@ RUN_TIMEOUT=600
 EXTRA=()
 
 usage() {
-  sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-0}"
 }
 while [ $# -gt 0 ]; do
@@ -74,7 +75,7 @@ IFS=, read -r -a AGENT_LIST <<<"$AGENTS"
 IFS=, read -r -a CACHE_LIST <<<"$CACHES"
 MAX_AGENTS=0
 for n in "${AGENT_LIST[@]}"; do
-  [ "$n" -ge 1 ] && [ "$n" -le 200 ] || { echo "fleet-sim.sh: 1 to 200 agents" >&2; exit 2; }
+  if [ "$n" -lt 1 ] || [ "$n" -gt 200 ]; then echo "fleet-sim.sh: 1 to 200 agents" >&2; exit 2; fi
   [ "$n" -gt "$MAX_AGENTS" ] && MAX_AGENTS=$n
 done
 for c in "${CACHE_LIST[@]}"; do
@@ -212,8 +213,7 @@ EOF
 bg upstream nsenter --net="/run/netns/$UP_NS" -- docker-registry serve "$T/upstream.yml"
 UP_PID=$LAST_PID
 wait_ns_http() { # NS URL PID
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     kill -0 "$3" 2>/dev/null || fail "the server for $2 died at start-up"
     in_ns "$1" curl -s -o /dev/null --max-time 2 "$2" && return 0
     sleep 0.1
@@ -229,7 +229,7 @@ REF=$UP_ADDR/fleet/img:v1
 in_ns "$REG_NS" skopeo copy --quiet --dest-tls-verify=false --preserve-digests --dest-no-creds \
   "oci:$T/src:v1" "docker://$REF" >"$T/logs/skopeo.log" 2>&1 ||
   fail "push to the upstream failed: $(tail -n 3 "$T/logs/skopeo.log")"
-LAYERS=($(img_field v1 '" ".join(o["platforms"]["linux/amd64"]["layers"])'))
+read -r -a LAYERS <<<"$(img_field v1 '" ".join(o["platforms"]["linux/amd64"]["layers"])')"
 rm -rf "$T/src"
 say "image $REF: $IMG_BYTES bytes ($((IMG_BYTES >> 20)) MiB) in all blobs"
 
@@ -333,9 +333,9 @@ stop_cache() {
 
 # Upstream egress stops moving: a cache may still be filling after its clients left.
 settle_upstream() {
-  local a b i
+  local a b
   b=$(up_bytes)
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     sleep 1
     a=$b
     b=$(up_bytes)
@@ -365,6 +365,7 @@ run_row() { # N CACHE
   for k in $(seq 1 "$n"); do
     mkdir -p "$d/a$k"
     # Released by one line on the FIFO; times itself from then to its exit.
+    # shellcheck disable=SC2016 # expanded by the agent's shell
     nsenter --net="/run/netns/$PFX-a$k" -- env XDG_CACHE_HOME="$d/a$k/xdg" PROBES="$probes" bash -c '
       read -r _ <"$1"; s=$EPOCHREALTIME
       for u in $PROBES; do
