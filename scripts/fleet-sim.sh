@@ -22,7 +22,8 @@
 #   distribution  docker-registry with `proxy: remoteurl:` (10.231.0.1:5001)
 #   nginx         nginx proxy_cache + slice (--slice) + proxy_cache_lock (10.231.0.1:5002)
 #   CACHE+wait    that cache, and each agent first asks it for one byte of every layer
-#                 (curl, every 0.5 s, up to 2 min per layer) until it answers 206 (it
+#                 (curl; again after 0.5, 1, 2, 4, 8, 8... s, each wait jittered
+#                 down to half; up to 2 min per layer) until it answers 206 (it
 #                 has the layer, or serves ranges of it), then runs prepull: how a
 #                 fleet would fare if prepull waited for a filling cache (not in
 #                 prepull yet; the wait counts in the agent's time)
@@ -353,9 +354,11 @@ run_row() { # N CACHE
   start_cache "${cache%+wait}" "$d/cache"
   local mirror=() probes="" l
   [ -n "$MIRROR" ] && mirror=(--mirror "$UP_ADDR=$MIRROR")
-  # +wait: each agent first asks the cache for one byte of every layer, every 0.5 s
-  # (up to 2 min), until it answers 206: the cache has the layer. What prepull could
-  # do towards a cache that fills a blob whole before it serves ranges.
+  # +wait: each agent first asks the cache for one byte of every layer, backing off
+  # (see the top), until it answers 206: the cache has the layer. What prepull could
+  # do towards a cache that fills a blob whole before it serves ranges. Every probe
+  # the distribution proxy cannot serve from its disk starts one more upstream copy,
+  # cut off when curl hangs up: probing often steals the uplink from the fill.
   if [ "${cache%+wait}" != "$cache" ]; then
     for l in "${LAYERS[@]}"; do probes+=" $MIRROR/v2/fleet/img/blobs/$l?ns=$UP_ADDR"; done
   fi
@@ -369,9 +372,13 @@ run_row() { # N CACHE
     nsenter --net="/run/netns/$PFX-a$k" -- env XDG_CACHE_HOME="$d/a$k/xdg" PROBES="$probes" bash -c '
       read -r _ <"$1"; s=$EPOCHREALTIME
       for u in $PROBES; do
-        for _ in $(seq 1 240); do
+        w=250 waited=0
+        while [ "$waited" -lt 120000 ]; do
           [ "$(curl -s -r 0-0 --max-filesize 1 -o /dev/null -w "%{http_code}" "$u")" = 206 ] && break
-          sleep 0.5
+          [ "$w" -lt 8000 ] && w=$((w * 2))
+          j=$((w / 2 + RANDOM % (w / 2)))
+          sleep "$((j / 1000)).$(printf %03d $((j % 1000)))"
+          waited=$((waited + j))
         done
       done
       timeout -k 10 "$2" "$3" pull --plain-http --store "oci:$4/oci" --state-dir "$4/state" \
