@@ -76,7 +76,7 @@ int *engine_host_slot(struct pp_engine *e, const struct pp_registry *reg)
 		if (e->hosts[i].reg == reg)
 			return &e->hosts[i].n;
 	e->hosts = pp_xrealloc(e->hosts, (e->n_hosts + 1) * sizeof(*e->hosts));
-	e->hosts[e->n_hosts] = (struct host_count){reg, 0};
+	e->hosts[e->n_hosts] = (struct host_count){.reg = reg};
 	return &e->hosts[e->n_hosts++].n;
 }
 
@@ -341,9 +341,10 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 		struct blob *b = e->blobs[i];
 		if (b->state != BLOB_RUNNING)
 			continue;
-		if (((b->single_stream || engine_probing(b)) && b->active > 0) || b->check)
+		if ((b->single_stream && b->active > 0) || b->check)
 			continue;
-		if (*engine_host_slot(e, b->reg) >= e->opts->per_host)
+		/* sources.c: a source of the blob (probes, --per-host) takes one now */
+		if (!sources_ready(e, b, now, wake))
 			continue;
 		while (b->first_pending < b->n_chunks &&
 		       b->chunks[b->first_pending].state != CHUNK_PENDING)
@@ -564,6 +565,7 @@ void pp_engine_free(struct pp_engine *e)
 		for (size_t k = 0; k < b->n_origins; k++)
 			free(b->origins[k].repo);
 		free(b->origins);
+		free(b->srcs); /* sources.c */
 		free(b->repo);
 		free(b->url);
 		free(b->cdn_url);

@@ -59,6 +59,7 @@ struct chunk {
 	bool verify; /* done in an earlier run: its bytes must match `digest` first */
 	struct pp_sha256 *resume_hash; /* blob hash before this chunk, while verifying */
 	int64_t checkpoint;            /* `received` at the last journal checkpoint */
+	size_t from; /* sources.c: 1 + the source its bytes came from, 0 unknown */
 };
 
 struct waiter {
@@ -127,7 +128,9 @@ struct blob {
 	size_t src;                  /* the host asked now: the src-th of every origin's hosts */
 	struct blob_origin *origins; /* tried after the first one's hosts */
 	size_t n_origins;
-	size_t ranged_src; /* 1 + the src that answered a range with a range */
+	struct blob_src *srcs; /* sources.c: each source's standing for this blob */
+	size_t n_srcs;
+	size_t cdn_src; /* the source whose redirect cdn_url is */
 };
 
 struct xfer {
@@ -158,11 +161,14 @@ struct xfer {
 	struct pp_registry *reg; /* that host (a mirror, or a registry) */
 	const char *repo;        /* the repository there (the blob's) */
 	char *url;               /* the blob's URL there */
+	double started;          /* sources.c: for the host's rate */
 };
 
 struct host_count {
 	const struct pp_registry *reg;
 	int n;
+	double rate;  /* sources.c: bytes/s per connection, recent transfers */
+	bool dropped; /* sources.c: served bytes that differ: not asked again */
 };
 
 struct pp_engine {
@@ -232,9 +238,9 @@ void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo
  * is a mirror and another host follows, the mirror is named and dropped
  * for this blob.  True when the blob moved to the next host. */
 bool engine_blame_host(struct blob *b, const char *got);
-/* True while the blob's host is a mirror that has not answered a range
- * request with a range yet: one request at a time then (see transfer.c). */
-bool engine_probing(const struct blob *b);
+/* The src-th host a blob may come from: the first registry's mirrors and
+ * itself, then each other origin's; NULL past the last. */
+struct pp_registry *blob_host(const struct blob *b, size_t src, const char **repo);
 
 /* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
 int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);
@@ -313,5 +319,32 @@ void prefix_rewind(struct blob *b);
 bool verify_blob(struct pp_engine *e, struct blob *b, int64_t *budget);
 /* Tells every consumer that the blob is over. */
 void prefix_finish(struct pp_engine *e, struct blob *b, bool verified);
+
+/* ---- sources.c: several sources for one blob ---- */
+
+/* Whether some source of b can take a request now (*wake: when one may). */
+bool sources_ready(struct pp_engine *e, struct blob *b, double now, double *wake);
+/* The source for a request for chunk ci: x->src, x->reg, x->repo. */
+void sources_pick(struct pp_engine *e, struct blob *b, size_t ci, struct xfer *x);
+/* A transfer joins / leaves the loop: connection counts per host, and the
+ * host's measured rate. */
+void sources_started(struct pp_engine *e, struct xfer *x);
+void sources_detached(struct pp_engine *e, struct xfer *x);
+/* The transfer's source answered a range with a range. */
+void sources_ranged(struct xfer *x);
+/* The transfer brought its chunk: the chunk remembers the source. */
+void sources_chunk_done(struct xfer *x);
+/* The source failed the blob (fall-through): not asked for it again.
+ * False when it was out of play already. */
+bool sources_drop(struct blob *b, size_t src);
+/* A repaired chunk came back different from x's source: its earlier
+ * source is named and dropped for the rest of the run. */
+void sources_blame(struct pp_engine *e, struct blob *b, size_t ci, const struct xfer *x);
+/* True when b has one source in play (no other to compare with). */
+bool sources_single(struct pp_engine *e, struct blob *b);
+/* A mirror ignored Range while other sources have the blob: it is left
+ * alone for a backoff and the chunk goes back to the queue.  False when
+ * the blob must be fetched as one stream instead. */
+bool sources_range_ignored(struct pp_engine *e, struct xfer *x);
 
 #endif

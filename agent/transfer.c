@@ -28,9 +28,7 @@ void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo
 	b->origins[b->n_origins++] = (struct blob_origin){reg, pp_xstrdup(repo)};
 }
 
-/* The src-th host a blob may come from: the first registry's mirrors and
- * itself, then each other origin's; NULL past the last. */
-static struct pp_registry *blob_host(const struct blob *b, size_t src, const char **repo)
+struct pp_registry *blob_host(const struct blob *b, size_t src, const char **repo)
 {
 	for (size_t o = 0; o <= b->n_origins; o++) {
 		struct pp_registry *reg = o == 0 ? b->reg : b->origins[o - 1].reg;
@@ -60,21 +58,6 @@ bool engine_blame_host(struct blob *b, const char *got)
 	return true;
 }
 
-/* A pull-through cache that lacks a blob copies it whole from upstream for
- * every request that asks for it meanwhile, ignoring Range: parallel
- * ranges would multiply the upstream's traffic (by the connections, and
- * again by the nodes of a fleet).  So a mirror gets one request per blob
- * until it answers one with a 206: then it has the blob, and the chunks
- * fan out; a 200 with the whole blob makes it one stream anyway. */
-bool engine_probing(const struct blob *b)
-{
-	const char *repo;
-	if (b->ranged_src == b->src + 1)
-		return false;
-	struct pp_registry *h = blob_host(b, b->src, &repo);
-	return h && pp_registry_is_mirror(h);
-}
-
 /* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
 static void xfer_detach(struct pp_engine *e, struct xfer *x)
 {
@@ -86,7 +69,7 @@ static void xfer_detach(struct pp_engine *e, struct xfer *x)
 		}
 	}
 	x->b->active--;
-	(*engine_host_slot(e, x->b->reg))--;
+	sources_detached(e, x); /* sources.c: per-host count, the host's rate */
 }
 
 static void xfer_destroy(struct xfer *x)
@@ -133,8 +116,7 @@ static bool reply_ok(struct xfer *x)
 				 x->resp.content_range);
 			return false;
 		}
-		if (x->src == b->src)
-			b->ranged_src = b->src + 1; /* the host has it: fan out */
+		sources_ranged(x); /* sources.c: the host has it: fan out */
 		return true;
 	}
 	if (status == 200) {
@@ -221,9 +203,8 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 		free(b->cdn_url);
 		b->cdn_url = NULL;
 	}
-	x->via_cdn = b->cdn_url != NULL;
-	x->src = b->src;
-	x->reg = blob_host(b, b->src, &x->repo);
+	sources_pick(e, b, ci, x); /* sources.c: which host serves this chunk */
+	x->via_cdn = b->cdn_url != NULL && b->cdn_src == x->src;
 	x->url = pp_registry_url(x->reg, x->repo, "blobs", b->digest);
 	if (!x->via_cdn) {
 		char *authz = NULL;
@@ -267,7 +248,7 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 	curl_multi_add_handle(e->multi, x->h);
 	chunk_set_state(b, ci, CHUNK_ACTIVE);
 	b->active++;
-	(*engine_host_slot(e, b->reg))++;
+	sources_started(e, x); /* sources.c: per-host count */
 	e->xfers[e->n_xfers++] = x;
 	pp_debug("blob %s: chunk %zu: GET%s bytes %lld-%lld", pp_short_digest(b->digest), ci,
 		 x->via_cdn ? " (redirect target)" : "", (long long)start, (long long)end);
@@ -361,15 +342,18 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 		pp_info("blob %s: chunk %zu came back different; replaced it",
 			pp_short_digest(b->digest), x->chunk);
 		b->changed++;
+		sources_blame(e, b, x->chunk, x); /* sources.c: name the source that differs */
 		if (x->chunk + 1 > b->check_from)
 			b->check_from = x->chunk + 1;
 	}
 	memcpy(c->digest, got, sizeof(c->digest));
+	sources_chunk_done(x); /* sources.c: the chunk remembers its source */
 	curl_easy_getinfo(x->h, CURLINFO_EFFECTIVE_URL, &eff);
 	if (!x->via_cdn && eff && strcmp(eff, x->url) != 0) {
 		free(b->cdn_url);
 		b->cdn_url = pp_xstrdup(eff);
 		b->cdn_since = pp_now();
+		b->cdn_src = x->src;
 	}
 	/* Start writing the chunk back now, so the fsync at commit has little left. */
 	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
@@ -455,8 +439,7 @@ static bool fall_through(struct pp_engine *e, struct xfer *x, const struct pp_er
 	struct pp_registry *next = blob_host(b, x->src + 1, &repo);
 	if (!next || (!hard && !pp_registry_is_mirror(x->reg)))
 		return false;
-	if (x->src == b->src) {
-		b->src++;
+	if (sources_drop(b, x->src)) { /* sources.c: not asked for this blob again */
 		free(b->cdn_url);
 		b->cdn_url = NULL;
 		pp_info("blob %s: %s %s: %s; next: %s/%s", pp_short_digest(b->digest),
@@ -517,6 +500,8 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 		 * One that is a stream already broke, and cannot be resumed
 		 * there: it starts over, after a backoff, until the give-up
 		 * rule says enough (bytes fetched again are not progress). */
+		if (sources_range_ignored(e, x)) /* sources.c: the others carry it */
+			return;
 		bool again = b->single_stream;
 		if (again && engine_gave_up(e, b)) {
 			pp_error_set(
