@@ -134,6 +134,7 @@ fs_rules "{\"rules\": [{\"fault\": \"flip\", \"path\": \"${LAYERS[3]}\", \"count
 pull "pull with a mirror that flips a byte"
 assert_num "$(FS_LOG=$MIR_LOG fs_query 'sum(1 for r in L if r["fault"] == "flip")')" -ge 1 "the mirror flipped a byte"
 assert_contains "$ERR" "mirror $MIR_ADDR served it, so it is dropped for this blob" "the mirror is named"
+log "$(grep -m1 'served it' <<<"$ERR")"
 up=$(served "$UP_LOG" "${LAYERS[3]}")
 assert_num "$up" -gt 0 "the registry served the layer's chunks again"
 assert_num $((up * 10)) -le $(($(size_of "${LAYERS[3]}") * 11)) "the registry served at most 1.1 times the layer"
