@@ -340,6 +340,8 @@ bool sources_drop(struct blob *b, size_t src);
 /* A repaired chunk came back different from x's source: its earlier
  * source is named and dropped for the rest of the run. */
 void sources_blame(struct pp_engine *e, struct blob *b, size_t ci, const struct xfer *x);
+/* Appends to an error's source the hosts of b dropped for their bytes. */
+void sources_name_dropped(struct pp_engine *e, struct blob *b, char *buf, size_t n);
 /* True when b has one source in play (no other to compare with). */
 bool sources_single(struct pp_engine *e, struct blob *b);
 /* A mirror ignored Range while other sources have the blob: it is left

@@ -247,3 +247,17 @@ bool sources_range_ignored(struct pp_engine *e, struct xfer *x)
 		pp_short_digest(b->digest), pp_registry_domain(x->reg), wait);
 	return true;
 }
+
+void sources_name_dropped(struct pp_engine *e, struct blob *b, char *buf, size_t n)
+{
+	struct pp_registry *h;
+	const char *repo;
+	size_t len = strlen(buf);
+	for (size_t j = 0; (h = blob_host(b, j, &repo)) && len + 1 < n; j++) {
+		if (!host_of(e, h)->dropped)
+			continue;
+		snprintf(buf + len, n - len, " (%s %s dropped: its bytes differed)",
+			 pp_registry_is_mirror(h) ? "mirror" : "registry", pp_registry_domain(h));
+		len = strlen(buf);
+	}
+}

@@ -212,6 +212,7 @@ static void repair_blob(struct pp_engine *e, struct blob *b, const char *got)
 	struct pp_error err = {0};
 	char source[1024];
 	name_source(b, source, sizeof(source));
+	sources_name_dropped(e, b, source, sizeof(source)); /* sources.c: who was blamed */
 	/* A mirror's bytes are only its word: the next host fetches the
 	 * chunks again to compare, with repair passes of its own. */
 	/* sources.c: with several sources in play the pass compares them. */
