@@ -140,6 +140,20 @@ assert_num "$up" -gt 0 "the registry served the layer's chunks again"
 assert_num $((up * 10)) -le $(($(size_of "${LAYERS[3]}") * 11)) "the registry served at most 1.1 times the layer"
 fs_rules '{"rules": []}'
 
+# ---- the mirror ignores Range for a layer (a pull-through cache still filling): its
+# whole-blob answers are cut off, it is asked again only after a backoff (0.25 s
+# doubling, jittered), and the registry carries the layer meanwhile: no fallback to one
+# stream from the mirror
+reset_logs
+fs_rules "{\"rules\": [{\"fault\": \"norange\", \"path\": \"${LAYERS[2]}\", \"count\": -1}]}"
+pull "pull with a mirror that ignores Range for one layer" -v
+assert_contains "$ERR" "blob ${LAYERS[2]:0:19}: mirror $MIR_ADDR ignored Range" "-v says the mirror ignored Range"
+assert_not_contains "$ERR" "fetching it as one stream" "no fallback to one stream"
+mreq=$(FS_LOG=$MIR_LOG fs_query 'len([r for r in L if r["path"].endswith(A[0])])' "${LAYERS[2]}")
+assert_num "$mreq" -le 4 "the mirror was asked for the layer a few times ($mreq), not once per chunk"
+assert_num "$(served "$UP_LOG" "${LAYERS[2]}")" -ge "$(size_of "${LAYERS[2]}")" "the registry carried the layer"
+fs_rules '{"rules": []}'
+
 # ---- the mirror sends a config that does not hash to its digest: taken from the registry
 CONFIG=$(img_field v1 'o["platforms"]["linux/amd64"]["config"]')
 reset_logs
