@@ -1,0 +1,231 @@
+/* Several sources for one blob (agent/sources.c), without a server: a
+ * registry with two mirrors (--mirror, plain HTTP, nothing is contacted),
+ * and transfers that are only started and ended in the books. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+#include "prepull/options.h"
+#include "prepull/registry.h"
+
+#define MiB (1024 * 1024)
+
+static const char *const mirrors[] = {"up.example=http://m1.example:5000",
+				      "up.example=http://m2.example:5000"};
+
+struct fixture {
+	struct pp_options opts;
+	struct pp_engine *e;
+	struct blob *b;
+	struct pp_registry *reg;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = pp_xcalloc(1, sizeof(*f));
+	f->opts = (struct pp_options){.connections = 8,
+				      .per_host = 8,
+				      .stall_seconds = 30,
+				      .plain_http = true,
+				      .hosts_dir = "",
+				      .mirrors = mirrors,
+				      .n_mirrors = 2};
+	struct pp_error err = {0};
+	assert_int_equal(pp_registry_get(&f->reg, "up.example", &f->opts, &err), 0);
+	assert_int_equal(pp_engine_new(&f->e, &f->opts, NULL, NULL, &err), 0);
+	assert_int_equal(pp_engine_add(f->e, f->reg, "lib/img",
+				       "sha256:"
+				       "0123456789abcdef"
+				       "0123456789abcdef0123456789abcdef0123456789abcdef",
+				       64 * MiB, NULL, NULL, &err),
+			 0);
+	f->b = f->e->blobs[0];
+	engine_plan_chunks(f->e, f->b, 1 * MiB);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	pp_engine_free(f->e);
+	pp_registry_free_all();
+	free(f);
+	return 0;
+}
+
+/* Starts a request for chunk ci in the books: the source sources.c picks. */
+static struct xfer *start(struct fixture *f, size_t ci)
+{
+	struct xfer *x = pp_xcalloc(1, sizeof(*x));
+	x->e = f->e;
+	x->b = f->b;
+	x->chunk = ci;
+	sources_pick(f->e, f->b, ci, x);
+	sources_started(f->e, x);
+	chunk_set_state(f->b, ci, CHUNK_ACTIVE);
+	return x;
+}
+
+static void end(struct fixture *f, struct xfer *x)
+{
+	sources_detached(f->e, x);
+	free(x);
+}
+
+static struct host_count *host(struct fixture *f, size_t src)
+{
+	const char *repo;
+	struct pp_registry *h = blob_host(f->b, src, &repo);
+	engine_host_slot(f->e, h);
+	for (size_t i = 0; i < f->e->n_hosts; i++)
+		if (f->e->hosts[i].reg == h)
+			return &f->e->hosts[i];
+	return NULL;
+}
+
+static bool ready(struct fixture *f)
+{
+	double wake = 0;
+	return sources_ready(f->e, f->b, pp_now(), &wake);
+}
+
+/* Mirrors are probed one request each; the registry waits meanwhile;
+ * a 206 opens a mirror up. */
+static void test_probe_then_fan_out(void **state)
+{
+	struct fixture *f = *state;
+	struct xfer *x0 = start(f, 0), *x1 = start(f, 1);
+	assert_int_equal(x0->src, 0);
+	assert_int_equal(x1->src, 1);
+	assert_true(pp_registry_is_mirror(x0->reg) && pp_registry_is_mirror(x1->reg));
+	assert_false(ready(f)); /* both mirrors probing: not the registry either */
+	sources_ranged(x0);
+	struct xfer *x2 = start(f, 2);
+	assert_int_equal(x2->src, 0);
+	end(f, x0);
+	end(f, x1);
+	end(f, x2);
+}
+
+/* Connections follow each mirror's rate per connection; the registry gets
+ * none while the mirrors have room. */
+static void test_share_by_rate(void **state)
+{
+	struct fixture *f = *state;
+	struct xfer *p0 = start(f, 0), *p1 = start(f, 1);
+	sources_ranged(p0);
+	sources_ranged(p1);
+	end(f, p0);
+	end(f, p1);
+	host(f, 0)->rate = 30e6;
+	host(f, 1)->rate = 10e6;
+	struct xfer *x[8];
+	int per[3] = {0};
+	for (size_t i = 0; i < 8; i++) {
+		x[i] = start(f, i);
+		per[x[i]->src]++;
+	}
+	assert_int_equal(per[0], 6);
+	assert_int_equal(per[1], 2);
+	assert_int_equal(per[2], 0);
+	for (size_t i = 0; i < 8; i++)
+		end(f, x[i]);
+}
+
+/* --per-host counts each host: the mirrors full, the registry takes the
+ * rest (one probe first, as it shares the blob). */
+static void test_per_host_overflow(void **state)
+{
+	struct fixture *f = *state;
+	f->opts.per_host = 2;
+	struct xfer *p0 = start(f, 0), *p1 = start(f, 1);
+	sources_ranged(p0);
+	sources_ranged(p1);
+	struct xfer *x[4];
+	int per[3] = {0};
+	for (size_t i = 0; i < 3; i++) {
+		x[i] = start(f, 2 + i);
+		per[x[i]->src]++;
+	}
+	assert_int_equal(per[0] + per[1], 2);
+	assert_int_equal(per[2], 1);
+	assert_int_equal(host(f, 0)->n, 2);
+	assert_int_equal(host(f, 1)->n, 2);
+	assert_false(ready(f)); /* the registry is probing */
+	sources_ranged(x[2]);
+	x[3] = start(f, 5);
+	assert_int_equal(x[3]->src, 2);
+	assert_false(ready(f)); /* every host at --per-host */
+	end(f, p0);
+	end(f, p1);
+	for (size_t i = 0; i < 4; i++)
+		end(f, x[i]);
+}
+
+/* A mirror that ignores Range is left alone for a while; the others carry
+ * the blob. */
+static void test_range_ignored_backoff(void **state)
+{
+	struct fixture *f = *state;
+	struct xfer *x0 = start(f, 0);
+	assert_int_equal(x0->src, 0);
+	sources_detached(f->e, x0);
+	assert_true(sources_range_ignored(f->e, x0));
+	free(x0);
+	assert_int_equal(f->b->chunks[0].state, CHUNK_PENDING);
+	double wake = 0;
+	assert_true(sources_ready(f->e, f->b, pp_now(), &wake));
+	assert_true(wake > pp_now() && wake <= pp_now() + 0.25);
+	struct xfer *x1 = start(f, 0);
+	assert_int_equal(x1->src, 1);
+	sources_ranged(x1);
+	struct xfer *x2 = start(f, 1);
+	assert_int_equal(x2->src, 1); /* not mirror 0, in its backoff */
+	end(f, x1);
+	end(f, x2);
+}
+
+/* A repair asks another source than the chunk's; when the bytes differ,
+ * the mirror is blamed (over the registry), dropped, and named. */
+static void test_repair_and_blame(void **state)
+{
+	struct fixture *f = *state;
+	struct blob *b = f->b;
+	b->repairing = true;
+	b->chunks[0].from = 1; /* mirror 0 sent it before */
+	struct xfer *x = start(f, 0);
+	assert_int_not_equal(x->src, 0);
+	end(f, x);
+	b->chunks[3].from = 3; /* the registry sent it before */
+	x = start(f, 3);
+	assert_int_equal(x->src, 0);
+	sources_blame(f->e, b, 3, x); /* mirror 0 sent different bytes */
+	assert_true(host(f, 0)->dropped);
+	assert_false(host(f, 2)->dropped);
+	end(f, x);
+	char buf[256] = "http://up.example/v2/lib/img/blobs/sha256:0123";
+	sources_name_dropped(f->e, b, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "(mirror m1.example:5000 dropped: its bytes differed)"));
+	x = start(f, 4);
+	assert_int_not_equal(x->src, 0);
+	end(f, x);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_probe_then_fan_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_share_by_rate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_per_host_overflow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_range_ignored_backoff, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_repair_and_blame, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
