@@ -125,7 +125,7 @@ struct blob {
 	double started;
 	struct waiter *waiters;
 	struct pp_error err;
-	size_t src;                  /* the host asked now: the src-th of every origin's hosts */
+	size_t src;                  /* the first host still in play (sources.c) */
 	struct blob_origin *origins; /* tried after the first one's hosts */
 	size_t n_origins;
 	struct blob_src *srcs; /* sources.c: each source's standing for this blob */
@@ -157,7 +157,7 @@ struct xfer {
 	struct pp_error consumer_err;
 	char bad_reply[256];
 	struct pp_buf errbody;
-	size_t src;              /* b->src when it started */
+	size_t src;              /* the host it asks: the src-th of blob_host() */
 	struct pp_registry *reg; /* that host (a mirror, or a registry) */
 	const char *repo;        /* the repository there (the blob's) */
 	char *url;               /* the blob's URL there */
