@@ -162,6 +162,7 @@ static int run(struct pp_unpack *u, struct pp_error *err)
 static void *applier(void *arg)
 {
 	struct pp_unpack *u = arg;
+	pthread_setname_np(pthread_self(), "pp-apply"); /* for top -H, perf */
 	struct pp_error err = {0};
 	int rc = run(u, &err);
 	if (rc < 0 && u->label)

@@ -204,6 +204,7 @@ static int inflate_all(struct pp_unpack *u, struct pp_error *err)
 void *unpack_inflater(void *arg)
 {
 	struct pp_unpack *u = arg;
+	pthread_setname_np(pthread_self(), "pp-inflate");
 	struct pp_error err = {0};
 	int rc = inflate_all(u, &err);
 	pthread_mutex_lock(&u->mu);
