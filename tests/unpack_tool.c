@@ -9,6 +9,9 @@
  *     --userxattr        opaque directories get user.overlay.opaque
  *     --piece N          feed N bytes at a time (default 65536)
  *     --random-pieces S  feed random-sized pieces (1 .. 2*N bytes), seed S
+ *     --turn-us T        feed like the fetch engine: each turn, only what
+ *                        pp_unpack_writable() says it takes, then sleep T
+ *                        microseconds (the rest of the engine's turn)
  *     --thread-times     also print the CPU seconds of each thread (sampled
  *                        from /proc every 5 ms): on a busy machine the
  *                        busiest thread's CPU time bounds what the wall time
@@ -155,6 +158,7 @@ int main(int argc, char **argv)
 	unsigned seed = 0;
 	bool random_pieces = false;
 	bool thread_times = false;
+	long turn_us = -1;
 	static const struct option longopts[] = {
 		{"media-type", required_argument, 0, 'm'},
 		{"diff-id", required_argument, 0, 'd'},
@@ -164,6 +168,7 @@ int main(int argc, char **argv)
 		{"random-pieces", required_argument, 0, 'r'},
 		{"inflate-only", required_argument, 0, 'i'},
 		{"thread-times", no_argument, 0, 't'},
+		{"turn-us", required_argument, 0, 'T'},
 		{0, 0, 0, 0},
 	};
 	int c;
@@ -193,6 +198,9 @@ int main(int argc, char **argv)
 			return inflate_only(optarg);
 		case 't':
 			thread_times = true;
+			break;
+		case 'T':
+			turn_us = strtol(optarg, NULL, 10);
 			break;
 		default:
 			return 2;
@@ -243,6 +251,14 @@ int main(int argc, char **argv)
 	srand(seed);
 	while (rc == 0) {
 		size_t want = random_pieces ? 1 + (size_t)rand() % cap : piece;
+		if (turn_us >= 0) {
+			usleep((useconds_t)turn_us);
+			size_t w = pp_unpack_writable(u);
+			if (w < want)
+				want = w;
+			if (want == 0)
+				continue;
+		}
 		ssize_t n = read(fd, buf, want);
 		if (n < 0) {
 			perror(layer);
