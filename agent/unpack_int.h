@@ -35,8 +35,11 @@
 #include "prepull/error.h"
 #include "prepull/unpack.h"
 
-/* Input ring: compressed bytes fed but not yet inflated. */
-#define RING_CAP (1024 * 1024)
+/* Input ring: compressed bytes fed but not yet inflated.  The fetch engine
+ * tops it up once per turn of its loop (what writable() says), and a turn
+ * that reads back a backlog to hash can take tens of ms: 4 MiB is ~20 ms
+ * of ISA-L's inflate on a compressible layer, where 1 MiB starved it. */
+#define RING_CAP (4 * 1024 * 1024)
 /* The most of the input ring the inflater holds at once. */
 #define IN_CAP (128 * 1024)
 /* Plain ring: inflated bytes between the threads.  A slot is what
