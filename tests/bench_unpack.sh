@@ -30,10 +30,13 @@ TF="%e s wall, %U s user, %S s sys, %M KiB max RSS"
 # Runs one pp_unpack pass: label tool layer.  Prints the tool's line with
 # MB/s of tar stream, and the time(1) line.
 apply_once() {
-  local label=$1 tool=$2 layer=$3 line
+  local label=$1 tool=$2 layer=$3 line extra=()
+  # This tree's tool also says each thread's CPU seconds (the busiest
+  # thread's bounds the wall time on idle cores).
+  [ "$tool" != "$TOOL" ] || extra=(--thread-times)
   rm -rf "$W/out" && mkdir "$W/out"
-  line=$(/usr/bin/time -o "$W/time" -f "$TF" "$tool" --diff-id "$D" --piece 1048576 \
-    "$layer" "$W/out")
+  line=$(/usr/bin/time -o "$W/time" -f "$TF" "$tool" "${extra[@]}" --diff-id "$D" \
+    --piece 1048576 "$layer" "$W/out" | tr '\n' ' ')
   echo "$label: $line" | awk '{
     for (i = 1; i <= NF; i++) { if ($i ~ /^uncompressed=/) u = substr($i, 14);
                                 if ($i ~ /^seconds=/) s = substr($i, 9) }
