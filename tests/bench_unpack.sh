@@ -31,9 +31,9 @@ TF="%e s wall, %U s user, %S s sys, %M KiB max RSS"
 # MB/s of tar stream, and the time(1) line.
 apply_once() {
   local label=$1 tool=$2 layer=$3 line extra=()
-  # This tree's tool also says each thread's CPU seconds (the busiest
+  # A tool that has the option also prints each thread's CPU seconds (the busiest
   # thread's bounds the wall time on idle cores).
-  [ "$tool" != "$TOOL" ] || extra=(--thread-times)
+  ! grep -qa thread-times "$tool" || extra=(--thread-times)
   rm -rf "$W/out" && mkdir "$W/out"
   line=$(/usr/bin/time -o "$W/time" -f "$TF" "$tool" "${extra[@]}" --diff-id "$D" \
     --piece 1048576 "$layer" "$W/out" | tr '\n' ' ')

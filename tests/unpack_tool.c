@@ -47,6 +47,7 @@ static struct {
 } threads[MAX_THREADS];
 static int nthreads;
 static volatile bool sampling = true;
+static int sampler_tid;
 static pthread_mutex_t threads_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void sample_threads(void)
@@ -95,6 +96,7 @@ static void sample_threads(void)
 static void *sampler(void *arg)
 {
 	(void)arg;
+	sampler_tid = (int)gettid();
 	while (sampling) {
 		sample_threads();
 		usleep(5000);
@@ -278,7 +280,7 @@ int main(int argc, char **argv)
 		pthread_mutex_lock(&threads_mu);
 		printf("threads:");
 		for (int i = 0; i < nthreads; i++)
-			if (strcmp(threads[i].name, "unpack_tool") != 0 || i == 0)
+			if (threads[i].tid != sampler_tid)
 				printf(" %s=%.2fs", i == 0 ? "main" : threads[i].name,
 				       threads[i].cpu);
 		printf("\n");
