@@ -145,7 +145,11 @@ int64_t engine_pick_chunk_size(const struct pp_options *opts, int64_t size)
 	int64_t floor = (size + PP_JOURNAL_MAX_CHUNKS - 1) / PP_JOURNAL_MAX_CHUNKS;
 	if (opts->chunk_size > 0)
 		return opts->chunk_size > floor ? opts->chunk_size : floor;
-	int64_t c = size / ((int64_t)opts->connections * 4);
+	/* An automatic count starts at 8 and may grow: chunks are cut for 16
+	 * lanes then, as for the fixed default before it (spans join them
+	 * when the round trip asks for longer requests). */
+	int lanes = opts->auto_connections ? 16 : opts->connections;
+	int64_t c = size / ((int64_t)lanes * 4);
 	c = (c + MIB - 1) / MIB * MIB;
 	if (c < CHUNK_MIN)
 		c = CHUNK_MIN;
@@ -381,7 +385,7 @@ static void start_transfers(struct pp_engine *e, double *wake)
 		if (!b)
 			return;
 		struct pp_error err = {0};
-		if (xfer_start(e, b, ci, &err) < 0) {
+		if (xfer_start(e, b, ci, lanes_span_end(e, b, ci, now), &err) < 0) {
 			pp_error_wrap(&err, "blob %s", pp_short_digest(b->digest));
 			engine_fail_blob(e, b, &err);
 		}

@@ -66,6 +66,8 @@
 #define LANES_GAIN 1.10         /* ... and is kept only if the rate rose this much */
 #define LANES_STEP 1.0          /* seconds of measurement per step */
 #define LANES_WARM 0.3          /* seconds after a step before measuring */
+#define SPAN_RTTS 16            /* a request carries this many round trips of data ... */
+#define SPAN_MAX (64 * MIB)     /* ... up to this much */
 
 enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
 
@@ -147,7 +149,9 @@ struct xfer {
 	struct pp_engine *e;
 	CURL *h;
 	struct blob *b;
-	size_t chunk;
+	size_t chunk; /* the chunk its bytes go to now */
+	size_t last;  /* a span: the request covers chunks [chunk, last], all ACTIVE */
+	int64_t want_start, want_end; /* the range asked for */
 	struct curl_slist *hdrs;
 	char *authz; /* the Authorization line sent, NULL for none */
 	char errbuf[CURL_ERROR_SIZE];
@@ -205,6 +209,8 @@ struct lanes_state {
 	bool step_starved;           /* a lane had no chunk to fetch during the step */
 	double recent[RECENT_RATES]; /* finished transfers' rates */
 	int n_recent, recent_next;
+	double recent_rtt[RECENT_RATES]; /* and their request-to-first-byte times */
+	int n_rtt, rtt_next;
 	int64_t extra; /* bytes fetched twice: racers' overlap and losers */
 	int raced, races_won, retired;
 	int racers;
@@ -278,8 +284,9 @@ bool engine_gave_up(struct pp_engine *e, struct blob *b);
 
 /* ---- transfer.c: one range request ---- */
 
-/* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
-int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);
+/* Starts fetching chunks [ci, last] of b in one request (the rest of ci,
+ * after a checkpoint; the others whole). */
+int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, size_t last, struct pp_error *err);
 /* Judges a finished transfer and acts on the outcome; frees x. */
 void xfer_finish(struct pp_engine *e, struct xfer *x, CURLcode rc);
 /* Cancels a transfer that received nothing for --stall-timeout. */
@@ -309,6 +316,12 @@ void lanes_sample(struct xfer *x, double now);
 bool lanes_is_slow(double rate, double median, size_t peers, bool tail);
 /* The automatic count after one step measured `rate` (bytes/s). */
 int lanes_step(struct lanes_state *s, double rate);
+/* How many chunks of chunk_len one request should cover on a lane of
+ * `rate` bytes/s and `rtt` seconds from request to first byte, with
+ * `pending` chunks left for `lanes` lanes. */
+size_t lanes_span(double rate, double rtt, int64_t chunk_len, size_t pending, int lanes);
+/* The last chunk a request starting at chunk ci of b should cover. */
+size_t lanes_span_end(struct pp_engine *e, struct blob *b, size_t ci, double now);
 
 /* What a finished transfer means, decided once from everything it saw. */
 enum xfer_outcome {

@@ -130,6 +130,43 @@ int lanes_step(struct lanes_state *s, double rate)
 	return s->limit;
 }
 
+size_t lanes_span(double rate, double rtt, int64_t chunk_len, size_t pending, int lanes)
+{
+	if (rate <= 0 || rtt <= 0 || chunk_len <= 0)
+		return 1;
+	double want = SPAN_RTTS * rate * rtt;
+	if (want > SPAN_MAX)
+		want = SPAN_MAX;
+	size_t m = (size_t)ceil(want / (double)chunk_len);
+	/* Never so long that some lanes would have nothing to fetch. */
+	size_t fair = lanes > 0 ? pending / (size_t)lanes : pending;
+	if (m > fair)
+		m = fair;
+	return m < 1 ? 1 : m;
+}
+
+size_t lanes_span_end(struct pp_engine *e, struct blob *b, size_t ci, double now)
+{
+	struct lanes_state *s = &e->lanes;
+	if (b->repairing || b->single_stream || b->check || s->n_recent == 0 || s->n_rtt == 0)
+		return ci;
+	size_t pending = 0;
+	for (size_t k = ci; k < b->n_chunks; k++)
+		pending += b->chunks[k].state == CHUNK_PENDING;
+	size_t m = lanes_span(lanes_median(s->recent, (size_t)s->n_recent),
+			      lanes_median(s->recent_rtt, (size_t)s->n_rtt), b->chunk_size, pending,
+			      s->limit);
+	size_t last = ci;
+	while (last + 1 < b->n_chunks && last + 1 - ci < m) {
+		const struct chunk *c = &b->chunks[last + 1];
+		if (c->state != CHUNK_PENDING || c->received > 0 || c->verify ||
+		    c->not_before > now)
+			break;
+		last++;
+	}
+	return last;
+}
+
 static struct lane *lane_for(struct lanes_state *s, long port)
 {
 	for (size_t i = 0; i < s->n_lane; i++)
@@ -157,7 +194,9 @@ void lanes_note_end(struct pp_engine *e, const struct xfer *x)
 	double busy = x->last_byte - first_at;
 	struct lane *l = lane_for(s, port);
 	if (l) {
-		double idle = x->started + (double)pre / 1e6 - l->last_end;
+		/* Idle: from the lane's last byte to its next first byte (the
+		 * gap between requests and the round trip of the new one). */
+		double idle = first_at - l->last_end;
 		if (l->requests > 0 && idle > 0)
 			l->idle += idle;
 		l->bytes += x->got;
@@ -165,6 +204,12 @@ void lanes_note_end(struct pp_engine *e, const struct xfer *x)
 		l->busy += busy > 0 ? busy : 0;
 		l->rtt_sum += first > pre ? (double)(first - pre) / 1e6 : 0;
 		l->last_end = x->last_byte;
+	}
+	if (first > pre) {
+		s->recent_rtt[s->rtt_next] = (double)(first - pre) / 1e6;
+		s->rtt_next = (s->rtt_next + 1) % RECENT_RATES;
+		if (s->n_rtt < RECENT_RATES)
+			s->n_rtt++;
 	}
 	if (x->got >= 64 * 1024 && busy > 0.02) {
 		s->recent[s->recent_next] = (double)x->got / busy;

@@ -32,6 +32,11 @@ static void xfer_detach(struct pp_engine *e, struct xfer *x)
 		x->race_of = NULL;
 		e->lanes.racers--;
 	}
+	/* The chunks a span reserved past the one it was at go back. */
+	for (size_t k = x->chunk + 1; k <= x->last && !x->race_of; k++)
+		if (x->b->chunks[k].state == CHUNK_ACTIVE)
+			chunk_set_state(x->b, k, CHUNK_PENDING);
+	x->last = x->chunk;
 	lanes_note_end(e, x);
 	curl_multi_remove_handle(e->multi, x->h);
 	for (int i = 0; i < e->n_xfers; i++) {
@@ -65,9 +70,8 @@ void xfer_free(struct pp_engine *e, struct xfer *x)
 static bool reply_ok(struct xfer *x)
 {
 	struct blob *b = x->b;
-	struct chunk *c = &b->chunks[x->chunk];
 	long status = x->resp.status;
-	int64_t start = c->off + c->received, end = c->off + c->len - 1;
+	int64_t start = x->want_start, end = x->want_end;
 	if (status == 206) {
 		int64_t s, en, total;
 		struct pp_error err = {0};
@@ -164,7 +168,9 @@ static struct xfer *xfer_new(struct pp_engine *e, struct blob *b, size_t ci, int
 	struct xfer *x = pp_xcalloc(1, sizeof(*x));
 	x->e = e;
 	x->b = b;
-	x->chunk = ci;
+	x->chunk = x->last = ci;
+	x->want_start = start;
+	x->want_end = end;
 	x->resp.retry_after = -1;
 	x->wrong_size = -1;
 	x->h = curl_easy_init();
@@ -218,19 +224,88 @@ static struct xfer *xfer_new(struct pp_engine *e, struct blob *b, size_t ci, int
 	return x;
 }
 
-int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err)
+/* A chunk of a span is over, mid-request: closed as chunk_done would
+ * (its digest, the journal), but the blob hash is moved along by the loop
+ * (hash_backlog), not from inside curl's callback.  The span goes on with
+ * the next chunk, which it holds ACTIVE already. */
+static int span_close(struct xfer *x)
+{
+	struct blob *b = x->b;
+	struct chunk *c = &b->chunks[x->chunk];
+	struct pp_error err = {0};
+	chunk_set_state(b, x->chunk, CHUNK_DONE);
+	pp_sha256_final(c->sha, c->digest);
+	pp_sha256_free(c->sha);
+	c->sha = NULL;
+	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
+	if (pp_journal_append_done(b->jfd, b->journal, x->chunk, c->digest, &err) < 0) {
+		x->io_errno = EIO;
+		return -1;
+	}
+	x->chunk++;
+	c = &b->chunks[x->chunk];
+	if (!c->sha)
+		c->sha = pp_sha256_new();
+	return 0;
+}
+
+/* A request over several chunks: its bytes are cut at chunk boundaries
+ * and each piece goes through write_cb as if its chunk had a request of
+ * its own (hash per chunk, checkpoints, the prefix). */
+static size_t span_write_cb(char *data, size_t size, size_t n, void *userdata)
+{
+	struct xfer *x = userdata;
+	size_t len = size * n;
+	if (!x->checked) {
+		x->checked = true;
+		if (!reply_ok(x))
+			return 0;
+	}
+	if (x->error_status)
+		return write_cb(data, size, n, userdata);
+	for (size_t done = 0; done < len;) {
+		struct chunk *c = &x->b->chunks[x->chunk];
+		size_t piece = len - done;
+		if ((int64_t)piece > c->len - c->received)
+			piece = (size_t)(c->len - c->received);
+		if (piece == 0 || write_cb(data + done, 1, piece, userdata) != piece) {
+			if (piece == 0)
+				snprintf(x->bad_reply, sizeof(x->bad_reply),
+					 "server sent more than the %lld bytes asked for",
+					 (long long)(x->want_end - x->want_start + 1));
+			return 0;
+		}
+		done += piece;
+		if (c->received == c->len && x->chunk < x->last && span_close(x) < 0)
+			return 0;
+	}
+	return len;
+}
+
+int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, size_t last, struct pp_error *err)
 {
 	struct chunk *c = &b->chunks[ci];
-	int64_t start = c->off + c->received, end = c->off + c->len - 1;
+	int64_t start = c->off + c->received;
+	int64_t end = b->chunks[last].off + b->chunks[last].len - 1;
 	struct xfer *x = xfer_new(e, b, ci, start, end, err);
 	if (!x)
 		return -1;
 	if (!c->sha)
 		c->sha = pp_sha256_new();
+	x->last = last;
+	if (last > ci)
+		curl_easy_setopt(x->h, CURLOPT_WRITEFUNCTION, span_write_cb);
 	curl_multi_add_handle(e->multi, x->h);
-	chunk_set_state(b, ci, CHUNK_ACTIVE);
-	pp_debug("blob %s: chunk %zu: GET%s bytes %lld-%lld", pp_short_digest(b->digest), ci,
-		 x->via_cdn ? " (redirect target)" : "", (long long)start, (long long)end);
+	for (size_t k = ci; k <= last; k++)
+		chunk_set_state(b, k, CHUNK_ACTIVE);
+	if (last > ci)
+		pp_debug("blob %s: chunks %zu-%zu: GET%s bytes %lld-%lld",
+			 pp_short_digest(b->digest), ci, last,
+			 x->via_cdn ? " (redirect target)" : "", (long long)start, (long long)end);
+	else
+		pp_debug("blob %s: chunk %zu: GET%s bytes %lld-%lld", pp_short_digest(b->digest),
+			 ci, x->via_cdn ? " (redirect target)" : "", (long long)start,
+			 (long long)end);
 	return 0;
 }
 

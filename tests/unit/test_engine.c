@@ -426,6 +426,18 @@ static void test_lanes(void **state)
 	assert_true(c.settled);
 	struct lanes_state f = {.limit = 16, .max = 16, .fixed = true};
 	assert_int_equal(lanes_step(&f, 1e6), 16);
+
+	/* A request carries SPAN_RTTS round trips of data: 16 x 4 MB/s x
+	 * 0.1 s = 6.4 MB, 7 chunks of 1 MiB; at most SPAN_MAX; never more
+	 * than the pending chunks shared by the lanes; one without a
+	 * measurement. */
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 100, 4), 7);
+	assert_int_equal(lanes_span(1e9, 0.1, MiB, 1000, 4), SPAN_MAX / MiB);
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 12, 4), 3);
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 3, 4), 1);
+	assert_int_equal(lanes_span(0, 0.1, MiB, 100, 4), 1);
+	assert_int_equal(lanes_span(4e6, 0, MiB, 100, 4), 1);
+	assert_int_equal(lanes_span(16e6, 0.001, 16 * MiB, 100, 4), 1);
 }
 
 int main(void)
