@@ -510,6 +510,10 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 		for (size_t i = 0; i < e->n_blobs; i++) {
 			struct blob *b = e->blobs[i];
 			activate(e, b, now, &n_open);
+			if (b->state == BLOB_DONE && !b->lag_noted) {
+				b->lag_noted = true;
+				lanes_blob_done(e, b);
+			}
 			if (b->state == BLOB_QUEUED && (wake == 0 || b->next_try < wake))
 				wake = b->next_try;
 			open = open || blob_open(b);

@@ -141,6 +141,8 @@ struct blob {
 	int64_t redone;  /* of those, bytes a repair pass is fetching again */
 	int64_t resumed; /* done in earlier runs, verified or still to verify */
 	double started;
+	double last_byte; /* when its last transfer ended (for the commit lag) */
+	bool lag_noted;
 	struct waiter *waiters;
 	struct pp_error err;
 };
@@ -213,6 +215,7 @@ struct lanes_state {
 	int n_rtt, rtt_next;
 	int64_t extra; /* bytes fetched twice: racers' overlap and losers */
 	int raced, races_won, retired;
+	double commit_lag; /* longest time from a blob's last byte to its commit */
 	int racers;
 	struct lane *lane;
 	size_t n_lane;
@@ -305,6 +308,9 @@ void lanes_free(struct pp_engine *e);
 void lanes_tick(struct pp_engine *e);
 /* A transfer leaves the loop: its lane's stats and its rate for the median. */
 void lanes_note_end(struct pp_engine *e, const struct xfer *x);
+/* A blob is committed: how long after its last byte (-v, and the most of
+ * them in the lanes event). */
+void lanes_blob_done(struct pp_engine *e, struct blob *b);
 /* -v lines per lane and the --json "lanes" event. */
 void lanes_report(struct pp_engine *e);
 /* Pure pieces, for the unit tests. */

@@ -188,6 +188,8 @@ void lanes_note_end(struct pp_engine *e, const struct xfer *x)
 	curl_easy_getinfo(x->h, CURLINFO_LOCAL_PORT, &port);
 	curl_easy_getinfo(x->h, CURLINFO_PRETRANSFER_TIME_T, &pre);
 	curl_easy_getinfo(x->h, CURLINFO_STARTTRANSFER_TIME_T, &first);
+	if (x->got > 0 && x->last_byte > x->b->last_byte)
+		x->b->last_byte = x->last_byte;
 	if (x->got <= 0 || port <= 0)
 		return;
 	double first_at = x->started + (double)first / 1e6;
@@ -390,13 +392,23 @@ void lanes_tick(struct pp_engine *e)
 	judge(e, now);
 }
 
+void lanes_blob_done(struct pp_engine *e, struct blob *b)
+{
+	if (b->last_byte <= 0)
+		return; /* nothing fetched by this run */
+	double lag = pp_now() - b->last_byte;
+	if (lag > e->lanes.commit_lag)
+		e->lanes.commit_lag = lag;
+	pp_debug("blob %s: committed %.3f s after its last byte", pp_short_digest(b->digest), lag);
+}
+
 void lanes_report(struct pp_engine *e)
 {
 	struct lanes_state *s = &e->lanes;
 	pp_debug("lanes: %d connections (%s, at most %d, peak %d); %d raced (%d won), %d retired, "
-		 "%lld bytes fetched twice",
+		 "%lld bytes fetched twice; commits at most %.3f s after the last byte",
 		 s->limit, s->fixed ? "fixed by -j" : "automatic", s->max, s->peak, s->raced,
-		 s->races_won, s->retired, (long long)s->extra);
+		 s->races_won, s->retired, (long long)s->extra, s->commit_lag);
 	for (size_t i = 0; i < s->n_lane; i++) {
 		const struct lane *l = &s->lane[i];
 		pp_debug("lane %zu (port %ld): %lld bytes in %d requests, %.1f MB/s, RTT %.1f ms, "
@@ -407,11 +419,12 @@ void lanes_report(struct pp_engine *e)
 	}
 	if (!e->opts->json)
 		return;
-	json_t *ev = json_pack("{s:s, s:i, s:b, s:i, s:i, s:i, s:i, s:i, s:I, s:i}", "event",
+	json_t *ev = json_pack("{s:s, s:i, s:b, s:i, s:i, s:i, s:i, s:i, s:I, s:i, s:f}", "event",
 			       "lanes", "connections", s->limit, "automatic", !s->fixed,
 			       "max_connections", s->max, "peak", s->peak, "raced", s->raced,
 			       "races_won", s->races_won, "retired", s->retired, "extra_bytes",
-			       (json_int_t)s->extra, "lanes_used", (int)s->n_lane);
+			       (json_int_t)s->extra, "lanes_used", (int)s->n_lane, "commit_lag",
+			       s->commit_lag);
 	char *line = ev ? json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	if (line) {
 		printf("%s\n", line);

@@ -50,7 +50,11 @@ lanes_ev=$(json_events "$OUT" lanes)
 raced=$(printf '%s' "$lanes_ev" | jget - 'o["raced"]')
 retired=$(printf '%s' "$lanes_ev" | jget - 'o["retired"]')
 extra=$(printf '%s' "$lanes_ev" | jget - 'o["extra_bytes"]')
+lag=$(printf '%s' "$lanes_ev" | jget - 'o["commit_lag"]')
 assert_eq 8 "$(printf '%s' "$lanes_ev" | jget - 'o["connections"]')" "-j fixes the lane count (--json)"
+# The frontier never waits: the blob hash kept up, so the commit follows the last byte.
+assert_num "$("$PY" -c "print(int($lag < 1.0))")" -eq 1 "the blob was committed within 1 s of its last byte (${lag}s)"
+assert_contains "$ERR" "committed [0-9.]+ s after its last byte" "-v says how long the commit took after the last byte"
 assert_num $((raced + retired)) -ge 1 "slow transfers were raced or retired ($raced raced, $retired retired)"
 assert_contains "$ERR" "lanes: 8 connections \(fixed by -j" "-v reports the lane count"
 assert_contains "$ERR" "lane [0-9]+ \(port [0-9]+\): [0-9]+ bytes in [0-9]+ requests, [0-9.]+ MB/s, RTT [0-9.]+ ms, busy [0-9.]+ s, idle [0-9.]+ s" "-v prints bytes, rate, RTT and idle time per lane"
