@@ -50,11 +50,11 @@ void lanes_free(struct pp_engine *e)
 
 double lanes_median(const double *v, size_t n)
 {
-	double a[64];
+	double a[128];
 	if (n == 0)
 		return 0;
-	if (n > 64)
-		n = 64;
+	if (n > 128)
+		n = 128;
 	memcpy(a, v, n * sizeof(*a));
 	for (size_t i = 1; i < n; i++) {
 		double t = a[i];
@@ -245,11 +245,11 @@ static bool any_pending(const struct pp_engine *e)
 	return false;
 }
 
-/* Racing and retiring cost bytes: at most about a twentieth of what the
- * run fetched, beyond one chunk's worth. */
+/* Racing and retiring cost bytes: no new race or retirement once they
+ * cost a twentieth of what the run fetched (and 2 MiB). */
 static bool extra_allowed(const struct pp_engine *e)
 {
-	return e->lanes.extra <= e->fetched / 20 + CHUNK_MAX;
+	return e->lanes.extra <= e->fetched / 20 + 2 * MIB;
 }
 
 /* The chunk goes back to the queue from where this transfer left it. */
