@@ -50,24 +50,23 @@
 #define FD_RESERVE 64          /* descriptors kept free for everything but blob files */
 
 /* lanes.c: slow transfers, racing, the connection count. */
-#define RATE_SAMPLES 16         /* a transfer's (time, bytes) samples: its sliding window */
-#define RATE_WINDOW 1.0         /* seconds a transfer's rate is taken over */
-#define LANES_TICK 0.1          /* seconds between samples */
-#define SLOW_MIN_AGE 1.0        /* a transfer is judged only after this long */
-#define SLOW_FRACTION 3.0       /* slow: under 1/SLOW_FRACTION of the peers' median */
-#define SLOW_TAIL_FRACTION 2.0  /* ... or 1/2 near the end, when lanes stand idle */
-#define SLOW_MIN_PEERS 3        /* rates the median needs besides the judged one */
-#define SLOW_MAX_ACTS 3         /* races and retirements of one chunk at most */
-#define RACE_MAX 2              /* racers at once (each buffers its range) */
-#define RACE_BUF_MAX (32 * MIB) /* a longer remaining range is retired, not raced */
-#define RECENT_RATES 16         /* finished transfers' rates kept for the median */
-#define LANES_START 8           /* connections an automatic count starts with */
-#define LANES_GROW 1.5          /* each step multiplies the count by this */
-#define LANES_GAIN 1.10         /* ... and is kept only if the rate rose this much */
-#define LANES_STEP 1.0          /* seconds of measurement per step */
-#define LANES_WARM 0.3          /* seconds after a step before measuring */
-#define SPAN_RTTS 16            /* a request carries this many round trips of data ... */
-#define SPAN_MAX (64 * MIB)     /* ... up to this much */
+#define RATE_SAMPLES 16        /* a transfer's (time, bytes) samples: its sliding window */
+#define RATE_WINDOW 1.0        /* seconds a transfer's rate is taken over */
+#define LANES_TICK 0.1         /* seconds between samples */
+#define SLOW_MIN_AGE 1.0       /* a transfer is judged only after this long */
+#define SLOW_FRACTION 3.0      /* slow: under 1/SLOW_FRACTION of the peers' median */
+#define SLOW_TAIL_FRACTION 2.0 /* ... or 1/2 near the end, when lanes stand idle */
+#define SLOW_MIN_PEERS 3       /* rates the median needs besides the judged one */
+#define SLOW_MAX_ACTS 3        /* races and retirements of one chunk at most */
+#define RACE_MAX 1             /* racers at once: each buffers its range (memory) */
+#define RACE_BUF_MAX CHUNK_MAX /* a longer remaining range is retired, not raced */
+#define RECENT_RATES 16        /* finished transfers' rates kept for the median */
+#define LANES_GROW 1.5         /* each step multiplies the count by this */
+#define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
+#define LANES_STEP 1.0         /* seconds of measurement per step */
+#define LANES_WARM 0.3         /* seconds after a step before measuring */
+#define SPAN_RTTS 16           /* a request carries this many round trips of data ... */
+#define SPAN_MAX (64 * MIB)    /* ... up to this much */
 
 enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
 

@@ -4,8 +4,9 @@
  *
  * A transfer's rate is its bytes over a sliding window (RATE_WINDOW).  One
  * under a third of its peers' median (the other transfers' window rates
- * and the last finished ones'), after SLOW_MIN_AGE, is slow: a connection
- * that landed on a busy edge, or a TCP flow stuck in loss recovery.
+ * and the last finished ones', or the finished ones' alone when that is
+ * higher), after SLOW_MIN_AGE, is slow: a connection that landed on a
+ * busy edge, or a TCP flow stuck in loss recovery.
  *   - When it holds the hash frontier (the first chunk not done: what the
  *     blob hash and a streaming unpack wait on), a racer asks for its
  *     remaining range on a fresh connection; the first to finish wins and
@@ -15,9 +16,14 @@
  * When no chunk is waiting and lanes stand idle (the end of the blobs), a
  * transfer at half the median is already slow: the idle lanes take its tail.
  *
- * Without -j the count starts at LANES_START and grows by LANES_GROW each
- * LANES_STEP while the total rate still rises by LANES_GAIN; a step that
- * gained less is taken back, and the count stays (the link is full). */
+ * Without -j the count starts at PP_DEFAULT_CONNECTIONS (8) and grows by
+ * LANES_GROW each LANES_STEP while the total rate still rises by
+ * LANES_GAIN; a step that gained less is taken back, and the count stays
+ * (the link is full).
+ *
+ * A request covers SPAN_RTTS round trips of data (several chunks in a
+ * row) so a far registry does not cost each lane a round trip per chunk:
+ * lanes_span. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -283,6 +289,14 @@ static bool judge(struct pp_engine *e, double now)
 	for (int i = 0; i < s->n_recent; i++)
 		rates[n++] = s->recent[i];
 	double median = lanes_median(rates, n);
+	/* When most lanes are slow, their median is slow too; what the
+	 * finished requests got is what a chunk queued again (or a racer on
+	 * an idle pooled connection) would get: the higher of the two. */
+	if (s->n_recent >= SLOW_MIN_PEERS) {
+		double done = lanes_median(s->recent, (size_t)s->n_recent);
+		if (done > median)
+			median = done;
+	}
 	bool tail = !any_pending(e) && e->n_xfers < s->limit;
 	for (int i = 0; i < e->n_xfers; i++) {
 		struct xfer *x = e->xfers[i];

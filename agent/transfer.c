@@ -32,8 +32,9 @@ static void xfer_detach(struct pp_engine *e, struct xfer *x)
 		x->race_of = NULL;
 		e->lanes.racers--;
 	}
-	/* The chunks a span reserved past the one it was at go back. */
-	for (size_t k = x->chunk + 1; k <= x->last && !x->race_of; k++)
+	/* The chunks a span reserved past the one it was at go back (a
+	 * racer's last is its chunk: it reserves none). */
+	for (size_t k = x->chunk + 1; k <= x->last; k++)
 		if (x->b->chunks[k].state == CHUNK_ACTIVE)
 			chunk_set_state(x->b, k, CHUNK_PENDING);
 	x->last = x->chunk;
