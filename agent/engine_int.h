@@ -57,6 +57,7 @@
 #define SLOW_FRACTION 3.0      /* slow: under 1/SLOW_FRACTION of the peers' median */
 #define SLOW_TAIL_FRACTION 2.0 /* ... or 1/2 near the end, when lanes stand idle */
 #define SLOW_MIN_PEERS 3       /* rates the median needs besides the judged one */
+#define SLOW_MIN_GAIN 0.5      /* seconds acting must save at least */
 #define SLOW_MAX_ACTS 3        /* races and retirements of one chunk at most */
 #define RACE_MAX 1             /* racers at once: each buffers its range (memory) */
 #define RACE_BUF_MAX CHUNK_MAX /* a longer remaining range is retired, not raced */
@@ -295,7 +296,8 @@ void xfer_finish(struct pp_engine *e, struct xfer *x, CURLcode rc);
 void xfer_stalled(struct pp_engine *e, struct xfer *x);
 /* Takes a transfer out of the loop and frees it. */
 void xfer_free(struct pp_engine *e, struct xfer *x);
-/* Starts a racer for x's remaining range on a fresh connection. */
+/* Starts a racer for x's remaining range on another connection (an idle
+ * pooled one when there is one). */
 int xfer_race(struct pp_engine *e, struct xfer *x, struct pp_error *err);
 
 /* ---- lanes.c: the connections ---- */

@@ -9,7 +9,7 @@
  * busy edge, or a TCP flow stuck in loss recovery.
  *   - When it holds the hash frontier (the first chunk not done: what the
  *     blob hash and a streaming unpack wait on), a racer asks for its
- *     remaining range on a fresh connection; the first to finish wins and
+ *     remaining range on another connection; the first to finish wins and
  *     the other is cancelled (transfer.c: race_won).
  *   - Otherwise it is retired: its bytes stay on disk, its chunk goes back
  *     to the queue, and the next free lane fetches the rest.
@@ -308,6 +308,10 @@ static bool judge(struct pp_engine *e, double now)
 		    c->verify)
 			continue;
 		double rate = lanes_window_rate(x, now);
+		/* Silence (nothing for half a second) is a stall, not a slow
+		 * lane: --stall-timeout is the rule for that. */
+		if (rate <= 0 || now - x->last_byte > SLOW_MIN_AGE / 2)
+			continue;
 		if (x->race_of) {
 			/* A racer as slow as what it races: drop it, so the
 			 * frontier can be raced again elsewhere. */
@@ -326,9 +330,9 @@ static bool judge(struct pp_engine *e, double now)
 		if (lanes_is_slow(rate, median, n - 1, false))
 			curl_easy_setopt(x->h, CURLOPT_FORBID_REUSE, 1L);
 		int64_t left = c->len - c->received;
-		/* Not worth it when a median lane would need under a quarter
-		 * second for what is left. */
-		if (median <= 0 || (double)left < median * 0.25)
+		/* Not worth it when the slow lane would be done with what is
+		 * left at most half a second after a median lane. */
+		if (median <= 0 || (double)left / rate < (double)left / median + SLOW_MIN_GAIN)
 			continue;
 		if (!lanes_is_slow(rate, median, n - 1, tail) || !extra_allowed(e))
 			continue;
@@ -369,6 +373,12 @@ static void autoscale(struct pp_engine *e, double now)
 			s->step_at = now;
 		if (!waiting || e->n_xfers - s->racers < s->limit || now - s->step_at < LANES_WARM)
 			return;
+		/* Not before every lane delivers: a connection still being set
+		 * up (or a first request the registry is slow to answer) would
+		 * make the count look slower than the link. */
+		for (int i = 0; i < e->n_xfers; i++)
+			if (e->xfers[i]->got == 0)
+				return;
 		s->step_at = now;
 		s->step_bytes = e->fetched;
 		s->step_starved = false;

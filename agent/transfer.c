@@ -364,7 +364,7 @@ int xfer_race(struct pp_engine *e, struct xfer *x, struct pp_error *err)
 	 * lanes slow (test_lanes_slow) fresh racers were slow as often. */
 	curl_easy_setopt(x->h, CURLOPT_FORBID_REUSE, 1L);
 	curl_multi_add_handle(e->multi, r->h);
-	pp_debug("blob %s: chunk %zu: racing bytes %lld-%lld on a fresh connection",
+	pp_debug("blob %s: chunk %zu: racing bytes %lld-%lld on another connection",
 		 pp_short_digest(b->digest), x->chunk, (long long)start, (long long)end);
 	return 0;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Slow lanes (scripts/netsim.sh: half the client ports at 1/16 of the rate): a slow
-# connection holding the hash frontier is raced on a fresh connection, one holding any
+# connection holding the hash frontier is raced on another connection, one holding any
 # other chunk is retired and its rest fetched again; the blob is correct, it finishes
 # within a few times what the fast lanes allow (without racing, one chunk on a slow lane
 # alone takes 8 s), and the bytes fetched twice are few and reported.
