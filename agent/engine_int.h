@@ -321,6 +321,9 @@ double lanes_window_rate(const struct xfer *x, double now);
 void lanes_sample(struct xfer *x, double now);
 /* Whether `rate` is slow beside the peers' median (tail: lanes stand idle). */
 bool lanes_is_slow(double rate, double median, size_t peers, bool tail);
+/* Whether racing or retiring a transfer of `rate` with `left` bytes to go
+ * saves enough beside a lane of `median` (bytes/s). */
+bool lanes_worth_acting(double rate, double median, int64_t left);
 /* The automatic count after one step measured `rate` (bytes/s). */
 int lanes_step(struct lanes_state *s, double rate);
 /* How many chunks of chunk_len one request should cover on a lane of

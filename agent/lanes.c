@@ -111,6 +111,15 @@ bool lanes_is_slow(double rate, double median, size_t peers, bool tail)
 	return rate * (tail ? SLOW_TAIL_FRACTION : SLOW_FRACTION) < median;
 }
 
+bool lanes_worth_acting(double rate, double median, int64_t left)
+{
+	/* Not when the slow lane would be done with what is left at most
+	 * SLOW_MIN_GAIN after a median lane. */
+	if (rate <= 0 || median <= 0)
+		return false;
+	return (double)left / rate >= (double)left / median + SLOW_MIN_GAIN;
+}
+
 int lanes_step(struct lanes_state *s, double rate)
 {
 	if (s->fixed || s->settled)
@@ -330,9 +339,7 @@ static bool judge(struct pp_engine *e, double now)
 		if (lanes_is_slow(rate, median, n - 1, false))
 			curl_easy_setopt(x->h, CURLOPT_FORBID_REUSE, 1L);
 		int64_t left = c->len - c->received;
-		/* Not worth it when the slow lane would be done with what is
-		 * left at most half a second after a median lane. */
-		if (median <= 0 || (double)left / rate < (double)left / median + SLOW_MIN_GAIN)
+		if (!lanes_worth_acting(rate, median, left))
 			continue;
 		if (!lanes_is_slow(rate, median, n - 1, tail) || !extra_allowed(e))
 			continue;

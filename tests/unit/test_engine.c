@@ -394,6 +394,11 @@ static void test_lanes(void **state)
 	assert_true(lanes_is_slow(4, 9, 3, true));
 	assert_false(lanes_is_slow(1, 9, 2, false)); /* too few peers to judge */
 	assert_false(lanes_is_slow(0, 0, 5, false));
+	/* Acting must save half a second: 3 MB at 2 MB/s beside 16 MB/s saves
+	 * 1.3 s; 0.5 MB saves 0.2 s. */
+	assert_true(lanes_worth_acting(2e6, 16e6, 3000000));
+	assert_false(lanes_worth_acting(2e6, 16e6, 500000));
+	assert_false(lanes_worth_acting(0, 16e6, 3000000)); /* a stall: the stall timeout's */
 
 	/* 1 MB/s for 3 s, sampled every 0.1 s: the window sees 1 MB/s; then
 	 * nothing for 1 s: the window sees 0. */
