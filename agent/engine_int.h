@@ -9,11 +9,15 @@
  *               preallocate, resume, checkpoint, commit into the store
  *   verify.c    the in-order prefix: the whole-blob hash and the prefix
  *               consumers, the digest check, and repair after a mismatch
+ *   lanes.c     the connections: each transfer's rate, slow ones raced or
+ *               retired, how many connections to use, per-lane stats
  *
  * Invariants the files rely on:
  *   - bytes [0, hashed) of a blob are on disk, fed to the hash, and are
  *     never written again unless the hash goes back first (prefix_rewind);
- *   - a chunk is ACTIVE exactly while one transfer writes it;
+ *   - a chunk is ACTIVE exactly while one transfer writes it (a racer
+ *     only buffers its bytes; they reach the file once the chunk's own
+ *     transfer is gone);
  *   - first_pending never points past a PENDING chunk. */
 #ifndef PREPULL_ENGINE_INT_H
 #define PREPULL_ENGINE_INT_H
@@ -45,6 +49,26 @@
 #define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
 #define FD_RESERVE 64          /* descriptors kept free for everything but blob files */
 
+/* lanes.c: slow transfers, racing, the connection count. */
+#define RATE_SAMPLES 16        /* a transfer's (time, bytes) samples: its sliding window */
+#define RATE_WINDOW 1.0        /* seconds a transfer's rate is taken over */
+#define LANES_TICK 0.1         /* seconds between samples */
+#define SLOW_MIN_AGE 1.0       /* a transfer is judged only after this long */
+#define SLOW_FRACTION 3.0      /* slow: under 1/SLOW_FRACTION of the peers' median */
+#define SLOW_TAIL_FRACTION 2.0 /* ... or 1/2 near the end, when lanes stand idle */
+#define SLOW_MIN_PEERS 3       /* rates the median needs besides the judged one */
+#define SLOW_MIN_GAIN 0.5      /* seconds acting must save at least */
+#define SLOW_MAX_ACTS 3        /* races and retirements of one chunk at most */
+#define RACE_MAX 1             /* racers at once: each buffers its range (memory) */
+#define RACE_BUF_MAX CHUNK_MAX /* a longer remaining range is retired, not raced */
+#define RECENT_RATES 16        /* finished transfers' rates kept for the median */
+#define LANES_GROW 1.5         /* each step multiplies the count by this */
+#define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
+#define LANES_STEP 1.0         /* seconds of measurement per step */
+#define LANES_WARM 0.3         /* seconds after a step before measuring */
+#define SPAN_RTTS 16           /* a request carries this many round trips of data ... */
+#define SPAN_MAX (64 * MIB)    /* ... up to this much */
+
 enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
 
 struct chunk {
@@ -59,6 +83,7 @@ struct chunk {
 	bool verify; /* done in an earlier run: its bytes must match `digest` first */
 	struct pp_sha256 *resume_hash; /* blob hash before this chunk, while verifying */
 	int64_t checkpoint;            /* `received` at the last journal checkpoint */
+	int slow_acts;                 /* times a slow transfer of it was raced or retired */
 };
 
 struct waiter {
@@ -122,6 +147,8 @@ struct blob {
 	int64_t redone;  /* of those, bytes a repair pass is fetching again */
 	int64_t resumed; /* done in earlier runs, verified or still to verify */
 	double started;
+	double last_byte; /* when its last transfer ended (for the commit lag) */
+	bool lag_noted;
 	struct waiter *waiters;
 	struct pp_error err;
 	size_t src;                  /* the host asked now: the src-th of every origin's hosts */
@@ -134,7 +161,9 @@ struct xfer {
 	struct pp_engine *e;
 	CURL *h;
 	struct blob *b;
-	size_t chunk;
+	size_t chunk; /* the chunk its bytes go to now */
+	size_t last;  /* a span: the request covers chunks [chunk, last], all ACTIVE */
+	int64_t want_start, want_end; /* the range asked for */
 	struct curl_slist *hdrs;
 	char *authz; /* the Authorization line sent, NULL for none */
 	char errbuf[CURL_ERROR_SIZE];
@@ -154,10 +183,56 @@ struct xfer {
 	struct pp_error consumer_err;
 	char bad_reply[256];
 	struct pp_buf errbody;
-	size_t src;              /* b->src when it started */
-	struct pp_registry *reg; /* that host (a mirror, or a registry) */
-	const char *repo;        /* the repository there (the blob's) */
-	char *url;               /* the blob's URL there */
+	size_t src;                     /* b->src when it started */
+	struct pp_registry *reg;        /* that host (a mirror, or a registry) */
+	const char *repo;               /* the repository there (the blob's) */
+	char *url;                      /* the blob's URL there */
+	double started;                 /* when the request went out */
+	double rate_t[RATE_SAMPLES];    /* sliding window: when ... */
+	int64_t rate_got[RATE_SAMPLES]; /* ... `got` was what */
+	int rate_n, rate_next;
+	struct xfer *racer;   /* a second request for this one's remaining range */
+	struct xfer *race_of; /* set on a racer: the transfer it races */
+	int64_t race_pos;     /* a racer's range: [race_pos, race_end] */
+	int64_t race_end;
+	unsigned char *race_buf; /* its bytes, until it wins or is dropped */
+	int64_t race_got;
+	bool race_bad; /* its reply was not the range asked for */
+};
+
+/* One TCP connection (told apart by its local port): what it carried. */
+struct lane {
+	long port;
+	int64_t bytes;
+	int requests;
+	double busy;     /* first byte to last byte of its requests */
+	double idle;     /* between one request's last byte and the next request */
+	double rtt_sum;  /* request sent to first byte, summed */
+	double last_end; /* its last request's end */
+};
+
+struct lanes_state {
+	int limit; /* connections the scheduler uses now */
+	int max;   /* --max-connections, or -j */
+	bool fixed;
+	bool settled; /* the automatic count stopped growing */
+	int peak;
+	int prev_limit;
+	double tick_at;
+	double step_at;              /* the current step's measurement began */
+	int64_t step_bytes;          /* e->fetched then; -1 while warming up */
+	double step_rate;            /* the rate the count before the last step gave */
+	bool step_starved;           /* a lane had no chunk to fetch during the step */
+	double recent[RECENT_RATES]; /* finished transfers' rates */
+	int n_recent, recent_next;
+	double recent_rtt[RECENT_RATES]; /* and their request-to-first-byte times */
+	int n_rtt, rtt_next;
+	int64_t extra; /* bytes fetched twice: racers' overlap and losers */
+	int raced, races_won, retired;
+	double commit_lag; /* longest time from a blob's last byte to its commit */
+	int racers;
+	struct lane *lane;
+	size_t n_lane;
 };
 
 struct host_count {
@@ -183,6 +258,7 @@ struct pp_engine {
 	int run_lock;    /* the staging dir's run lock, held shared (partial.h) */
 	unsigned char *hashbuf;
 	struct pp_sha256 *scratch; /* for digests of a running hash */
+	struct lanes_state lanes;
 };
 
 /* ---- engine.c: the scheduler and the state of chunks and blobs ---- */
@@ -236,14 +312,51 @@ bool engine_blame_host(struct blob *b, const char *got);
  * request with a range yet: one request at a time then (see transfer.c). */
 bool engine_probing(const struct blob *b);
 
-/* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
-int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);
+/* Starts fetching chunks [ci, last] of b in one request (the rest of ci,
+ * after a checkpoint; the others whole). */
+int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, size_t last, struct pp_error *err);
 /* Judges a finished transfer and acts on the outcome; frees x. */
 void xfer_finish(struct pp_engine *e, struct xfer *x, CURLcode rc);
 /* Cancels a transfer that received nothing for --stall-timeout. */
 void xfer_stalled(struct pp_engine *e, struct xfer *x);
 /* Takes a transfer out of the loop and frees it. */
 void xfer_free(struct pp_engine *e, struct xfer *x);
+/* Starts a racer for x's remaining range on another connection (an idle
+ * pooled one when there is one). */
+int xfer_race(struct pp_engine *e, struct xfer *x, struct pp_error *err);
+
+/* ---- lanes.c: the connections ---- */
+
+void lanes_init(struct pp_engine *e);
+void lanes_free(struct pp_engine *e);
+/* Once per loop turn: samples rates, races or retires slow transfers,
+ * and steps the automatic connection count. */
+void lanes_tick(struct pp_engine *e);
+/* A transfer leaves the loop: its lane's stats and its rate for the median. */
+void lanes_note_end(struct pp_engine *e, const struct xfer *x);
+/* A blob is committed: how long after its last byte (-v, and the most of
+ * them in the lanes event). */
+void lanes_blob_done(struct pp_engine *e, struct blob *b);
+/* -v lines per lane and the --json "lanes" event. */
+void lanes_report(struct pp_engine *e);
+/* Pure pieces, for the unit tests. */
+double lanes_median(const double *v, size_t n);
+/* The rate over the sliding window (bytes/s), from a transfer's samples. */
+double lanes_window_rate(const struct xfer *x, double now);
+void lanes_sample(struct xfer *x, double now);
+/* Whether `rate` is slow beside the peers' median (tail: lanes stand idle). */
+bool lanes_is_slow(double rate, double median, size_t peers, bool tail);
+/* Whether racing or retiring a transfer of `rate` with `left` bytes to go
+ * saves enough beside a lane of `median` (bytes/s). */
+bool lanes_worth_acting(double rate, double median, int64_t left);
+/* The automatic count after one step measured `rate` (bytes/s). */
+int lanes_step(struct lanes_state *s, double rate);
+/* How many chunks of chunk_len one request should cover on a lane of
+ * `rate` bytes/s and `rtt` seconds from request to first byte, with
+ * `pending` chunks left for `lanes` lanes. */
+size_t lanes_span(double rate, double rtt, int64_t chunk_len, size_t pending, int lanes);
+/* The last chunk a request starting at chunk ci of b should cover. */
+size_t lanes_span_end(struct pp_engine *e, struct blob *b, size_t ci, double now);
 
 /* What a finished transfer means, decided once from everything it saw. */
 enum xfer_outcome {

@@ -378,12 +378,79 @@ static void test_prefix(void **state)
 	free(oci);
 }
 
+/* lanes.c: the median, the slow test, the sliding-window rate, the
+ * automatic count's steps. */
+static void test_lanes(void **state)
+{
+	(void)state;
+	double v[] = {5, 1, 9, 3};
+	assert_true(lanes_median(v, 4) == 4);
+	assert_true(lanes_median(v, 3) == 5);
+	assert_true(lanes_median(v, 0) == 0);
+
+	/* Under a third of the median, with enough peers; half at the tail. */
+	assert_true(lanes_is_slow(1, 9, 3, false));
+	assert_false(lanes_is_slow(4, 9, 3, false));
+	assert_true(lanes_is_slow(4, 9, 3, true));
+	assert_false(lanes_is_slow(1, 9, 2, false)); /* too few peers to judge */
+	assert_false(lanes_is_slow(0, 0, 5, false));
+	/* Acting must save half a second: 3 MB at 2 MB/s beside 16 MB/s saves
+	 * 1.3 s; 0.5 MB saves 0.2 s. */
+	assert_true(lanes_worth_acting(2e6, 16e6, 3000000));
+	assert_false(lanes_worth_acting(2e6, 16e6, 500000));
+	assert_false(lanes_worth_acting(0, 16e6, 3000000)); /* a stall: the stall timeout's */
+
+	/* 1 MB/s for 3 s, sampled every 0.1 s: the window sees 1 MB/s; then
+	 * nothing for 1 s: the window sees 0. */
+	struct xfer x = {.started = 100};
+	for (int i = 1; i <= 30; i++) {
+		x.got = i * 100000;
+		lanes_sample(&x, 100 + i * 0.1);
+	}
+	double r = lanes_window_rate(&x, 103);
+	assert_true(r > 0.95e6 && r < 1.05e6);
+	for (int i = 31; i <= 45; i++)
+		lanes_sample(&x, 100 + i * 0.1);
+	assert_true(lanes_window_rate(&x, 104.5) < 1);
+	/* A young request is measured from its start. */
+	struct xfer y = {.started = 10, .got = 500000};
+	r = lanes_window_rate(&y, 10.5);
+	assert_true(r > 0.99e6 && r < 1.01e6);
+
+	/* Grows while a step gains 10%, takes back the step that did not. */
+	struct lanes_state s = {.limit = 8, .max = 64};
+	assert_int_equal(lanes_step(&s, 16e6), 12);
+	assert_int_equal(lanes_step(&s, 24e6), 18);
+	assert_int_equal(lanes_step(&s, 25e6), 12);
+	assert_true(s.settled);
+	assert_int_equal(lanes_step(&s, 100e6), 12);
+	/* Never past the cap; -j never moves. */
+	struct lanes_state c = {.limit = 40, .max = 50};
+	assert_int_equal(lanes_step(&c, 1e6), 50);
+	assert_int_equal(lanes_step(&c, 2e6), 50);
+	assert_true(c.settled);
+	struct lanes_state f = {.limit = 16, .max = 16, .fixed = true};
+	assert_int_equal(lanes_step(&f, 1e6), 16);
+
+	/* A request carries SPAN_RTTS round trips of data: 16 x 4 MB/s x
+	 * 0.1 s = 6.4 MB, 7 chunks of 1 MiB; at most SPAN_MAX; never more
+	 * than the pending chunks shared by the lanes; one without a
+	 * measurement. */
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 100, 4), 7);
+	assert_int_equal(lanes_span(1e9, 0.1, MiB, 1000, 4), SPAN_MAX / MiB);
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 12, 4), 3);
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 3, 4), 1);
+	assert_int_equal(lanes_span(0, 0.1, MiB, 100, 4), 1);
+	assert_int_equal(lanes_span(4e6, 0, MiB, 100, 4), 1);
+	assert_int_equal(lanes_span(16e6, 0.001, 16 * MiB, 100, 4), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pick_chunk_size), cmocka_unit_test(test_plan_chunks),
 		cmocka_unit_test(test_state_functions), cmocka_unit_test(test_classify),
-		cmocka_unit_test(test_prefix),
+		cmocka_unit_test(test_prefix),          cmocka_unit_test(test_lanes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
