@@ -34,6 +34,7 @@ import glob, os, re, sys
 # Files that make up one module under another name.
 MODULES = {
     "engine_int": "engine", "transfer": "engine", "partial": "engine", "verify": "engine",
+    "hashpool": "engine",
     "unpack_int": "unpack", "unpack_apply": "unpack",
 }
 for prefix in ("auth", "unpack"):
