@@ -111,6 +111,7 @@ struct hashpool *hashpool_new(int threads, void (*wake)(void *ctx), void *wake_c
 	for (int i = 0; i < threads; i++) {
 		if (pthread_create(&p->threads[p->n_threads], NULL, worker, p) != 0)
 			break;
+		pthread_setname_np(p->threads[p->n_threads], "prepull-hash"); /* for top, perf */
 		p->n_threads++;
 	}
 	if (p->n_threads == 0) {
