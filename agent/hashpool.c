@@ -82,6 +82,9 @@ static void *worker(void *arg)
 
 		int64_t done = 0;
 		int error = run_job(j, buf, &done);
+		pthread_mutex_lock(&p->lock);
+		p->bytes += done;
+		pthread_mutex_unlock(&p->lock);
 		/* Released only now: the owner reads the hash once we let go. */
 		pp_sha256_release(j->h, error);
 		if (j->h2)
@@ -90,7 +93,6 @@ static void *worker(void *arg)
 		p->wake(p->wake_ctx);
 
 		pthread_mutex_lock(&p->lock);
-		p->bytes += done;
 	}
 	pthread_mutex_unlock(&p->lock);
 	free(buf);

@@ -300,10 +300,14 @@ void chunk_hash_done(struct pp_engine *e, struct blob *b, size_t ci)
 
 static int chunk_digests(struct pp_engine *e, struct blob *b)
 {
-	for (size_t i = 0; i < b->n_chunks && b->digests_pending > 0; i++)
-		if (b->chunks[i].digest_pending && b->chunks[i].sha &&
-		    chunk_digest_step(e, b, i) < 0)
+	size_t left = b->digests_pending;
+	for (size_t i = 0; i < b->n_chunks && left > 0; i++) {
+		if (!b->chunks[i].digest_pending || !b->chunks[i].sha)
+			continue;
+		left--;
+		if (chunk_digest_step(e, b, i) < 0)
 			return -1;
+	}
 	return 0;
 }
 
