@@ -1,5 +1,5 @@
-/* The hash workers: a FIFO of jobs under one lock, each worker with its
- * own read buffer.  Jobs are whole ranges (a chunk, or what arrived of it
+/* The hash workers: two FIFOs of jobs (urgent first) under one lock,
+ * each worker with its own read buffer.  Jobs are whole ranges (a chunk, or what arrived of it
  * since the last one), so the lock is taken a few times per MiB. */
 #include "hashpool.h"
 
@@ -24,10 +24,17 @@ struct job {
 	struct job *next;
 };
 
+/* A FIFO of jobs. */
+struct queue {
+	struct job *head, *tail;
+};
+
 struct hashpool {
 	pthread_mutex_t lock;
 	pthread_cond_t work;
-	struct job *head, *tail;
+	pthread_cond_t idle;          /* a job is over */
+	struct queue urgent, later;   /* a worker takes urgent jobs first */
+	int running_fd[HASHPOOL_MAX]; /* the file each worker reads, -1 for none */
 	bool stopping;
 	void (*wake)(void *ctx);
 	void *wake_ctx;
@@ -64,20 +71,54 @@ static int run_job(struct job *j, unsigned char *buf, int64_t *done)
 	return 0;
 }
 
+static void push(struct queue *q, struct job *j)
+{
+	if (q->tail)
+		q->tail->next = j;
+	else
+		q->head = j;
+	q->tail = j;
+}
+
+static struct job *pop(struct queue *q)
+{
+	struct job *j = q->head;
+	if (j) {
+		q->head = j->next;
+		if (!q->head)
+			q->tail = NULL;
+		j->next = NULL;
+	}
+	return j;
+}
+
+static void release(struct job *j, int error)
+{
+	pp_sha256_release(j->h, error);
+	if (j->h2)
+		pp_sha256_release(j->h2, error);
+	free(j);
+}
+
+struct worker_arg {
+	struct hashpool *p;
+	int slot;
+};
+
 static void *worker(void *arg)
 {
-	struct hashpool *p = arg;
+	struct hashpool *p = ((struct worker_arg *)arg)->p;
+	int slot = ((struct worker_arg *)arg)->slot;
+	free(arg);
 	unsigned char *buf = pp_xmalloc(READ_BUFFER);
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
-		while (!p->head && !p->stopping)
+		while (!p->urgent.head && !p->later.head && !p->stopping)
 			pthread_cond_wait(&p->work, &p->lock);
-		struct job *j = p->head;
+		struct job *j = p->urgent.head ? pop(&p->urgent) : pop(&p->later);
 		if (!j)
 			break; /* stopping, and the queue is empty */
-		p->head = j->next;
-		if (!p->head)
-			p->tail = NULL;
+		p->running_fd[slot] = j->fd;
 		pthread_mutex_unlock(&p->lock);
 
 		int64_t done = 0;
@@ -86,13 +127,12 @@ static void *worker(void *arg)
 		p->bytes += done;
 		pthread_mutex_unlock(&p->lock);
 		/* Released only now: the owner reads the hash once we let go. */
-		pp_sha256_release(j->h, error);
-		if (j->h2)
-			pp_sha256_release(j->h2, error);
-		free(j);
+		release(j, error);
 		p->wake(p->wake_ctx);
 
 		pthread_mutex_lock(&p->lock);
+		p->running_fd[slot] = -1; /* a cancel waits until the hashes are free */
+		pthread_cond_broadcast(&p->idle);
 	}
 	pthread_mutex_unlock(&p->lock);
 	free(buf);
@@ -104,6 +144,9 @@ struct hashpool *hashpool_new(int threads, void (*wake)(void *ctx), void *wake_c
 	struct hashpool *p = pp_xcalloc(1, sizeof(*p));
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work, NULL);
+	pthread_cond_init(&p->idle, NULL);
+	for (int i = 0; i < HASHPOOL_MAX; i++)
+		p->running_fd[i] = -1;
 	p->wake = wake;
 	p->wake_ctx = wake_ctx;
 	if (threads < 1)
@@ -111,8 +154,12 @@ struct hashpool *hashpool_new(int threads, void (*wake)(void *ctx), void *wake_c
 	if (threads > HASHPOOL_MAX)
 		threads = HASHPOOL_MAX;
 	for (int i = 0; i < threads; i++) {
-		if (pthread_create(&p->threads[p->n_threads], NULL, worker, p) != 0)
+		struct worker_arg *a = pp_xmalloc(sizeof(*a));
+		*a = (struct worker_arg){p, p->n_threads};
+		if (pthread_create(&p->threads[p->n_threads], NULL, worker, a) != 0) {
+			free(a);
 			break;
+		}
 		pthread_setname_np(p->threads[p->n_threads], "prepull-hash"); /* for top, perf */
 		p->n_threads++;
 	}
@@ -124,7 +171,7 @@ struct hashpool *hashpool_new(int threads, void (*wake)(void *ctx), void *wake_c
 }
 
 void hashpool_post(struct hashpool *p, int fd, int64_t from, int64_t to, struct pp_sha256 *h,
-		   struct pp_sha256 *h2)
+		   struct pp_sha256 *h2, bool urgent)
 {
 	struct job *j = pp_xcalloc(1, sizeof(*j));
 	*j = (struct job){.fd = fd, .from = from, .to = to, .h = h, .h2 = h2};
@@ -132,13 +179,36 @@ void hashpool_post(struct hashpool *p, int fd, int64_t from, int64_t to, struct 
 	if (h2)
 		pp_sha256_hold(h2);
 	pthread_mutex_lock(&p->lock);
-	if (p->tail)
-		p->tail->next = j;
-	else
-		p->head = j;
-	p->tail = j;
+	push(urgent ? &p->urgent : &p->later, j);
 	pthread_cond_signal(&p->work);
 	pthread_mutex_unlock(&p->lock);
+}
+
+/* Moves q's jobs on fd to *out. */
+static void take_fd(struct queue *q, int fd, struct queue *out)
+{
+	struct queue keep = {0};
+	for (struct job *j; (j = pop(q));)
+		push(j->fd == fd ? out : &keep, j);
+	*q = keep;
+}
+
+void hashpool_cancel(struct hashpool *p, int fd)
+{
+	struct queue dropped = {0};
+	pthread_mutex_lock(&p->lock);
+	take_fd(&p->urgent, fd, &dropped);
+	take_fd(&p->later, fd, &dropped);
+	for (bool running = true; running;) {
+		running = false;
+		for (int i = 0; i < p->n_threads; i++)
+			running = running || p->running_fd[i] == fd;
+		if (running)
+			pthread_cond_wait(&p->idle, &p->lock);
+	}
+	pthread_mutex_unlock(&p->lock);
+	for (struct job *j; (j = pop(&dropped));)
+		release(j, 0);
 }
 
 double hashpool_cpu_seconds(const struct hashpool *p)
@@ -173,6 +243,7 @@ void hashpool_free(struct hashpool *p)
 	for (int i = 0; i < p->n_threads; i++)
 		pthread_join(p->threads[i], NULL);
 	pthread_cond_destroy(&p->work);
+	pthread_cond_destroy(&p->idle);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

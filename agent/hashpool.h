@@ -8,6 +8,7 @@
 #ifndef PREPULL_HASHPOOL_H
 #define PREPULL_HASHPOOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct pp_sha256;
@@ -21,9 +22,14 @@ struct hashpool *hashpool_new(int threads, void (*wake)(void *ctx), void *wake_c
 /* Hashes bytes [from, to) of fd into h, and into h2 too unless NULL.
  * Neither may be held already.  A read error is left in the hashes
  * (pp_sha256_error), which then stop short of `to`.  The fd must stay
- * open until the hashes are released. */
+ * open until the hashes are released.  An urgent job goes before every
+ * job that is not (the whole-blob hash, which a commit waits for, before
+ * chunk hashes, which only a repair needs at once). */
 void hashpool_post(struct hashpool *p, int fd, int64_t from, int64_t to, struct pp_sha256 *h,
-		   struct pp_sha256 *h2);
+		   struct pp_sha256 *h2, bool urgent);
+/* Drops the jobs on fd that no worker has started (their hashes are
+ * released short of their end), and waits for the ones running. */
+void hashpool_cancel(struct hashpool *p, int fd);
 /* CPU seconds the workers used, and the bytes they hashed (h2's counted
  * once more). */
 double hashpool_cpu_seconds(const struct hashpool *p);

@@ -1,7 +1,8 @@
 /* The hash workers: hashes fed from a file in slices on worker threads
  * come out as the one-shot digest of the same bytes, two at once, many
- * in parallel; a read error is left in the hash; the owner's calls wait
- * for the worker.  Built with ThreadSanitizer too (scripts/test.sh). */
+ * in parallel, urgent or not; a read error is left in the hash; the
+ * owner's calls wait for the worker; a cancel leaves no job on a file.  Built with ThreadSanitizer
+ * too (scripts/test.sh). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -72,7 +73,7 @@ static void test_same_digests(void **state)
 			if (fed == size)
 				continue;
 			int64_t to = fed + 1 + rand() % ((i + 1) * 100000);
-			hashpool_post(p, fd, fed, to > size ? size : to, h[i], NULL);
+			hashpool_post(p, fd, fed, to > size ? size : to, h[i], NULL, i % 3 == 0);
 			posts++;
 			more = true;
 		}
@@ -85,7 +86,7 @@ static void test_same_digests(void **state)
 		assert_string_equal(got, want);
 	}
 	/* One read into two hashes, and the owner's final waits for it. */
-	hashpool_post(p, fd, 0, size, h[0], h[1]);
+	hashpool_post(p, fd, 0, size, h[0], h[1], false);
 	pp_sha256_final(h[0], got);
 	assert_string_equal(got, want);
 	pp_sha256_final(h[1], got);
@@ -109,13 +110,43 @@ static void test_read_error(void **state)
 	int fd = random_file(path, 1000, &data);
 	struct hashpool *p = hashpool_new(1, count_wake, NULL);
 	struct pp_sha256 *h = pp_sha256_new();
-	hashpool_post(p, fd, 0, 5000, h, NULL); /* the file is shorter */
+	hashpool_post(p, fd, 0, 5000, h, NULL, true); /* the file is shorter */
 	pp_sha256_wait(h);
 	assert_int_equal(pp_sha256_error(h), EIO);
 	assert_int_equal(pp_sha256_fed(h), 1000);
 	hashpool_free(p);
 	pp_sha256_free(h);
 	close(fd);
+	unlink(path);
+	free(data);
+}
+
+/* Cancelled jobs on a file are dropped or done by the time the call
+ * returns: their hashes are free, and no worker reads the file after. */
+static void test_cancel(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/prepull-test-hashpool-XXXXXX";
+	const int64_t size = 2 * MiB;
+	unsigned char *data;
+	int fd = random_file(path, size, &data);
+	struct hashpool *p = hashpool_new(1, count_wake, NULL);
+	enum { N = 8 };
+	struct pp_sha256 *h[N];
+	for (int i = 0; i < N; i++) {
+		h[i] = pp_sha256_new();
+		hashpool_post(p, fd, 0, size, h[i], NULL, false);
+	}
+	hashpool_cancel(p, fd);
+	close(fd);
+	for (int i = 0; i < N; i++) {
+		assert_false(pp_sha256_busy(h[i]));
+		assert_int_equal(pp_sha256_error(h[i]), 0);
+		int64_t fed = pp_sha256_fed(h[i]);
+		assert_true(fed == 0 || fed == size);
+		pp_sha256_free(h[i]);
+	}
+	hashpool_free(p);
 	unlink(path);
 	free(data);
 }
@@ -134,6 +165,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_same_digests),
 		cmocka_unit_test(test_read_error),
+		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_default_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
