@@ -22,7 +22,8 @@
  *     and no worker reads a blob's file once it is closed (partial_close
  *     waits for them);
  *   - a chunk's digest is known (journal, repair) once the workers are
- *     through it (digest_pending); a blob is finished only with none left;
+ *     through it (digest_pending); a blob whose hash matches is committed
+ *     without the ones still coming, a repair waits for all of them;
  *   - consumers are fed in order, never past the landed prefix, and go
  *     back when bytes they took are fetched again (prefix_rewind);
  *   - a chunk is ACTIVE exactly while one transfer writes it;
@@ -52,11 +53,12 @@
 #define HASH_BUFFER (1 * MIB)    /* read-back buffer for the whole-blob hash */
 #define CDN_URL_MAX_AGE 300.0    /* reuse a redirect target this long at most */
 #define ERROR_BODY_MAX 4096
-#define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
-#define HASH_SLICE (1 * MIB)   /* a chunk's bytes handed to a hash worker at once */
-#define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
-#define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
-#define FD_RESERVE 64          /* descriptors kept free for everything but blob files */
+#define HASH_BUDGET (64 * MIB)  /* bytes read back per loop turn, so transfers keep flowing */
+#define HASH_SLICE (1 * MIB)    /* a chunk's bytes handed to a hash worker at once */
+#define HASH_JOB_MAX (32 * MIB) /* done chunks one blob-hash job takes: what a close waits for */
+#define BUSY_RETRY 1.0          /* seconds between looks at a blob another run holds */
+#define MOVED_MAX 100           /* opens that found the file replaced before the blob fails */
+#define FD_RESERVE 64           /* descriptors kept free for everything but blob files */
 
 enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
 
@@ -113,6 +115,7 @@ struct blob {
 	size_t hash_chunk;          /* the chunk `hashed` is in; earlier ones are DONE */
 	struct pp_sha256 *frontier; /* unused: the hash enters no chunk before it is done */
 	size_t digests_pending;     /* chunks with digest_pending */
+	double chunk_done_at;       /* when a chunk was last done (its last byte in) */
 	struct consumer_slot *consumers;
 	size_t n_consumers;
 	bool single_stream; /* the server ignores Range */

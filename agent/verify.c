@@ -189,6 +189,8 @@ static int advance_hash(struct pp_engine *e, struct blob *b, struct pp_error *er
 		struct chunk *c = &b->chunks[b->hash_chunk];
 		if (c->state != CHUNK_DONE)
 			break; /* never past a chunk whose transfer has not finished */
+		if (b->repairing && c->digest_pending)
+			break; /* whether it came back different decides what is fetched next */
 		int64_t end = c->off + c->len;
 		if (c->verify && !c->sha) {
 			/* The blob hash must not take bytes that may turn out bad. */
@@ -197,8 +199,19 @@ static int advance_hash(struct pp_engine *e, struct blob *b, struct pp_error *er
 			pp_sha256_copy(c->resume_hash, b->hash);
 		}
 		if (b->hashed < end) {
+			/* Done chunks after it go in the same job, so the blob hash
+			 * takes what it can before the chunk hashes (which only a
+			 * repair waits for) get the worker. */
+			for (size_t k = b->hash_chunk + 1;
+			     !c->verify && k < b->n_chunks && end - b->hashed < HASH_JOB_MAX; k++) {
+				const struct chunk *n = &b->chunks[k];
+				if (n->state != CHUNK_DONE || n->verify ||
+				    (b->repairing && n->digest_pending))
+					break;
+				end = n->off + n->len;
+			}
 			hashpool_post(pool(e), b->fd, b->hashed, end, b->hash,
-				      c->verify ? c->sha : NULL);
+				      c->verify ? c->sha : NULL, true);
 			return 0;
 		}
 		if (c->verify) {
@@ -239,8 +252,10 @@ void chunk_hash_more(struct pp_engine *e, struct blob *b, size_t ci)
 	int64_t fed = pp_sha256_fed(c->sha);
 	if (fed - c->checkpoint >= partial_checkpoint_every(b) && fed < c->len)
 		partial_checkpoint_hashed(e, b, ci);
-	if (c->received - fed >= HASH_SLICE || (c->received == c->len && fed < c->len))
-		hashpool_post(pool(e), b->fd, c->off + fed, c->off + c->received, c->sha, NULL);
+	/* A slice at a time, so a blob hash that is due gets the next worker. */
+	int64_t to = c->received - fed > HASH_SLICE ? fed + HASH_SLICE : c->received;
+	if (to - fed == HASH_SLICE || (c->received == c->len && fed < c->len))
+		hashpool_post(pool(e), b->fd, c->off + fed, c->off + to, c->sha, NULL, false);
 }
 
 /* A done chunk's hash is through: its digest goes into the journal, and
@@ -295,6 +310,7 @@ void chunk_hash_done(struct pp_engine *e, struct blob *b, size_t ci)
 		c->sha = pp_sha256_new(); /* an empty blob's one chunk */
 	c->digest_pending = true;
 	b->digests_pending++;
+	b->chunk_done_at = pp_now();
 	chunk_digest_step(e, b, ci);
 }
 
@@ -410,10 +426,25 @@ static void finish_blob(struct pp_engine *e, struct blob *b)
 {
 	char got[PP_DIGEST_STR_LEN + 1];
 	pp_sha256_final(b->hash, got);
-	if (strcmp(got, b->digest) != 0)
-		repair_blob(e, b, got);
-	else
+	if (b->chunk_done_at > 0)
+		pp_debug("blob %s: hashed %.3f s after its last byte came",
+			 pp_short_digest(b->digest), pp_now() - b->chunk_done_at);
+	if (strcmp(got, b->digest) == 0) {
+		/* Verified whole: the chunk digests still coming are not needed. */
+		if (b->digests_pending > 0 && e->pool)
+			hashpool_cancel(e->pool, b->fd);
 		partial_commit(e, b);
+		return;
+	}
+	/* A repair compares every chunk with its digest: all of them first. */
+	for (size_t i = 0; i < b->n_chunks && b->digests_pending > 0; i++) {
+		if (!b->chunks[i].digest_pending || !b->chunks[i].sha)
+			continue;
+		chunk_hash_settle(e, b, i);
+		if (chunk_final(e, b, i) < 0)
+			return; /* the blob failed */
+	}
+	repair_blob(e, b, got);
 }
 
 /* A repaired chunk came back different and the hash has passed it: with
@@ -440,7 +471,7 @@ static int advance_check(struct pp_engine *e, struct blob *b, struct pp_error *e
 		return -1;
 	b->check_pos = pp_sha256_fed(b->check);
 	if (b->check_pos < b->size) {
-		hashpool_post(pool(e), b->fd, b->check_pos, b->size, b->check, NULL);
+		hashpool_post(pool(e), b->fd, b->check_pos, b->size, b->check, NULL, true);
 		return 0;
 	}
 	char got[PP_DIGEST_STR_LEN + 1];
@@ -469,11 +500,11 @@ bool verify_blob(struct pp_engine *e, struct blob *b, int64_t *budget)
 		r = b->check ? advance_check(e, b, &err) : advance_hash(e, b, &err);
 	if (r < 0)
 		engine_fail_blob(e, b, &err);
-	else if (r == 0 && b->state == BLOB_RUNNING && !b->check && b->digests_pending == 0 &&
-		 !pp_sha256_busy(b->hash)) {
+	else if (r == 0 && b->state == BLOB_RUNNING && !b->check && !pp_sha256_busy(b->hash)) {
 		if (b->hash_chunk == b->n_chunks)
 			finish_blob(e, b);
-		else if (b->check_from > 0 && b->hash_chunk >= b->check_from && b->active == 0)
+		else if (b->check_from > 0 && b->hash_chunk >= b->check_from && b->active == 0 &&
+			 b->digests_pending == 0)
 			start_check(b);
 	}
 	return r > 0;
