@@ -142,9 +142,33 @@ static int consumers_catch_up(struct pp_engine *e, struct blob *b, int64_t *budg
 	return 0;
 }
 
+/* A blob that stops or fails keeps the digests of its done chunks in the
+ * journal, so the next run need not fetch them again: what the workers
+ * have not hashed yet is hashed here. */
+static void keep_digests(struct pp_engine *e, struct blob *b)
+{
+	for (size_t i = 0; i < b->n_chunks && b->digests_pending > 0; i++) {
+		struct chunk *c = &b->chunks[i];
+		struct pp_error err = {0};
+		if (!c->digest_pending || !c->sha)
+			continue;
+		chunk_hash_settle(e, b, i);
+		c->digest_pending = false;
+		b->digests_pending--;
+		if (pp_sha256_error(c->sha) || pp_sha256_fed(c->sha) != c->len)
+			continue; /* unread: the chunk comes again */
+		pp_sha256_final(c->sha, c->digest);
+		if (pp_journal_append_done(b->jfd, b->journal, i, c->digest, &err) < 0) {
+			pp_warn("blob %s: %s", pp_short_digest(b->digest), err.msg);
+			return;
+		}
+	}
+}
+
 void prefix_finish(struct pp_engine *e, struct blob *b, bool verified)
 {
-	(void)e;
+	if (!verified && b->jfd >= 0 && b->fd >= 0)
+		keep_digests(e, b);
 	for (size_t i = 0; i < b->n_consumers; i++) {
 		struct consumer_slot *s = &b->consumers[i];
 		struct pp_error err = {0};
