@@ -12,9 +12,22 @@
  *   lanes.c     the connections: each transfer's rate, slow ones raced or
  *               retired, how many connections to use, per-lane stats
  *
+ * The loop thread (all of the above) moves bytes; hashing runs on the
+ * hash workers (hashpool.c): a chunk's sha256 follows its bytes on disk a
+ * slice behind, and the whole-blob hash reads back done chunks in order.
+ *
  * Invariants the files rely on:
- *   - bytes [0, hashed) of a blob are on disk, fed to the hash, and are
- *     never written again unless the hash goes back first (prefix_rewind);
+ *   - the whole-blob hash covers whole DONE chunks only: bytes [0, hashed)
+ *     and those a worker is hashing are on disk and never written again
+ *     unless the hash starts over first (prefix_restart);
+ *   - a hash a worker holds is touched by nobody else (digest.h waits),
+ *     and no worker reads a blob's file once it is closed (partial_close
+ *     waits for them);
+ *   - a chunk's digest is known (journal, repair) once the workers are
+ *     through it (digest_pending); a blob whose hash matches is committed
+ *     without the ones still coming, a repair waits for all of them;
+ *   - consumers are fed in order, never past the landed prefix, and go
+ *     back when bytes they took are fetched again (prefix_rewind);
  *   - a chunk is ACTIVE exactly while one transfer writes it (a racer
  *     only buffers its bytes; they reach the file once the chunk's own
  *     transfer is gone);
@@ -44,10 +57,12 @@
 #define HASH_BUFFER (1 * MIB)    /* read-back buffer for the whole-blob hash */
 #define CDN_URL_MAX_AGE 300.0    /* reuse a redirect target this long at most */
 #define ERROR_BODY_MAX 4096
-#define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
-#define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
-#define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
-#define FD_RESERVE 64          /* descriptors kept free for everything but blob files */
+#define HASH_BUDGET (64 * MIB)  /* bytes read back per loop turn, so transfers keep flowing */
+#define HASH_SLICE (1 * MIB)    /* a chunk's bytes handed to a hash worker at once */
+#define HASH_JOB_MAX (32 * MIB) /* done chunks one blob-hash job takes: what a close waits for */
+#define BUSY_RETRY 1.0          /* seconds between looks at a blob another run holds */
+#define MOVED_MAX 100           /* opens that found the file replaced before the blob fails */
+#define FD_RESERVE 64           /* descriptors kept free for everything but blob files */
 
 /* lanes.c: slow transfers, racing, the connection count. */
 #define RATE_SAMPLES 16        /* a transfer's (time, bytes) samples: its sliding window */
@@ -78,7 +93,8 @@ struct chunk {
 	enum chunk_state state;
 	int attempts;
 	double not_before;
-	struct pp_sha256 *sha;              /* while receiving */
+	struct pp_sha256 *sha;              /* while receiving; a hash worker's at times */
+	bool digest_pending;                /* done; its sha256 still with the workers */
 	char digest[PP_DIGEST_STR_LEN + 1]; /* once done; while repairing, the last fetch's */
 	bool verify; /* done in an earlier run: its bytes must match `digest` first */
 	struct pp_sha256 *resume_hash; /* blob hash before this chunk, while verifying */
@@ -128,7 +144,9 @@ struct blob {
 	struct pp_sha256 *hash;
 	int64_t hashed;             /* whole-blob hash covers [0, hashed) */
 	size_t hash_chunk;          /* the chunk `hashed` is in; earlier ones are DONE */
-	struct pp_sha256 *frontier; /* the blob hash at the start of chunk hash_chunk */
+	struct pp_sha256 *frontier; /* unused: the hash enters no chunk before it is done */
+	size_t digests_pending;     /* chunks with digest_pending */
+	double chunk_done_at;       /* when a chunk was last done (its last byte in) */
 	struct consumer_slot *consumers;
 	size_t n_consumers;
 	bool single_stream; /* the server ignores Range */
@@ -259,6 +277,8 @@ struct pp_engine {
 	unsigned char *hashbuf;
 	struct pp_sha256 *scratch; /* for digests of a running hash */
 	struct lanes_state lanes;
+	struct hashpool *pool; /* the hash workers, started with the first job */
+	double loop_cpu;       /* CPU seconds of the loop thread in pp_engine_run */
 };
 
 /* ---- engine.c: the scheduler and the state of chunks and blobs ---- */
@@ -396,6 +416,9 @@ int partial_restart_journal(struct blob *b, struct pp_error *err);
 /* Records how far a chunk being received has come (what a kill may cost is
  * the bytes since). */
 void partial_checkpoint(struct pp_engine *e, struct blob *b, size_t ci);
+/* The same without waiting: records as far as the chunk's hash has come
+ * (when no worker holds it and it came further than the last one). */
+void partial_checkpoint_hashed(struct pp_engine *e, struct blob *b, size_t ci);
 /* Bytes between two checkpoints of a chunk being received. */
 int64_t partial_checkpoint_every(const struct blob *b);
 /* Reads [pos, end) of the partial file into e->hashbuf, as much as fits.
@@ -414,17 +437,34 @@ void partial_commit(struct pp_engine *e, struct blob *b);
 
 /* The whole-blob hash (and the consumers) start over from byte 0. */
 void prefix_restart(struct blob *b);
-/* `len` bytes at b->hashed, just written by a transfer: into the hash and
- * every consumer that is at the frontier. */
-int prefix_feed(struct blob *b, const void *data, size_t len, struct pp_error *err);
-/* The hash goes back to the start of the frontier chunk: a transfer that
- * had fed it failed after all. */
-void prefix_rewind(struct blob *b);
-/* Moves the blob's hash (and consumers) along over bytes on disk, within
- * *budget, and commits or repairs the blob when it is complete.  Returns
- * true when work is left for the next turn. */
+/* `len` bytes at `pos`, just written by a transfer: to every consumer
+ * that has everything before them. */
+int prefix_feed(struct blob *b, int64_t pos, const void *data, size_t len, struct pp_error *err);
+/* Chunk ci's bytes are going to be fetched again: consumers that took
+ * any go back. */
+void prefix_rewind(struct blob *b, size_t ci);
+/* Chunk ci received more: hands a slice of it to a hash worker when one
+ * has gathered, and checkpoints what is hashed. */
+void chunk_hash_more(struct pp_engine *e, struct blob *b, size_t ci);
+/* Chunk ci is DONE: its digest is finalised (journal, repair) once the
+ * workers are through its bytes. */
+void chunk_hash_done(struct pp_engine *e, struct blob *b, size_t ci);
+/* The same from inside curl's write callback: the loop's next
+ * verify_blob finalises it. */
+void chunk_hash_done_later(struct blob *b, size_t ci);
+/* Brings chunk ci's hash up to what it received, on this thread (for a
+ * checkpoint when stopping). */
+void chunk_hash_settle(struct pp_engine *e, struct blob *b, size_t ci);
+/* Waits until no worker hashes the blob's bytes (before its file closes). */
+void prefix_quiesce(struct blob *b);
+/* Moves the blob's hash along (on the workers) and the consumers (within
+ * *budget bytes read back), finalises chunk digests, and commits or
+ * repairs the blob when it is complete.  Returns true when the loop has
+ * work left for the next turn (a worker's job ending wakes it anyway). */
 bool verify_blob(struct pp_engine *e, struct blob *b, int64_t *budget);
 /* Tells every consumer that the blob is over. */
 void prefix_finish(struct pp_engine *e, struct blob *b, bool verified);
+/* Logs (under -v) the loop thread's and the hash workers' CPU time. */
+void verify_report_cpu(struct pp_engine *e);
 
 #endif

@@ -206,20 +206,17 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userdata)
 		}
 		done += (size_t)w;
 	}
-	pp_sha256_update(c->sha, data, len);
-	if (b->hashed == pos && b->hash_chunk == x->chunk) {
-		if (prefix_feed(b, data, len, &x->consumer_err) < 0) {
-			x->consumer_failed = true;
-			return 0;
-		}
+	if (b->n_consumers && prefix_feed(b, pos, data, len, &x->consumer_err) < 0) {
+		x->consumer_failed = true;
+		return 0;
 	}
 	c->received += (int64_t)len;
 	x->got += (int64_t)len;
 	x->last_byte = pp_now();
 	b->fetched += (int64_t)len;
 	x->e->fetched += (int64_t)len;
-	if (c->received - c->checkpoint >= partial_checkpoint_every(b) && c->received < c->len)
-		partial_checkpoint(x->e, b, x->chunk);
+	/* Hashed (and checkpointed) by a hash worker, from the file. */
+	chunk_hash_more(x->e, b, x->chunk);
 	return len;
 }
 
@@ -292,29 +289,22 @@ static struct xfer *xfer_new(struct pp_engine *e, struct blob *b, size_t ci, int
 	return x;
 }
 
-/* A chunk of a span is over, mid-request: closed as chunk_done would
- * (its digest, the journal), but the blob hash is moved along by the loop
- * (hash_backlog), not from inside curl's callback.  The span goes on with
- * the next chunk, which it holds ACTIVE already. */
-static int span_close(struct xfer *x)
+/* A chunk of a span is over, mid-request: closed as chunk_done would, but
+ * its digest (journal, repair) is settled by the loop (verify_blob), not
+ * from inside curl's callback, where failing the blob would remove this
+ * very handle.  The span goes on with the next chunk, which it holds
+ * ACTIVE already. */
+static void span_close(struct xfer *x)
 {
 	struct blob *b = x->b;
 	struct chunk *c = &b->chunks[x->chunk];
-	struct pp_error err = {0};
 	chunk_set_state(b, x->chunk, CHUNK_DONE);
-	pp_sha256_final(c->sha, c->digest);
-	pp_sha256_free(c->sha);
-	c->sha = NULL;
 	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
-	if (pp_journal_append_done(b->jfd, b->journal, x->chunk, c->digest, &err) < 0) {
-		x->io_errno = EIO;
-		return -1;
-	}
+	chunk_hash_done_later(b, x->chunk);
 	x->chunk++;
 	c = &b->chunks[x->chunk];
 	if (!c->sha)
 		c->sha = pp_sha256_new();
-	return 0;
 }
 
 /* A request over several chunks: its bytes are cut at chunk boundaries
@@ -344,8 +334,8 @@ static size_t span_write_cb(char *data, size_t size, size_t n, void *userdata)
 			return 0;
 		}
 		done += piece;
-		if (c->received == c->len && x->chunk < x->last && span_close(x) < 0)
-			return 0;
+		if (c->received == c->len && x->chunk < x->last)
+			span_close(x);
 	}
 	return len;
 }
@@ -455,8 +445,7 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 		c->received = c->checkpoint = 0;
 		pp_sha256_free(c->sha);
 		c->sha = NULL;
-		if (b->hash_chunk == ci && b->hashed > c->off)
-			prefix_rewind(b);
+		prefix_rewind(b, ci);
 	}
 	c->attempts++;
 	if (engine_gave_up(e, b)) {
@@ -512,21 +501,8 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 {
 	struct blob *b = x->b;
 	struct chunk *c = &b->chunks[x->chunk];
-	struct pp_error err = {0};
 	char *eff = NULL;
-	char got[PP_DIGEST_STR_LEN + 1];
 	chunk_set_state(b, x->chunk, CHUNK_DONE);
-	pp_sha256_final(c->sha, got);
-	pp_sha256_free(c->sha);
-	c->sha = NULL;
-	if (b->repairing && strcmp(got, c->digest) != 0) {
-		pp_info("blob %s: chunk %zu came back different; replaced it",
-			pp_short_digest(b->digest), x->chunk);
-		b->changed++;
-		if (x->chunk + 1 > b->check_from)
-			b->check_from = x->chunk + 1;
-	}
-	memcpy(c->digest, got, sizeof(c->digest));
 	curl_easy_getinfo(x->h, CURLINFO_EFFECTIVE_URL, &eff);
 	if (!x->via_cdn && eff && strcmp(eff, x->url) != 0) {
 		free(b->cdn_url);
@@ -535,10 +511,10 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 	}
 	/* Start writing the chunk back now, so the fsync at commit has little left. */
 	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
-	if (pp_journal_append_done(b->jfd, b->journal, x->chunk, c->digest, &err) < 0) {
-		engine_fail_blob(e, b, &err);
+	/* Its digest goes into the journal once the hash workers are through. */
+	chunk_hash_done(e, b, x->chunk);
+	if (b->state != BLOB_RUNNING)
 		return;
-	}
 	int64_t budget = HASH_BUDGET;
 	verify_blob(e, b, &budget);
 }
@@ -804,10 +780,9 @@ static void race_won(struct pp_engine *e, struct xfer *r)
 		}
 		done += w;
 	}
-	pp_sha256_update(c->sha, data, (size_t)len);
-	if (b->hashed == pos && b->hash_chunk == r->chunk) {
+	if (b->n_consumers) {
 		struct pp_error err = {0};
-		if (prefix_feed(b, data, (size_t)len, &err) < 0) {
+		if (prefix_feed(b, pos, data, (size_t)len, &err) < 0) {
 			engine_fail_blob(e, b, &err);
 			return;
 		}
@@ -815,6 +790,7 @@ static void race_won(struct pp_engine *e, struct xfer *r)
 	c->received += len;
 	b->fetched += len;
 	e->fetched += len;
+	chunk_hash_more(e, b, r->chunk); /* the workers hash them from the file */
 	chunk_done(e, r);
 }
 
