@@ -129,7 +129,13 @@ static int key_platform(struct key_ctx *k)
 
 static int key_connections(struct key_ctx *k)
 {
+	k->opts->auto_connections = false;
 	return want_int(k, 1, 256, &k->opts->connections);
+}
+
+static int key_max_connections(struct key_ctx *k)
+{
+	return want_int(k, 1, 256, &k->opts->max_connections);
 }
 
 static int key_per_host(struct key_ctx *k)
@@ -275,6 +281,7 @@ static const struct {
 	{"discard_layers", key_discard_layers},
 	{"platform", key_platform},
 	{"connections", key_connections},
+	{"max_connections", key_max_connections},
 	{"per_host", key_per_host},
 	{"chunk_size", key_chunk_size},
 	{"state_dir", key_state_dir},

@@ -1,6 +1,7 @@
 /* The containerd store's insides, shared by store_containerd.c (content,
  * images, the unpack thread) and containerd_stream.c (layers applied by
- * prepull itself as their bytes arrive).  Nobody else includes this. */
+ * prepull itself as their bytes arrive, or by containerd's Diff.Apply).  Nobody else includes this.
+ */
 #ifndef PREPULL_CONTAINERD_INT_H
 #define PREPULL_CONTAINERD_INT_H
 
@@ -91,5 +92,10 @@ bool ctd_stream_busy(const struct layer *l);
  * or a negative error when nothing will work (stopped). */
 int ctd_apply_direct(struct ctd *c, struct layer *l, const char *parent, struct pp_error *err);
 void ctd_stream_free(struct stream *s);
+/* containerd's own unpack recipe for a layer whose blob is in its content
+ * store: Prepare, Diff.Apply, Commit.  0 once committed (or committed by
+ * someone else), a negative error otherwise, nothing left active. */
+int ctd_apply_by_containerd(struct ctd *c, struct layer *l, const char *parent,
+			    struct pp_error *err);
 
 #endif

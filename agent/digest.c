@@ -4,13 +4,22 @@
 #include "prepull/util.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 struct pp_sha256 {
 	EVP_MD_CTX *ctx;
+	/* Under hold_lock: a hash a worker thread updates is its while held,
+	 * and every call from its owner waits until the worker lets go. */
+	int held;
+	int error;   /* errno a holder left, 0 for none */
+	int64_t fed; /* bytes in since new or final */
 };
+
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_done = PTHREAD_COND_INITIALIZER;
 
 /* algorithm grammar from the OCI image spec: [a-z0-9]+([+._-][a-z0-9]+)* */
 static bool algorithm_ok(const char *a, size_t len)
@@ -95,7 +104,7 @@ static void crypto_fail(const char *what)
 
 struct pp_sha256 *pp_sha256_new(void)
 {
-	struct pp_sha256 *h = pp_xmalloc(sizeof(*h));
+	struct pp_sha256 *h = pp_xcalloc(1, sizeof(*h));
 	h->ctx = EVP_MD_CTX_new();
 	if (!h->ctx)
 		crypto_fail("EVP_MD_CTX_new");
@@ -104,10 +113,77 @@ struct pp_sha256 *pp_sha256_new(void)
 	return h;
 }
 
+void pp_sha256_wait(const struct pp_sha256 *h)
+{
+	pthread_mutex_lock(&hold_lock);
+	while (h->held)
+		pthread_cond_wait(&hold_done, &hold_lock);
+	pthread_mutex_unlock(&hold_lock);
+}
+
+static void add_fed(struct pp_sha256 *h, int64_t len)
+{
+	pthread_mutex_lock(&hold_lock);
+	h->fed += len;
+	pthread_mutex_unlock(&hold_lock);
+}
+
 void pp_sha256_update(struct pp_sha256 *h, const void *data, size_t len)
+{
+	if (!len)
+		return;
+	pp_sha256_wait(h);
+	if (EVP_DigestUpdate(h->ctx, data, len) != 1)
+		crypto_fail("EVP_DigestUpdate");
+	add_fed(h, (int64_t)len);
+}
+
+void pp_sha256_hold(struct pp_sha256 *h)
+{
+	pthread_mutex_lock(&hold_lock);
+	h->held++;
+	pthread_mutex_unlock(&hold_lock);
+}
+
+void pp_sha256_update_held(struct pp_sha256 *h, const void *data, size_t len)
 {
 	if (len && EVP_DigestUpdate(h->ctx, data, len) != 1)
 		crypto_fail("EVP_DigestUpdate");
+	add_fed(h, (int64_t)len);
+}
+
+void pp_sha256_release(struct pp_sha256 *h, int error)
+{
+	pthread_mutex_lock(&hold_lock);
+	h->held--;
+	if (error && !h->error)
+		h->error = error;
+	pthread_cond_broadcast(&hold_done);
+	pthread_mutex_unlock(&hold_lock);
+}
+
+bool pp_sha256_busy(const struct pp_sha256 *h)
+{
+	pthread_mutex_lock(&hold_lock);
+	bool busy = h->held > 0;
+	pthread_mutex_unlock(&hold_lock);
+	return busy;
+}
+
+int64_t pp_sha256_fed(const struct pp_sha256 *h)
+{
+	pthread_mutex_lock(&hold_lock);
+	int64_t fed = h->fed;
+	pthread_mutex_unlock(&hold_lock);
+	return fed;
+}
+
+int pp_sha256_error(const struct pp_sha256 *h)
+{
+	pthread_mutex_lock(&hold_lock);
+	int error = h->error;
+	pthread_mutex_unlock(&hold_lock);
+	return error;
 }
 
 static void to_digest_string(const unsigned char *md, char out[PP_DIGEST_STR_LEN + 1])
@@ -125,23 +201,35 @@ void pp_sha256_final(struct pp_sha256 *h, char out[PP_DIGEST_STR_LEN + 1])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
+	pp_sha256_wait(h);
 	if (EVP_DigestFinal_ex(h->ctx, md, &md_len) != 1 || md_len != PP_SHA256_HEX_LEN / 2)
 		crypto_fail("EVP_DigestFinal_ex");
 	to_digest_string(md, out);
 	if (EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1)
 		crypto_fail("EVP_DigestInit_ex");
+	pthread_mutex_lock(&hold_lock);
+	h->fed = 0;
+	h->error = 0;
+	pthread_mutex_unlock(&hold_lock);
 }
 
 void pp_sha256_copy(struct pp_sha256 *dst, const struct pp_sha256 *src)
 {
+	pp_sha256_wait(dst);
+	pp_sha256_wait(src);
 	if (EVP_MD_CTX_copy_ex(dst->ctx, src->ctx) != 1)
 		crypto_fail("EVP_MD_CTX_copy_ex");
+	pthread_mutex_lock(&hold_lock);
+	dst->fed = src->fed;
+	dst->error = src->error;
+	pthread_mutex_unlock(&hold_lock);
 }
 
 void pp_sha256_free(struct pp_sha256 *h)
 {
 	if (!h)
 		return;
+	pp_sha256_wait(h);
 	EVP_MD_CTX_free(h->ctx);
 	free(h);
 }

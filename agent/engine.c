@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine_int.h"
+#include "hashpool.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
@@ -95,10 +97,13 @@ int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct 
 	/* No HTTP/2 multiplexing: every chunk gets its own TCP connection, so a
 	 * CDN that caps each connection serves N ranges at N times the speed. */
 	curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
-	curl_multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)opts->connections);
-	curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)opts->per_host);
-	curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)opts->connections);
-	e->xfers = pp_xcalloc((size_t)opts->connections, sizeof(*e->xfers));
+	lanes_init(e);
+	/* Racers (lanes.c) come on top of the lanes, for a moment. */
+	long most = (long)e->lanes.max + RACE_MAX;
+	curl_multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, most);
+	curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)opts->per_host + RACE_MAX);
+	curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)e->lanes.limit + RACE_MAX);
+	e->xfers = pp_xcalloc((size_t)most, sizeof(*e->xfers));
 	e->hashbuf = pp_xmalloc(HASH_BUFFER);
 	e->scratch = pp_sha256_new();
 	e->run_lock = -1;
@@ -107,10 +112,10 @@ int pp_engine_new(struct pp_engine **out, const struct pp_options *opts, struct 
 	 * leaves room for, and never more than there are connections. */
 	struct rlimit rl;
 	rlim_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
-	rlim_t spare = (rlim_t)FD_RESERVE + (rlim_t)opts->connections;
+	rlim_t spare = (rlim_t)FD_RESERVE + (rlim_t)most;
 	e->max_open = limit > spare + 2 ? (size_t)((limit - spare) / 2) : 1;
-	if (e->max_open > (size_t)opts->connections)
-		e->max_open = (size_t)opts->connections;
+	if (e->max_open > (size_t)e->lanes.max)
+		e->max_open = (size_t)e->lanes.max;
 	pp_debug("engine: at most %zu blobs open at once (open-file limit %llu)", e->max_open,
 		 (unsigned long long)limit);
 	*out = e;
@@ -142,7 +147,11 @@ int64_t engine_pick_chunk_size(const struct pp_options *opts, int64_t size)
 	int64_t floor = (size + PP_JOURNAL_MAX_CHUNKS - 1) / PP_JOURNAL_MAX_CHUNKS;
 	if (opts->chunk_size > 0)
 		return opts->chunk_size > floor ? opts->chunk_size : floor;
-	int64_t c = size / ((int64_t)opts->connections * 4);
+	/* An automatic count starts at 8 and may grow: chunks are cut for 16
+	 * lanes then, as for the fixed default before it (spans join them
+	 * when the round trip asks for longer requests). */
+	int lanes = opts->auto_connections ? 16 : opts->connections;
+	int64_t c = size / ((int64_t)lanes * 4);
 	c = (c + MIB - 1) / MIB * MIB;
 	if (c < CHUNK_MIN)
 		c = CHUNK_MIN;
@@ -374,13 +383,13 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 static void start_transfers(struct pp_engine *e, double *wake)
 {
 	double now = pp_now();
-	while (e->n_xfers < e->opts->connections) {
+	while (e->n_xfers - e->lanes.racers < e->lanes.limit) {
 		size_t ci;
 		struct blob *b = next_chunk(e, &ci, now, wake);
 		if (!b)
 			return;
 		struct pp_error err = {0};
-		if (xfer_start(e, b, ci, &err) < 0) {
+		if (xfer_start(e, b, ci, lanes_span_end(e, b, ci, now), &err) < 0) {
 			pp_error_wrap(&err, "blob %s", pp_short_digest(b->digest));
 			engine_fail_blob(e, b, &err);
 		}
@@ -484,7 +493,7 @@ static void before_run(struct pp_engine *e)
 	partial_check_space(e);
 }
 
-int pp_engine_run(struct pp_engine *e, struct pp_error *err)
+static int run_loop(struct pp_engine *e, struct pp_error *err)
 {
 	before_run(e);
 	for (;;) {
@@ -505,6 +514,10 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 		for (size_t i = 0; i < e->n_blobs; i++) {
 			struct blob *b = e->blobs[i];
 			activate(e, b, now, &n_open);
+			if (b->state == BLOB_DONE && !b->lag_noted) {
+				b->lag_noted = true;
+				lanes_blob_done(e, b);
+			}
 			if (b->state == BLOB_QUEUED && (wake == 0 || b->next_try < wake))
 				wake = b->next_try;
 			open = open || blob_open(b);
@@ -530,6 +543,7 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 			finished = true;
 		}
 		cancel_stalled(e);
+		lanes_tick(e);
 		if (e->progress)
 			pp_progress_tick(e->progress, e->fetched - e->redone + e->resumed);
 		int timeout_ms = 200;
@@ -542,7 +556,26 @@ int pp_engine_run(struct pp_engine *e, struct pp_error *err)
 		}
 		curl_multi_poll(e->multi, NULL, 0, timeout_ms, NULL);
 	}
+	lanes_report(e);
 	return 0;
+}
+
+static double thread_cpu_seconds(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+		return 0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The loop, with its thread's CPU time counted against the hash workers'. */
+int pp_engine_run(struct pp_engine *e, struct pp_error *err)
+{
+	double cpu = thread_cpu_seconds();
+	int r = run_loop(e, err);
+	e->loop_cpu += thread_cpu_seconds() - cpu;
+	verify_report_cpu(e);
+	return r;
 }
 
 void pp_engine_free(struct pp_engine *e)
@@ -581,6 +614,8 @@ void pp_engine_free(struct pp_engine *e)
 	pp_sha256_free(e->scratch);
 	if (e->run_lock >= 0)
 		close(e->run_lock);
+	hashpool_free(e->pool); /* before the multi handle its workers wake */
+	lanes_free(e);
 	curl_multi_cleanup(e->multi);
 	free(e);
 }

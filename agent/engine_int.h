@@ -9,11 +9,28 @@
  *               preallocate, resume, checkpoint, commit into the store
  *   verify.c    the in-order prefix: the whole-blob hash and the prefix
  *               consumers, the digest check, and repair after a mismatch
+ *   lanes.c     the connections: each transfer's rate, slow ones raced or
+ *               retired, how many connections to use, per-lane stats
+ *
+ * The loop thread (all of the above) moves bytes; hashing runs on the
+ * hash workers (hashpool.c): a chunk's sha256 follows its bytes on disk a
+ * slice behind, and the whole-blob hash reads back done chunks in order.
  *
  * Invariants the files rely on:
- *   - bytes [0, hashed) of a blob are on disk, fed to the hash, and are
- *     never written again unless the hash goes back first (prefix_rewind);
- *   - a chunk is ACTIVE exactly while one transfer writes it;
+ *   - the whole-blob hash covers whole DONE chunks only: bytes [0, hashed)
+ *     and those a worker is hashing are on disk and never written again
+ *     unless the hash starts over first (prefix_restart);
+ *   - a hash a worker holds is touched by nobody else (digest.h waits),
+ *     and no worker reads a blob's file once it is closed (partial_close
+ *     waits for them);
+ *   - a chunk's digest is known (journal, repair) once the workers are
+ *     through it (digest_pending); a blob whose hash matches is committed
+ *     without the ones still coming, a repair waits for all of them;
+ *   - consumers are fed in order, never past the landed prefix, and go
+ *     back when bytes they took are fetched again (prefix_rewind);
+ *   - a chunk is ACTIVE exactly while one transfer writes it (a racer
+ *     only buffers its bytes; they reach the file once the chunk's own
+ *     transfer is gone);
  *   - first_pending never points past a PENDING chunk. */
 #ifndef PREPULL_ENGINE_INT_H
 #define PREPULL_ENGINE_INT_H
@@ -40,10 +57,32 @@
 #define HASH_BUFFER (1 * MIB)    /* read-back buffer for the whole-blob hash */
 #define CDN_URL_MAX_AGE 300.0    /* reuse a redirect target this long at most */
 #define ERROR_BODY_MAX 4096
-#define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
-#define BUSY_RETRY 1.0         /* seconds between looks at a blob another run holds */
-#define MOVED_MAX 100          /* opens that found the file replaced before the blob fails */
-#define FD_RESERVE 64          /* descriptors kept free for everything but blob files */
+#define HASH_BUDGET (64 * MIB)  /* bytes read back per loop turn, so transfers keep flowing */
+#define HASH_SLICE (1 * MIB)    /* a chunk's bytes handed to a hash worker at once */
+#define HASH_JOB_MAX (32 * MIB) /* done chunks one blob-hash job takes: what a close waits for */
+#define BUSY_RETRY 1.0          /* seconds between looks at a blob another run holds */
+#define MOVED_MAX 100           /* opens that found the file replaced before the blob fails */
+#define FD_RESERVE 64           /* descriptors kept free for everything but blob files */
+
+/* lanes.c: slow transfers, racing, the connection count. */
+#define RATE_SAMPLES 16        /* a transfer's (time, bytes) samples: its sliding window */
+#define RATE_WINDOW 1.0        /* seconds a transfer's rate is taken over */
+#define LANES_TICK 0.1         /* seconds between samples */
+#define SLOW_MIN_AGE 1.0       /* a transfer is judged only after this long */
+#define SLOW_FRACTION 3.0      /* slow: under 1/SLOW_FRACTION of the peers' median */
+#define SLOW_TAIL_FRACTION 2.0 /* ... or 1/2 near the end, when lanes stand idle */
+#define SLOW_MIN_PEERS 3       /* rates the median needs besides the judged one */
+#define SLOW_MIN_GAIN 0.5      /* seconds acting must save at least */
+#define SLOW_MAX_ACTS 3        /* races and retirements of one chunk at most */
+#define RACE_MAX 1             /* racers at once: each buffers its range (memory) */
+#define RACE_BUF_MAX CHUNK_MAX /* a longer remaining range is retired, not raced */
+#define RECENT_RATES 16        /* finished transfers' rates kept for the median */
+#define LANES_GROW 1.5         /* each step multiplies the count by this */
+#define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
+#define LANES_STEP 1.0         /* seconds of measurement per step */
+#define LANES_WARM 0.3         /* seconds after a step before measuring */
+#define SPAN_RTTS 16           /* a request carries this many round trips of data ... */
+#define SPAN_MAX (64 * MIB)    /* ... up to this much */
 
 enum chunk_state { CHUNK_PENDING, CHUNK_ACTIVE, CHUNK_DONE };
 
@@ -54,12 +93,15 @@ struct chunk {
 	enum chunk_state state;
 	int attempts;
 	double not_before;
-	struct pp_sha256 *sha;              /* while receiving */
+	struct pp_sha256 *sha;              /* while receiving; a hash worker's at times */
+	bool digest_pending;                /* done; its sha256 still with the workers */
 	char digest[PP_DIGEST_STR_LEN + 1]; /* once done; while repairing, the last fetch's */
 	bool verify; /* done in an earlier run: its bytes must match `digest` first */
 	struct pp_sha256 *resume_hash; /* blob hash before this chunk, while verifying */
 	int64_t checkpoint;            /* `received` at the last journal checkpoint */
-	size_t from; /* sources.c: 1 + the source its bytes came from, 0 unknown */
+	int slow_acts;                 /* times a slow transfer of it was raced or retired */
+	size_t from;                   /* sources.c: 1 + the source `digest` is of, 0 unknown */
+	size_t from_new;               /* sources.c: 1 + the source of the bytes being hashed */
 };
 
 struct waiter {
@@ -104,7 +146,9 @@ struct blob {
 	struct pp_sha256 *hash;
 	int64_t hashed;             /* whole-blob hash covers [0, hashed) */
 	size_t hash_chunk;          /* the chunk `hashed` is in; earlier ones are DONE */
-	struct pp_sha256 *frontier; /* the blob hash at the start of chunk hash_chunk */
+	struct pp_sha256 *frontier; /* unused: the hash enters no chunk before it is done */
+	size_t digests_pending;     /* chunks with digest_pending */
+	double chunk_done_at;       /* when a chunk was last done (its last byte in) */
 	struct consumer_slot *consumers;
 	size_t n_consumers;
 	bool single_stream; /* the server ignores Range */
@@ -123,6 +167,8 @@ struct blob {
 	int64_t redone;  /* of those, bytes a repair pass is fetching again */
 	int64_t resumed; /* done in earlier runs, verified or still to verify */
 	double started;
+	double last_byte; /* when its last transfer ended (for the commit lag) */
+	bool lag_noted;
 	struct waiter *waiters;
 	struct pp_error err;
 	size_t src;                  /* the first host still in play (sources.c) */
@@ -137,7 +183,9 @@ struct xfer {
 	struct pp_engine *e;
 	CURL *h;
 	struct blob *b;
-	size_t chunk;
+	size_t chunk; /* the chunk its bytes go to now */
+	size_t last;  /* a span: the request covers chunks [chunk, last], all ACTIVE */
+	int64_t want_start, want_end; /* the range asked for */
 	struct curl_slist *hdrs;
 	char *authz; /* the Authorization line sent, NULL for none */
 	char errbuf[CURL_ERROR_SIZE];
@@ -157,11 +205,56 @@ struct xfer {
 	struct pp_error consumer_err;
 	char bad_reply[256];
 	struct pp_buf errbody;
-	size_t src;              /* the host it asks: the src-th of blob_host() */
-	struct pp_registry *reg; /* that host (a mirror, or a registry) */
-	const char *repo;        /* the repository there (the blob's) */
-	char *url;               /* the blob's URL there */
-	double started;          /* sources.c: for the host's rate */
+	size_t src;                     /* the host it asks: the src-th of blob_host() */
+	struct pp_registry *reg;        /* that host (a mirror, or a registry) */
+	const char *repo;               /* the repository there (the blob's) */
+	char *url;                      /* the blob's URL there */
+	double started;                 /* when the request went out */
+	double rate_t[RATE_SAMPLES];    /* sliding window: when ... */
+	int64_t rate_got[RATE_SAMPLES]; /* ... `got` was what */
+	int rate_n, rate_next;
+	struct xfer *racer;   /* a second request for this one's remaining range */
+	struct xfer *race_of; /* set on a racer: the transfer it races */
+	int64_t race_pos;     /* a racer's range: [race_pos, race_end] */
+	int64_t race_end;
+	unsigned char *race_buf; /* its bytes, until it wins or is dropped */
+	int64_t race_got;
+	bool race_bad; /* its reply was not the range asked for */
+};
+
+/* One TCP connection (told apart by its local port): what it carried. */
+struct lane {
+	long port;
+	int64_t bytes;
+	int requests;
+	double busy;     /* first byte to last byte of its requests */
+	double idle;     /* between one request's last byte and the next request */
+	double rtt_sum;  /* request sent to first byte, summed */
+	double last_end; /* its last request's end */
+};
+
+struct lanes_state {
+	int limit; /* connections the scheduler uses now */
+	int max;   /* --max-connections, or -j */
+	bool fixed;
+	bool settled; /* the automatic count stopped growing */
+	int peak;
+	int prev_limit;
+	double tick_at;
+	double step_at;              /* the current step's measurement began */
+	int64_t step_bytes;          /* e->fetched then; -1 while warming up */
+	double step_rate;            /* the rate the count before the last step gave */
+	bool step_starved;           /* a lane had no chunk to fetch during the step */
+	double recent[RECENT_RATES]; /* finished transfers' rates */
+	int n_recent, recent_next;
+	double recent_rtt[RECENT_RATES]; /* and their request-to-first-byte times */
+	int n_rtt, rtt_next;
+	int64_t extra; /* bytes fetched twice: racers' overlap and losers */
+	int raced, races_won, retired;
+	double commit_lag; /* longest time from a blob's last byte to its commit */
+	int racers;
+	struct lane *lane;
+	size_t n_lane;
 };
 
 struct host_count {
@@ -189,6 +282,9 @@ struct pp_engine {
 	int run_lock;    /* the staging dir's run lock, held shared (partial.h) */
 	unsigned char *hashbuf;
 	struct pp_sha256 *scratch; /* for digests of a running hash */
+	struct lanes_state lanes;
+	struct hashpool *pool; /* the hash workers, started with the first job */
+	double loop_cpu;       /* CPU seconds of the loop thread in pp_engine_run */
 };
 
 /* ---- engine.c: the scheduler and the state of chunks and blobs ---- */
@@ -242,14 +338,51 @@ bool engine_blame_host(struct blob *b, const char *got);
  * itself, then each other origin's; NULL past the last. */
 struct pp_registry *blob_host(const struct blob *b, size_t src, const char **repo);
 
-/* Starts fetching chunk ci of b (the rest of it, after a checkpoint). */
-int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err);
+/* Starts fetching chunks [ci, last] of b in one request (the rest of ci,
+ * after a checkpoint; the others whole). */
+int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, size_t last, struct pp_error *err);
 /* Judges a finished transfer and acts on the outcome; frees x. */
 void xfer_finish(struct pp_engine *e, struct xfer *x, CURLcode rc);
 /* Cancels a transfer that received nothing for --stall-timeout. */
 void xfer_stalled(struct pp_engine *e, struct xfer *x);
 /* Takes a transfer out of the loop and frees it. */
 void xfer_free(struct pp_engine *e, struct xfer *x);
+/* Starts a racer for x's remaining range on another connection (an idle
+ * pooled one when there is one). */
+int xfer_race(struct pp_engine *e, struct xfer *x, struct pp_error *err);
+
+/* ---- lanes.c: the connections ---- */
+
+void lanes_init(struct pp_engine *e);
+void lanes_free(struct pp_engine *e);
+/* Once per loop turn: samples rates, races or retires slow transfers,
+ * and steps the automatic connection count. */
+void lanes_tick(struct pp_engine *e);
+/* A transfer leaves the loop: its lane's stats and its rate for the median. */
+void lanes_note_end(struct pp_engine *e, const struct xfer *x);
+/* A blob is committed: how long after its last byte (-v, and the most of
+ * them in the lanes event). */
+void lanes_blob_done(struct pp_engine *e, struct blob *b);
+/* -v lines per lane and the --json "lanes" event. */
+void lanes_report(struct pp_engine *e);
+/* Pure pieces, for the unit tests. */
+double lanes_median(const double *v, size_t n);
+/* The rate over the sliding window (bytes/s), from a transfer's samples. */
+double lanes_window_rate(const struct xfer *x, double now);
+void lanes_sample(struct xfer *x, double now);
+/* Whether `rate` is slow beside the peers' median (tail: lanes stand idle). */
+bool lanes_is_slow(double rate, double median, size_t peers, bool tail);
+/* Whether racing or retiring a transfer of `rate` with `left` bytes to go
+ * saves enough beside a lane of `median` (bytes/s). */
+bool lanes_worth_acting(double rate, double median, int64_t left);
+/* The automatic count after one step measured `rate` (bytes/s). */
+int lanes_step(struct lanes_state *s, double rate);
+/* How many chunks of chunk_len one request should cover on a lane of
+ * `rate` bytes/s and `rtt` seconds from request to first byte, with
+ * `pending` chunks left for `lanes` lanes. */
+size_t lanes_span(double rate, double rtt, int64_t chunk_len, size_t pending, int lanes);
+/* The last chunk a request starting at chunk ci of b should cover. */
+size_t lanes_span_end(struct pp_engine *e, struct blob *b, size_t ci, double now);
 
 /* What a finished transfer means, decided once from everything it saw. */
 enum xfer_outcome {
@@ -289,6 +422,9 @@ int partial_restart_journal(struct blob *b, struct pp_error *err);
 /* Records how far a chunk being received has come (what a kill may cost is
  * the bytes since). */
 void partial_checkpoint(struct pp_engine *e, struct blob *b, size_t ci);
+/* The same without waiting: records as far as the chunk's hash has come
+ * (when no worker holds it and it came further than the last one). */
+void partial_checkpoint_hashed(struct pp_engine *e, struct blob *b, size_t ci);
 /* Bytes between two checkpoints of a chunk being received. */
 int64_t partial_checkpoint_every(const struct blob *b);
 /* Reads [pos, end) of the partial file into e->hashbuf, as much as fits.
@@ -307,18 +443,35 @@ void partial_commit(struct pp_engine *e, struct blob *b);
 
 /* The whole-blob hash (and the consumers) start over from byte 0. */
 void prefix_restart(struct blob *b);
-/* `len` bytes at b->hashed, just written by a transfer: into the hash and
- * every consumer that is at the frontier. */
-int prefix_feed(struct blob *b, const void *data, size_t len, struct pp_error *err);
-/* The hash goes back to the start of the frontier chunk: a transfer that
- * had fed it failed after all. */
-void prefix_rewind(struct blob *b);
-/* Moves the blob's hash (and consumers) along over bytes on disk, within
- * *budget, and commits or repairs the blob when it is complete.  Returns
- * true when work is left for the next turn. */
+/* `len` bytes at `pos`, just written by a transfer: to every consumer
+ * that has everything before them. */
+int prefix_feed(struct blob *b, int64_t pos, const void *data, size_t len, struct pp_error *err);
+/* Chunk ci's bytes are going to be fetched again: consumers that took
+ * any go back. */
+void prefix_rewind(struct blob *b, size_t ci);
+/* Chunk ci received more: hands a slice of it to a hash worker when one
+ * has gathered, and checkpoints what is hashed. */
+void chunk_hash_more(struct pp_engine *e, struct blob *b, size_t ci);
+/* Chunk ci is DONE: its digest is finalised (journal, repair) once the
+ * workers are through its bytes. */
+void chunk_hash_done(struct pp_engine *e, struct blob *b, size_t ci);
+/* The same from inside curl's write callback: the loop's next
+ * verify_blob finalises it. */
+void chunk_hash_done_later(struct blob *b, size_t ci);
+/* Brings chunk ci's hash up to what it received, on this thread (for a
+ * checkpoint when stopping). */
+void chunk_hash_settle(struct pp_engine *e, struct blob *b, size_t ci);
+/* Waits until no worker hashes the blob's bytes (before its file closes). */
+void prefix_quiesce(struct blob *b);
+/* Moves the blob's hash along (on the workers) and the consumers (within
+ * *budget bytes read back), finalises chunk digests, and commits or
+ * repairs the blob when it is complete.  Returns true when the loop has
+ * work left for the next turn (a worker's job ending wakes it anyway). */
 bool verify_blob(struct pp_engine *e, struct blob *b, int64_t *budget);
 /* Tells every consumer that the blob is over. */
 void prefix_finish(struct pp_engine *e, struct blob *b, bool verified);
+/* Logs (under -v) the loop thread's and the hash workers' CPU time. */
+void verify_report_cpu(struct pp_engine *e);
 
 /* ---- sources.c: several sources for one blob ---- */
 
@@ -334,12 +487,13 @@ void sources_detached(struct pp_engine *e, struct xfer *x);
 void sources_ranged(struct xfer *x);
 /* The transfer brought its chunk: the chunk remembers the source. */
 void sources_chunk_done(struct xfer *x);
+/* A done chunk's digest is known (`differs`: a repair brought bytes
+ * unlike the last fetch's): when the two fetches came from different
+ * hosts, the one to blame is named and dropped for the rest of the run. */
+void sources_chunk_final(struct pp_engine *e, struct blob *b, size_t ci, bool differs);
 /* The source failed the blob (fall-through): not asked for it again.
  * False when it was out of play already. */
 bool sources_drop(struct blob *b, size_t src);
-/* A repaired chunk came back different from x's source: its earlier
- * source is named and dropped for the rest of the run. */
-void sources_blame(struct pp_engine *e, struct blob *b, size_t ci, const struct xfer *x);
 /* Appends to an error's source the hosts of b dropped for their bytes. */
 void sources_name_dropped(struct pp_engine *e, struct blob *b, char *buf, size_t n);
 /* True when b has one source in play (no other to compare with). */

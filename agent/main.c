@@ -49,10 +49,13 @@ static const char usage_text[] =
 	"                         incomplete, and a later ctr/docker pull fetches it)\n"
 	"  --platform OS/ARCH[/VARIANT]  platform to take from a multi-arch index\n"
 	"                         (default: this machine's)\n"
-	"  -j, --connections N    parallel connections in total (default 16)\n"
+	"  -j, --connections N    parallel connections in total (default: automatic,\n"
+	"                         8 at first, more while they raise the total rate)\n"
+	"  --max-connections N    the most the automatic count may use (default 64)\n"
 	"  --per-host N           parallel connections to one registry (default: -j)\n"
-	"  --chunk-size SIZE      bytes per range request, e.g. 8M (default: adaptive,\n"
-	"                         1M-16M by blob size)\n"
+	"  --chunk-size SIZE      bytes per chunk, each hashed on its own, e.g. 8M\n"
+	"                         (default: adaptive, 1M-16M by blob size); a request\n"
+	"                         covers several when the registry is far\n"
 	"  --state-dir DIR        partial downloads (default /var/lib/prepull as root,\n"
 	"                         $XDG_CACHE_HOME/prepull otherwise)\n"
 	"  --json                 one JSON event per line on stdout\n"
@@ -136,6 +139,7 @@ enum {
 	OPT_DISCARD_LAYERS,
 	OPT_PLATFORM,
 	OPT_PER_HOST,
+	OPT_MAX_CONNECTIONS,
 	OPT_CHUNK_SIZE,
 	OPT_STATE_DIR,
 	OPT_JSON,
@@ -164,6 +168,7 @@ static const struct option long_options[] = {
 	{"platform", required_argument, NULL, OPT_PLATFORM},
 	{"connections", required_argument, NULL, 'j'},
 	{"per-host", required_argument, NULL, OPT_PER_HOST},
+	{"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
 	{"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
 	{"state-dir", required_argument, NULL, OPT_STATE_DIR},
 	{"json", no_argument, NULL, OPT_JSON},
@@ -209,6 +214,8 @@ int main(int argc, char **argv)
 		.namespace = "k8s.io",
 		.snapshotter = "overlayfs",
 		.connections = PP_DEFAULT_CONNECTIONS,
+		.auto_connections = true,
+		.max_connections = PP_DEFAULT_MAX_CONNECTIONS,
 		.stall_seconds = PP_DEFAULT_STALL_SECONDS,
 		.give_up_seconds = PP_DEFAULT_GIVE_UP_SECONDS,
 		.max_image_size = PP_DEFAULT_MAX_IMAGE_SIZE,
@@ -289,6 +296,16 @@ int main(int argc, char **argv)
 				return usage_error(
 					"-j/--connections: expected 1 to 256, got \"%s\"", optarg);
 			opts.connections = (int)n;
+			opts.auto_connections = false;
+			break;
+		}
+		case OPT_MAX_CONNECTIONS: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 256)
+				return usage_error(
+					"--max-connections: expected 1 to 256, got \"%s\"", optarg);
+			opts.max_connections = (int)n;
 			break;
 		}
 		case OPT_PER_HOST: {
@@ -397,8 +414,11 @@ int main(int argc, char **argv)
 			return usage_error("unknown option %s", av[optind - 1]);
 		}
 	}
-	if (opts.per_host == 0 || opts.per_host > opts.connections)
-		opts.per_host = opts.connections;
+	if (opts.auto_connections && opts.connections > opts.max_connections)
+		opts.connections = opts.max_connections;
+	int most = opts.auto_connections ? opts.max_connections : opts.connections;
+	if (opts.per_host == 0 || opts.per_host > most)
+		opts.per_host = most;
 	if (!opts.state_dir)
 		opts.state_dir = state_dir = default_state_dir();
 	if (opts.quiet)

@@ -27,6 +27,7 @@
  * too (a failed blob); otherwise they stay for the next run. */
 void partial_close(struct blob *b, bool discard)
 {
+	prefix_quiesce(b); /* no hash worker reads the file past its close */
 	if (discard && b->partial && b->fd >= 0) {
 		/* Before the close drops our lock, so no other run takes over
 		 * files that are about to go. */
@@ -268,16 +269,27 @@ int64_t partial_checkpoint_every(const struct blob *b)
 	return every > MIB ? every : MIB;
 }
 
-void partial_checkpoint(struct pp_engine *e, struct blob *b, size_t ci)
+/* The chunk's hash, wherever it has come to, and how far that is: a
+ * hash worker may be a little behind what was received. */
+void partial_checkpoint_hashed(struct pp_engine *e, struct blob *b, size_t ci)
 {
 	struct chunk *c = &b->chunks[ci];
 	char digest[PP_DIGEST_STR_LEN + 1];
 	struct pp_error err = {0};
 	pp_sha256_copy(e->scratch, c->sha);
+	int64_t at = pp_sha256_fed(e->scratch);
+	if (at <= c->checkpoint || pp_sha256_error(e->scratch))
+		return;
 	pp_sha256_final(e->scratch, digest);
-	if (pp_journal_append_part(b->jfd, b->journal, ci, c->received, digest, &err) < 0)
+	if (pp_journal_append_part(b->jfd, b->journal, ci, at, digest, &err) < 0)
 		pp_warn("blob %s: %s", pp_short_digest(b->digest), err.msg);
-	c->checkpoint = c->received;
+	c->checkpoint = at;
+}
+
+void partial_checkpoint(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	chunk_hash_settle(e, b, ci);
+	partial_checkpoint_hashed(e, b, ci);
 }
 
 /* Disk space a queued blob still needs: its size less what a partial file

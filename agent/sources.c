@@ -158,7 +158,6 @@ void sources_pick(struct pp_engine *e, struct blob *b, size_t ci, struct xfer *x
 
 void sources_started(struct pp_engine *e, struct xfer *x)
 {
-	x->started = pp_now();
 	host_of(e, x->reg)->n++;
 	src_at(x->b, x->src)->active++;
 }
@@ -182,7 +181,7 @@ void sources_ranged(struct xfer *x)
 
 void sources_chunk_done(struct xfer *x)
 {
-	x->b->chunks[x->chunk].from = x->src + 1;
+	x->b->chunks[x->chunk].from_new = x->src + 1;
 }
 
 bool sources_drop(struct blob *b, size_t src)
@@ -195,28 +194,41 @@ bool sources_drop(struct blob *b, size_t src)
 	return true;
 }
 
-void sources_blame(struct pp_engine *e, struct blob *b, size_t ci, const struct xfer *x)
+/* A repaired chunk came back different: names and drops the host to blame. */
+static void blame(struct pp_engine *e, struct blob *b, size_t ci)
 {
 	const struct chunk *c = &b->chunks[ci];
 	const char *repo;
-	if (c->from == 0 || c->from - 1 == x->src)
+	if (c->from == 0 || c->from_new == 0 || c->from == c->from_new)
 		return; /* the same source twice, or one unknown: nothing to compare */
-	struct pp_registry *bad = blob_host(b, c->from - 1, &repo), *other = x->reg;
+	struct pp_registry *bad = blob_host(b, c->from - 1, &repo);
+	struct pp_registry *other = blob_host(b, c->from_new - 1, &repo);
+	if (!bad || !other)
+		return;
 	/* The chunk's first source is the suspect: its bytes were in the file
 	 * that failed.  But the digest is the registry's word: between it and
 	 * a mirror, the mirror is blamed (should its new bytes be the bad ones,
 	 * the file fails again and the next pass fetches them elsewhere). */
-	if (bad && !pp_registry_is_mirror(bad) && pp_registry_is_mirror(other)) {
-		other = bad;
-		bad = x->reg;
+	if (!pp_registry_is_mirror(bad) && pp_registry_is_mirror(other)) {
+		struct pp_registry *t = bad;
+		bad = other;
+		other = t;
 	}
-	if (!bad || host_of(e, bad)->dropped || in_play(e, b) < 2)
+	if (host_of(e, bad)->dropped || in_play(e, b) < 2)
 		return;
 	host_of(e, bad)->dropped = true;
 	pp_warn("blob %s: chunk %zu: %s and %s sent different bytes; %s %s served it, so it is "
 		"dropped for this blob and the rest of the run",
 		pp_short_digest(b->digest), ci, pp_registry_domain(other), pp_registry_domain(bad),
 		pp_registry_is_mirror(bad) ? "mirror" : "registry", pp_registry_domain(bad));
+}
+
+void sources_chunk_final(struct pp_engine *e, struct blob *b, size_t ci, bool differs)
+{
+	struct chunk *c = &b->chunks[ci];
+	if (differs)
+		blame(e, b, ci);
+	c->from = c->from_new;
 }
 
 bool sources_single(struct pp_engine *e, struct blob *b)

@@ -2,7 +2,7 @@
 #include "prepull/stop.h"
 #include "prepull/util.h"
 
-volatile int pp_stop_requested;
+_Atomic int pp_stop_requested;
 double pp_deadline_at;
 
 bool pp_should_stop(void)

@@ -130,80 +130,6 @@ static int ctd_put_blob(struct pp_store *s, const char *digest, const void *data
 
 /* ------------------------------------------------------------ unpacking */
 
-/* containerd's own unpack recipe (without its Go client): Prepare, Diff.Apply,
- * Commit. */
-static int apply_by_containerd(struct ctd *c, struct layer *l, const char *parent,
-			       struct pp_error *err)
-{
-	int r;
-	double t0 = pp_now();
-	cleanup_free char *key = NULL;
-	pthread_mutex_lock(&c->mu);
-	key = pp_xasprintf("extract-prepull-%lld-%d-%u %s", (long long)time(NULL), (int)getpid(),
-			   ++c->counter, l->chain_id);
-	pthread_mutex_unlock(&c->mu);
-
-	struct pp_ctd_label labels[3] = {
-		{"containerd.io/snapshot.ref", l->chain_id},
-		{"containerd.io/snapshot/diff-id", l->diff_id},
-		{"containerd.io/snapshot/parent-chain-id", parent},
-	};
-	size_t n_labels = parent ? 3 : 2;
-	struct pp_buf mounts = {0};
-	cleanup_free char *got = NULL;
-	int code = 0;
-	bool prepared = false;
-
-	r = pp_ctd_snapshot_prepare(c->wg, c->snapshotter, key, parent, labels, n_labels, &mounts,
-				    &code, err);
-	if (r < 0 && code == PP_GRPC_ALREADY_EXISTS) {
-		/* Someone else is on it or finished it. */
-		pp_error_clear(err);
-		r = pp_ctd_snapshot_exists(c->wg, c->snapshotter, l->chain_id, err);
-		if (r > 0)
-			r = 0;
-		else if (r == 0)
-			r = pp_error_set(err, PP_EGENERIC,
-					 "snapshot %s is being prepared by another "
-					 "client",
-					 l->chain_id);
-		goto done;
-	}
-	if (r < 0)
-		goto done;
-	prepared = true;
-
-	if ((r = pp_ctd_diff_apply(c->wg, l->media_type, l->digest, l->size, &mounts, &got, err)) <
-	    0)
-		goto done;
-	if (!got || strcmp(got, l->diff_id) != 0) {
-		r = pp_error_set(err, PP_EDIGEST,
-				 "unpacked content hashes to %s, the config's diff_id is %s",
-				 got ? got : "(none)", l->diff_id);
-		goto done;
-	}
-
-	r = pp_ctd_snapshot_commit(c->wg, c->snapshotter, l->chain_id, key, labels, n_labels, &code,
-				   err);
-	if (r < 0 && code == PP_GRPC_ALREADY_EXISTS) {
-		pp_error_clear(err);
-		r = 0;
-		goto done; /* the same chain, committed by someone else */
-	}
-	if (r < 0)
-		goto done;
-	prepared = false; /* the active snapshot became the committed one */
-	l->unpack_seconds = pp_now() - t0;
-	l->unpacked_by = "containerd";
-	pp_debug("layer %s: unpacked as %s by containerd in %.2f s", SHORT(l->digest),
-		 SHORT(l->chain_id), l->unpack_seconds);
-done:
-	if (prepared)
-		pp_ctd_snapshot_remove(c->wg, c->snapshotter, key);
-	pp_buf_free(&mounts);
-	return r;
-}
-
 /* One layer into the snapshotter: skipped when its chain exists; else
  * prepull's own apply (as the bytes arrived, or from the store), or
  * containerd's where that does not fit. */
@@ -218,7 +144,7 @@ static int unpack_layer(struct ctd *c, struct layer *l, const char *parent, stru
 		return r < 0 ? r : 0;
 	}
 	if ((r = ctd_apply_direct(c, l, parent, err)) > 0)
-		r = apply_by_containerd(c, l, parent, err);
+		r = ctd_apply_by_containerd(c, l, parent, err);
 	if (r < 0)
 		return r;
 	struct pp_ctd_label unc = {"containerd.io/uncompressed", l->diff_id};

@@ -61,6 +61,26 @@ bool engine_blame_host(struct blob *b, const char *got)
 /* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
 static void xfer_detach(struct pp_engine *e, struct xfer *x)
 {
+	/* A racer goes with the transfer it races: what it brought is extra. */
+	if (x->racer) {
+		struct xfer *r = x->racer;
+		x->racer = NULL;
+		r->race_of = NULL;
+		e->lanes.extra += r->got;
+		xfer_free(e, r);
+	}
+	if (x->race_of) {
+		x->race_of->racer = NULL;
+		x->race_of = NULL;
+		e->lanes.racers--;
+	}
+	/* The chunks a span reserved past the one it was at go back (a
+	 * racer's last is its chunk: it reserves none). */
+	for (size_t k = x->chunk + 1; k <= x->last; k++)
+		if (x->b->chunks[k].state == CHUNK_ACTIVE)
+			chunk_set_state(x->b, k, CHUNK_PENDING);
+	x->last = x->chunk;
+	lanes_note_end(e, x);
 	curl_multi_remove_handle(e->multi, x->h);
 	for (int i = 0; i < e->n_xfers; i++) {
 		if (e->xfers[i] == x) {
@@ -81,6 +101,7 @@ static void xfer_destroy(struct xfer *x)
 	pp_http_response_reset(&x->resp);
 	pp_buf_free(&x->resp.body);
 	pp_buf_free(&x->errbody);
+	free(x->race_buf);
 	free(x);
 }
 
@@ -93,9 +114,8 @@ void xfer_free(struct pp_engine *e, struct xfer *x)
 static bool reply_ok(struct xfer *x)
 {
 	struct blob *b = x->b;
-	struct chunk *c = &b->chunks[x->chunk];
 	long status = x->resp.status;
-	int64_t start = c->off + c->received, end = c->off + c->len - 1;
+	int64_t start = x->want_start, end = x->want_end;
 	if (status == 206) {
 		int64_t s, en, total;
 		struct pp_error err = {0};
@@ -168,36 +188,38 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userdata)
 		}
 		done += (size_t)w;
 	}
-	pp_sha256_update(c->sha, data, len);
-	if (b->hashed == pos && b->hash_chunk == x->chunk) {
-		if (prefix_feed(b, data, len, &x->consumer_err) < 0) {
-			x->consumer_failed = true;
-			return 0;
-		}
+	if (b->n_consumers && prefix_feed(b, pos, data, len, &x->consumer_err) < 0) {
+		x->consumer_failed = true;
+		return 0;
 	}
 	c->received += (int64_t)len;
 	x->got += (int64_t)len;
 	x->last_byte = pp_now();
 	b->fetched += (int64_t)len;
 	x->e->fetched += (int64_t)len;
-	if (c->received - c->checkpoint >= partial_checkpoint_every(b) && c->received < c->len)
-		partial_checkpoint(x->e, b, x->chunk);
+	/* Hashed (and checkpointed) by a hash worker, from the file. */
+	chunk_hash_more(x->e, b, x->chunk);
 	return len;
 }
 
-int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *err)
+/* A request for bytes [start, end] of chunk ci, in the loop; the chunk's
+ * state is the caller's. */
+static struct xfer *xfer_new(struct pp_engine *e, struct blob *b, size_t ci, int64_t start,
+			     int64_t end, struct pp_error *err)
 {
-	struct chunk *c = &b->chunks[ci];
 	struct xfer *x = pp_xcalloc(1, sizeof(*x));
 	x->e = e;
 	x->b = b;
-	x->chunk = ci;
+	x->chunk = x->last = ci;
+	x->want_start = start;
+	x->want_end = end;
 	x->resp.retry_after = -1;
 	x->wrong_size = -1;
 	x->h = curl_easy_init();
 	if (!x->h) {
 		free(x);
-		return pp_error_set(err, PP_EGENERIC, "curl_easy_init failed");
+		pp_error_set(err, PP_EGENERIC, "curl_easy_init failed");
+		return NULL;
 	}
 	if (b->cdn_url && pp_now() - b->cdn_since > CDN_URL_MAX_AGE) {
 		free(b->cdn_url);
@@ -213,7 +235,7 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 			curl_easy_cleanup(x->h);
 			free(x->url);
 			free(x);
-			return r;
+			return NULL;
 		}
 		if (authz)
 			x->hdrs = curl_slist_append(x->hdrs, authz);
@@ -222,14 +244,11 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 	}
 	/* A closed range even for a single stream, so a resumed stream starts
 	 * where it stopped; a 200 for the whole blob is accepted then. */
-	int64_t start = c->off + c->received, end = c->off + c->len - 1;
 	char range[96];
 	snprintf(range, sizeof(range), "Range: bytes=%lld-%lld", (long long)start, (long long)end);
 	x->ranged = !(b->single_stream && start == 0);
 	if (x->ranged)
 		x->hdrs = curl_slist_append(x->hdrs, range);
-	if (!c->sha)
-		c->sha = pp_sha256_new();
 	pp_registry_setup_handle(x->reg, x->h);
 	/* One range per connection, so HTTP/2's multiplexing buys nothing here,
 	 * and its framing costs CPU on both ends: a 1 GiB blob over TLS from
@@ -244,14 +263,148 @@ int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, struct pp_error *
 	curl_easy_setopt(x->h, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(x->h, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
-	x->last_byte = pp_now();
-	curl_multi_add_handle(e->multi, x->h);
-	chunk_set_state(b, ci, CHUNK_ACTIVE);
+	x->last_byte = x->started = pp_now();
 	b->active++;
 	sources_started(e, x); /* sources.c: per-host count */
 	e->xfers[e->n_xfers++] = x;
-	pp_debug("blob %s: chunk %zu: GET%s bytes %lld-%lld", pp_short_digest(b->digest), ci,
-		 x->via_cdn ? " (redirect target)" : "", (long long)start, (long long)end);
+	return x;
+}
+
+/* A chunk of a span is over, mid-request: closed as chunk_done would, but
+ * its digest (journal, repair) is settled by the loop (verify_blob), not
+ * from inside curl's callback, where failing the blob would remove this
+ * very handle.  The span goes on with the next chunk, which it holds
+ * ACTIVE already. */
+static void span_close(struct xfer *x)
+{
+	struct blob *b = x->b;
+	struct chunk *c = &b->chunks[x->chunk];
+	chunk_set_state(b, x->chunk, CHUNK_DONE);
+	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
+	chunk_hash_done_later(b, x->chunk);
+	sources_chunk_done(x); /* sources.c: the chunk remembers its source */
+	x->chunk++;
+	c = &b->chunks[x->chunk];
+	if (!c->sha)
+		c->sha = pp_sha256_new();
+}
+
+/* A request over several chunks: its bytes are cut at chunk boundaries
+ * and each piece goes through write_cb as if its chunk had a request of
+ * its own (hash per chunk, checkpoints, the prefix). */
+static size_t span_write_cb(char *data, size_t size, size_t n, void *userdata)
+{
+	struct xfer *x = userdata;
+	size_t len = size * n;
+	if (!x->checked) {
+		x->checked = true;
+		if (!reply_ok(x))
+			return 0;
+	}
+	if (x->error_status)
+		return write_cb(data, size, n, userdata);
+	for (size_t done = 0; done < len;) {
+		struct chunk *c = &x->b->chunks[x->chunk];
+		size_t piece = len - done;
+		if ((int64_t)piece > c->len - c->received)
+			piece = (size_t)(c->len - c->received);
+		if (piece == 0 || write_cb(data + done, 1, piece, userdata) != piece) {
+			if (piece == 0)
+				snprintf(x->bad_reply, sizeof(x->bad_reply),
+					 "server sent more than the %lld bytes asked for",
+					 (long long)(x->want_end - x->want_start + 1));
+			return 0;
+		}
+		done += piece;
+		if (c->received == c->len && x->chunk < x->last)
+			span_close(x);
+	}
+	return len;
+}
+
+int xfer_start(struct pp_engine *e, struct blob *b, size_t ci, size_t last, struct pp_error *err)
+{
+	struct chunk *c = &b->chunks[ci];
+	int64_t start = c->off + c->received;
+	int64_t end = b->chunks[last].off + b->chunks[last].len - 1;
+	struct xfer *x = xfer_new(e, b, ci, start, end, err);
+	if (!x)
+		return -1;
+	if (!c->sha)
+		c->sha = pp_sha256_new();
+	x->last = last;
+	if (last > ci)
+		curl_easy_setopt(x->h, CURLOPT_WRITEFUNCTION, span_write_cb);
+	curl_multi_add_handle(e->multi, x->h);
+	for (size_t k = ci; k <= last; k++)
+		chunk_set_state(b, k, CHUNK_ACTIVE);
+	if (last > ci)
+		pp_debug("blob %s: chunks %zu-%zu: GET%s bytes %lld-%lld",
+			 pp_short_digest(b->digest), ci, last,
+			 x->via_cdn ? " (redirect target)" : "", (long long)start, (long long)end);
+	else
+		pp_debug("blob %s: chunk %zu: GET%s bytes %lld-%lld", pp_short_digest(b->digest),
+			 ci, x->via_cdn ? " (redirect target)" : "", (long long)start,
+			 (long long)end);
+	return 0;
+}
+
+/* A racer keeps its bytes in memory: the chunk's own transfer may still be
+ * writing the same range, and two writers never share a file range.  They
+ * reach the file only once that transfer is gone (race_won). */
+static size_t race_write_cb(char *data, size_t size, size_t n, void *userdata)
+{
+	struct xfer *r = userdata;
+	size_t len = size * n;
+	int64_t want = r->race_end - r->race_pos + 1;
+	if (!r->checked) {
+		int64_t s, en, total;
+		struct pp_error err = {0};
+		r->checked = true;
+		r->race_bad =
+			r->resp.status != 206 ||
+			pp_parse_content_range(r->resp.content_range, &s, &en, &total, &err) < 0 ||
+			s != r->race_pos || en != r->race_end ||
+			(total >= 0 && total != r->b->size);
+		if (r->race_bad)
+			return 0;
+		r->race_buf = malloc((size_t)want);
+		if (!r->race_buf)
+			return 0;
+	}
+	if ((int64_t)len > want - r->race_got)
+		return 0;
+	memcpy(r->race_buf + r->race_got, data, len);
+	r->race_got += (int64_t)len;
+	r->got += (int64_t)len;
+	r->last_byte = pp_now();
+	return len;
+}
+
+int xfer_race(struct pp_engine *e, struct xfer *x, struct pp_error *err)
+{
+	struct blob *b = x->b;
+	struct chunk *c = &b->chunks[x->chunk];
+	int64_t start = c->off + c->received, end = c->off + c->len - 1;
+	struct xfer *r = xfer_new(e, b, x->chunk, start, end, err);
+	if (!r)
+		return -1;
+	r->race_of = x;
+	r->race_pos = start;
+	r->race_end = end;
+	x->racer = r;
+	e->lanes.racers++;
+	curl_easy_setopt(r->h, CURLOPT_WRITEFUNCTION, race_write_cb);
+	curl_easy_setopt(r->h, CURLOPT_WRITEDATA, r);
+	/* Not CURLOPT_FRESH_CONNECT: the slow connection is busy, so the racer
+	 * lands elsewhere anyway, and an idle connection in the pool has
+	 * proven itself (slow ones never go back there: lanes.c forbids their
+	 * reuse), while a new one is a new draw of the edges.  With half the
+	 * lanes slow (test_lanes_slow) fresh racers were slow as often. */
+	curl_easy_setopt(x->h, CURLOPT_FORBID_REUSE, 1L);
+	curl_multi_add_handle(e->multi, r->h);
+	pp_debug("blob %s: chunk %zu: racing bytes %lld-%lld on another connection",
+		 pp_short_digest(b->digest), x->chunk, (long long)start, (long long)end);
 	return 0;
 }
 
@@ -274,8 +427,7 @@ static void retry_chunk(struct pp_engine *e, struct blob *b, size_t ci, double w
 		c->received = c->checkpoint = 0;
 		pp_sha256_free(c->sha);
 		c->sha = NULL;
-		if (b->hash_chunk == ci && b->hashed > c->off)
-			prefix_rewind(b);
+		prefix_rewind(b, ci);
 	}
 	c->attempts++;
 	if (engine_gave_up(e, b)) {
@@ -331,22 +483,8 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 {
 	struct blob *b = x->b;
 	struct chunk *c = &b->chunks[x->chunk];
-	struct pp_error err = {0};
 	char *eff = NULL;
-	char got[PP_DIGEST_STR_LEN + 1];
 	chunk_set_state(b, x->chunk, CHUNK_DONE);
-	pp_sha256_final(c->sha, got);
-	pp_sha256_free(c->sha);
-	c->sha = NULL;
-	if (b->repairing && strcmp(got, c->digest) != 0) {
-		pp_info("blob %s: chunk %zu came back different; replaced it",
-			pp_short_digest(b->digest), x->chunk);
-		b->changed++;
-		sources_blame(e, b, x->chunk, x); /* sources.c: name the source that differs */
-		if (x->chunk + 1 > b->check_from)
-			b->check_from = x->chunk + 1;
-	}
-	memcpy(c->digest, got, sizeof(c->digest));
 	sources_chunk_done(x); /* sources.c: the chunk remembers its source */
 	curl_easy_getinfo(x->h, CURLINFO_EFFECTIVE_URL, &eff);
 	if (!x->via_cdn && eff && strcmp(eff, x->url) != 0) {
@@ -357,10 +495,10 @@ static void chunk_done(struct pp_engine *e, struct xfer *x)
 	}
 	/* Start writing the chunk back now, so the fsync at commit has little left. */
 	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
-	if (pp_journal_append_done(b->jfd, b->journal, x->chunk, c->digest, &err) < 0) {
-		engine_fail_blob(e, b, &err);
+	/* Its digest goes into the journal once the hash workers are through. */
+	chunk_hash_done(e, b, x->chunk);
+	if (b->state != BLOB_RUNNING)
 		return;
-	}
 	int64_t budget = HASH_BUDGET;
 	verify_blob(e, b, &budget);
 }
@@ -593,10 +731,80 @@ static void chunk_failed(struct pp_engine *e, struct xfer *x, enum xfer_outcome 
 	}
 }
 
+/* A racer brought its whole range before the transfer it raced: that one
+ * is stopped (what it wrote stays), and the racer's bytes from where it
+ * stopped go to the file, the chunk hash and the prefix, as write_cb
+ * would have put them.  The racer's bytes the file had already are the
+ * race's extra cost. */
+static void race_won(struct pp_engine *e, struct xfer *r)
+{
+	struct blob *b = r->b;
+	struct chunk *c = &b->chunks[r->chunk];
+	struct xfer *x = r->race_of;
+	x->racer = NULL;
+	r->race_of = NULL;
+	e->lanes.racers--;
+	e->lanes.races_won++;
+	xfer_free(e, x);
+	xfer_detach(e, r);
+	int64_t pos = c->off + c->received;
+	int64_t skip = pos - r->race_pos, len = r->race_end + 1 - pos;
+	e->lanes.extra += skip;
+	pp_debug("blob %s: chunk %zu: the racer won; %lld of its bytes were on disk already",
+		 pp_short_digest(b->digest), r->chunk, (long long)skip);
+	const unsigned char *data = r->race_buf + skip;
+	for (int64_t done = 0; done < len;) {
+		ssize_t w = pwrite(b->fd, data + done, (size_t)(len - done), pos + done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			struct pp_error err = {0};
+			pp_error_errno(&err, "write %s", b->partial);
+			engine_fail_blob(e, b, &err);
+			return;
+		}
+		done += w;
+	}
+	if (b->n_consumers) {
+		struct pp_error err = {0};
+		if (prefix_feed(b, pos, data, (size_t)len, &err) < 0) {
+			engine_fail_blob(e, b, &err);
+			return;
+		}
+	}
+	c->received += len;
+	b->fetched += len;
+	e->fetched += len;
+	chunk_hash_more(e, b, r->chunk); /* the workers hash them from the file */
+	chunk_done(e, r);
+}
+
+/* A racer is over: it won, or it is dropped and the transfer it raced
+ * goes on alone. */
+static void race_finish(struct pp_engine *e, struct xfer *r, CURLcode rc)
+{
+	bool won = rc == CURLE_OK && !r->race_bad && !r->stalled && r->race_buf &&
+		   r->race_got == r->race_end - r->race_pos + 1;
+	if (won) {
+		race_won(e, r);
+		xfer_destroy(r);
+		return;
+	}
+	pp_debug("blob %s: chunk %zu: the racer failed (curl %d, HTTP %ld); the first request "
+		 "goes on",
+		 pp_short_digest(r->b->digest), r->chunk, (int)rc, r->resp.status);
+	e->lanes.extra += r->got;
+	xfer_free(e, r);
+}
+
 /* Takes a finished transfer out of the loop first, so failing the blob
  * cannot free it under us; then one outcome decides what happens. */
 static void finish(struct pp_engine *e, struct xfer *x, CURLcode rc)
 {
+	if (x->race_of) {
+		race_finish(e, x, rc);
+		return;
+	}
 	const struct chunk *c = &x->b->chunks[x->chunk];
 	xfer_detach(e, x);
 	curl_easy_getinfo(x->h, CURLINFO_REDIRECT_COUNT, &x->redirects);

@@ -1,17 +1,20 @@
 /* Streaming layer apply: compressed bytes in, a directory tree out.
  *
- * Why a worker thread: libarchive's reader pulls its input through a read
- * callback and cannot be suspended half-way through an entry, while our
- * caller (the fetch engine) pushes bytes as chunks land and must not wait
- * for the inflate.  Inverting libarchive without a thread would need a
- * second stack (ucontext: fragile under ASan) or a tar parser of our own
- * (PAX, GNU long names and four sparse formats: libarchive already gets
- * those right).  So feed() copies into a fixed single-producer /
- * single-consumer ring and returns; the worker inflates from that ring,
- * hashes the tar stream (the diffID) and hands it to libarchive's reader,
- * whose entries unpack_apply.c confines to the root and writes (that file
- * owns everything done to the target directory).  The ring is the only
- * place where the two threads meet; each side copies outside the lock and
+ * Why threads: libarchive's reader pulls its input through a read callback
+ * and cannot be suspended half-way through an entry, while our caller (the
+ * fetch engine) pushes bytes as chunks land and must not wait for the
+ * inflate.  Inverting libarchive without a thread would need a second stack
+ * (ucontext: fragile under ASan) or a tar parser of our own (PAX, GNU long
+ * names and four sparse formats: libarchive already gets those right).  So
+ * feed() copies into a fixed single-producer / single-consumer ring and
+ * returns; the inflater thread (unpack_inflate.c) inflates from that ring
+ * into a second fixed ring of slots; the applier thread (here) hashes the
+ * tar stream (the diffID) and hands it to libarchive's reader, whose
+ * entries unpack_apply.c confines to the root and writes (that file owns
+ * everything done to the target directory).  Inflate and apply on two
+ * threads: on a compressible gzip layer they take about 3:1 of the CPU, so
+ * on two cores the apply hides behind the inflate.  The rings are the only
+ * places where the threads meet; each side copies outside the lock and
  * publishes under it. */
 #include <archive.h>
 #include <errno.h>
@@ -23,17 +26,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <zstd.h>
-#include <zstd_errors.h>
 
 #include "prepull/digest.h"
 #include "prepull/error.h"
 #include "prepull/unpack.h"
 #include "prepull/util.h"
 #include "unpack_int.h"
-
-#define RING_CAP (1024 * 1024) /* compressed bytes fed but not yet taken */
-#define IN_CAP (128 * 1024)    /* compressed bytes the worker holds */
-#define OUT_CAP (256 * 1024)   /* tar bytes handed to libarchive per read */
 
 /* ------------------------------------------------------------ media types */
 
@@ -65,149 +63,45 @@ int pp_unpack_compression_of(const char *mt, enum pp_unpack_compression *out, st
 			    pp_printable(buf, sizeof(buf), mt ? mt : "(none)"));
 }
 
-/* ------------------------------------------------------------ worker: input */
-
-/* Takes the next compressed bytes out of the ring into u->in.  Returns the
- * count, 0 at the end of the input, or PP_EINTR when free() stops us. */
-static int take_input(struct pp_unpack *u, struct pp_error *err)
-{
-	pthread_mutex_lock(&u->mu);
-	while (u->ring_len == 0 && !u->input_end && !u->abort)
-		pthread_cond_wait(&u->cond, &u->mu);
-	bool stop = u->abort;
-	size_t head = u->ring_head, avail = u->ring_len;
-	pthread_mutex_unlock(&u->mu);
-	if (stop)
-		return pp_error_set(err, PP_EINTR, "stopped");
-	if (avail == 0) {
-		u->in_eof = true;
-		u->in_len = u->in_pos = 0;
-		return 0;
-	}
-	/* Bytes [head, head+n) are ours until we publish: copy outside the lock. */
-	size_t n = avail < IN_CAP ? avail : IN_CAP;
-	size_t first = RING_CAP - head < n ? RING_CAP - head : n;
-	memcpy(u->in, u->ring + head, first);
-	memcpy(u->in + first, u->ring, n - first);
-	pthread_mutex_lock(&u->mu);
-	u->ring_head = (head + n) % RING_CAP;
-	u->ring_len -= n;
-	pthread_cond_broadcast(&u->cond);
-	pthread_mutex_unlock(&u->mu);
-	u->in_len = n;
-	u->in_pos = 0;
-	return (int)n;
-}
-
-/* One step of the decompressor over u->in into u->out.  *produced = bytes
- * of tar stream in u->out. */
-static int inflate_step(struct pp_unpack *u, size_t *produced, struct pp_error *err)
-{
-	*produced = 0;
-	if (u->comp == PP_UNPACK_GZIP) {
-		if (!u->gz_in_member) {
-			/* A new member: ISA-L stops at the end of one, and gzip
-			 * allows many back to back (pigz, concatenated layers). */
-			isal_inflate_reset(u->isal);
-			u->isal->crc_flag = ISAL_GZIP;
-			u->gz_in_member = true;
-		}
-		struct inflate_state *s = u->isal;
-		s->next_in = u->in + u->in_pos;
-		s->avail_in = (uint32_t)(u->in_len - u->in_pos);
-		s->next_out = u->out;
-		s->avail_out = OUT_CAP;
-		int r = isal_inflate(s);
-		u->in_pos = u->in_len - s->avail_in;
-		*produced = OUT_CAP - s->avail_out;
-		u->more_out = s->avail_out == 0;
-		if (r != ISAL_DECOMP_OK)
-			return pp_error_set(err, PP_EPROTO,
-					    "gzip stream is corrupt (member %llu, ISA-L error %d)",
-					    (unsigned long long)u->gz_members + 1, r);
-		if (s->block_state == ISAL_BLOCK_FINISH) {
-			u->gz_in_member = false;
-			u->gz_members++;
-			u->more_out = false;
-		}
-		return 0;
-	}
-	/* zstd */
-	ZSTD_inBuffer in = {u->in + u->in_pos, u->in_len - u->in_pos, 0};
-	ZSTD_outBuffer o = {u->out, OUT_CAP, 0};
-	size_t r = ZSTD_decompressStream(u->zd, &o, &in);
-	if (ZSTD_isError(r)) {
-		if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge) {
-			u->refusal = PP_UNPACK_REFUSED_ZSTD_WINDOW;
-			return pp_error_set(err, PP_EUNSUPPORTED,
-					    "zstd frame %llu needs a window over %d MiB",
-					    (unsigned long long)u->z_frames + 1,
-					    1 << (PP_UNPACK_ZSTD_WINDOW_LOG_MAX - 20));
-		}
-		return pp_error_set(err, PP_EPROTO, "zstd stream is corrupt (frame %llu): %s",
-				    (unsigned long long)u->z_frames + 1, ZSTD_getErrorName(r));
-	}
-	u->in_pos += in.pos;
-	*produced = o.pos;
-	u->more_out = o.pos == o.size;
-	if (r == 0 && (in.pos > 0 || o.pos > 0))
-		u->z_frames++;
-	u->z_hint = r;
-	return 0;
-}
-
-/* Checks the compressed stream ended where a gzip member or zstd frame
- * ends. */
-static int check_clean_end(struct pp_unpack *u, struct pp_error *err)
-{
-	if (u->comp == PP_UNPACK_GZIP) {
-		if (u->gz_in_member)
-			return pp_error_set(err, PP_EPROTO,
-					    "gzip stream is truncated (member %llu)",
-					    (unsigned long long)u->gz_members + 1);
-		if (u->gz_members == 0)
-			return pp_error_set(err, PP_EPROTO, "gzip stream is empty");
-	} else if (u->comp == PP_UNPACK_ZSTD) {
-		if (u->z_hint != 0)
-			return pp_error_set(err, PP_EPROTO, "zstd stream is truncated (frame %llu)",
-					    (unsigned long long)u->z_frames + 1);
-		if (u->z_frames == 0)
-			return pp_error_set(err, PP_EPROTO, "zstd stream is empty");
-	}
-	return 0;
-}
+/* ------------------------------------------------------------ applier: input */
 
 /* The next piece of the tar stream, hashed: *buf and the count, 0 at its
- * end, or a negative PP_E* code. */
+ * end, or a negative PP_E* code (the inflater's failure, met where it
+ * happened in the stream).  *buf stays valid until the next call, which
+ * gives its slot back to the inflater (libarchive's read callback
+ * contract). */
 static ssize_t next_plain(struct pp_unpack *u, const void **buf, struct pp_error *err)
 {
-	for (;;) {
-		if (u->in_pos == u->in_len && !u->more_out) {
-			if (u->in_eof)
-				return check_clean_end(u, err) < 0 ? err->code : 0;
-			int r = take_input(u, err);
-			if (r < 0)
-				return r;
-			continue;
-		}
-		if (u->comp == PP_UNPACK_TAR) {
-			size_t n = u->in_len - u->in_pos;
-			*buf = u->in + u->in_pos;
-			u->in_pos = u->in_len;
-			pp_sha256_update(u->sha, *buf, n);
-			u->plain += n;
-			return (ssize_t)n;
-		}
-		size_t produced;
-		if (inflate_step(u, &produced, err) < 0)
-			return err->code;
-		if (produced > 0) {
-			*buf = u->out;
-			pp_sha256_update(u->sha, u->out, produced);
-			u->plain += produced;
-			return (ssize_t)produced;
-		}
+	pthread_mutex_lock(&u->mu);
+	if (u->p_holding) {
+		u->p_head = (u->p_head + 1) % PLAIN_SLOTS;
+		u->p_count--;
+		u->p_holding = false;
+		pthread_cond_broadcast(&u->pcond);
 	}
+	while (u->p_count == 0 && !u->p_end && !u->abort)
+		pthread_cond_wait(&u->pcond, &u->mu);
+	if (u->abort) {
+		pthread_mutex_unlock(&u->mu);
+		return pp_error_set(err, PP_EINTR, "stopped");
+	}
+	if (u->p_count == 0) {
+		int rc = u->irc;
+		if (rc < 0) {
+			*err = u->ierr;
+			if (rc == PP_EUNSUPPORTED)
+				u->refusal = u->irefusal;
+		}
+		pthread_mutex_unlock(&u->mu);
+		return rc < 0 ? rc : 0;
+	}
+	size_t idx = u->p_head, n = u->p_len[idx];
+	u->p_holding = true;
+	pthread_mutex_unlock(&u->mu);
+	*buf = u->plain_buf + idx * PLAIN_CAP;
+	pp_sha256_update(u->sha, *buf, n);
+	u->plain += n;
+	return (ssize_t)n;
 }
 
 static la_ssize_t ar_read(struct archive *a, void *cd, const void **buf)
@@ -222,7 +116,7 @@ static la_ssize_t ar_read(struct archive *a, void *cd, const void **buf)
 	return n;
 }
 
-/* ------------------------------------------------------------ worker */
+/* ------------------------------------------------------------ applier */
 
 static int run(struct pp_unpack *u, struct pp_error *err)
 {
@@ -265,9 +159,10 @@ static int run(struct pp_unpack *u, struct pp_error *err)
 	return 0;
 }
 
-static void *worker(void *arg)
+static void *applier(void *arg)
 {
 	struct pp_unpack *u = arg;
+	pthread_setname_np(pthread_self(), "pp-apply"); /* for top -H, perf */
 	struct pp_error err = {0};
 	int rc = run(u, &err);
 	if (rc < 0 && u->label)
@@ -277,12 +172,39 @@ static void *worker(void *arg)
 	if (rc < 0)
 		u->werr = err;
 	u->done = true;
+	/* The inflater may wait for input or for a slot: it is to stop. */
 	pthread_cond_broadcast(&u->cond);
+	pthread_cond_broadcast(&u->pcond);
 	pthread_mutex_unlock(&u->mu);
 	return NULL;
 }
 
 /* ------------------------------------------------------------ API */
+
+/* Waits for both threads to be gone (each ends once the applier is done or
+ * free() aborts). */
+static void join(struct pp_unpack *u)
+{
+	if (!u->joined) {
+		pthread_join(u->thread, NULL);
+		u->joined = true;
+	}
+	if (!u->ijoined) {
+		pthread_join(u->ithread, NULL);
+		u->ijoined = true;
+	}
+}
+
+/* Tells the threads to stop wherever they wait, and waits for them. */
+static void stop_and_join(struct pp_unpack *u)
+{
+	pthread_mutex_lock(&u->mu);
+	__atomic_store_n(&u->abort, true, __ATOMIC_RELAXED);
+	pthread_cond_broadcast(&u->cond);
+	pthread_cond_broadcast(&u->pcond);
+	pthread_mutex_unlock(&u->mu);
+	join(u);
+}
 
 static void free_state(struct pp_unpack *u)
 {
@@ -299,14 +221,14 @@ static void free_state(struct pp_unpack *u)
 	free(u->root);
 	free(u->label);
 	free(u->ring);
-	free(u->in);
-	free(u->out);
+	free(u->plain_buf);
 	free(u->isal);
 	ZSTD_freeDCtx(u->zd);
 	if (u->sha)
 		pp_sha256_free(u->sha);
 	pthread_mutex_destroy(&u->mu);
 	pthread_cond_destroy(&u->cond);
+	pthread_cond_destroy(&u->pcond);
 	free(u);
 }
 
@@ -323,7 +245,8 @@ int pp_unpack_new(struct pp_unpack **out, const struct pp_unpack_opts *opts, str
 	struct pp_unpack *u = pp_xcalloc(1, sizeof(*u));
 	pthread_mutex_init(&u->mu, NULL);
 	pthread_cond_init(&u->cond, NULL);
-	u->joined = true; /* until the thread exists */
+	pthread_cond_init(&u->pcond, NULL);
+	u->joined = u->ijoined = true; /* until the threads exist */
 	u->comp = opts->compression;
 	u->whiteout = opts->whiteout;
 	snprintf(u->diff_id, sizeof(u->diff_id), "%s", opts->diff_id);
@@ -375,8 +298,7 @@ int pp_unpack_new(struct pp_unpack **out, const struct pp_unpack_opts *opts, str
 						      ARCHIVE_EXTRACT_SECURE_SYMLINKS |
 						      ARCHIVE_EXTRACT_SECURE_NODOTDOT);
 	u->ring = pp_xmalloc(RING_CAP);
-	u->in = pp_xmalloc(IN_CAP);
-	u->out = pp_xmalloc(OUT_CAP);
+	u->plain_buf = pp_xmalloc(PLAIN_SLOTS * PLAIN_CAP);
 	u->sha = pp_sha256_new();
 	if (u->comp == PP_UNPACK_GZIP) {
 		u->isal = pp_xmalloc(sizeof(*u->isal));
@@ -392,15 +314,21 @@ int pp_unpack_new(struct pp_unpack **out, const struct pp_unpack_opts *opts, str
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int r = pthread_create(&u->thread, NULL, worker, u);
+	int r = pthread_create(&u->ithread, NULL, unpack_inflater, u);
+	if (r == 0) {
+		u->ijoined = false;
+		r = pthread_create(&u->thread, NULL, applier, u);
+		if (r == 0)
+			u->joined = false;
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r != 0) {
+		stop_and_join(u);
 		errno = r;
 		int rc = pp_error_errno(err, "unpack: start worker");
 		free_state(u);
 		return rc;
 	}
-	u->joined = false;
 	*out = u;
 	return 0;
 }
@@ -457,14 +385,6 @@ size_t pp_unpack_writable(struct pp_unpack *u)
 	return n;
 }
 
-static void join(struct pp_unpack *u)
-{
-	if (!u->joined) {
-		pthread_join(u->thread, NULL);
-		u->joined = true;
-	}
-}
-
 int pp_unpack_finish(struct pp_unpack *u, struct pp_error *err)
 {
 	pthread_mutex_lock(&u->mu);
@@ -504,10 +424,6 @@ void pp_unpack_free(struct pp_unpack *u)
 {
 	if (!u)
 		return;
-	pthread_mutex_lock(&u->mu);
-	__atomic_store_n(&u->abort, true, __ATOMIC_RELAXED);
-	pthread_cond_broadcast(&u->cond);
-	pthread_mutex_unlock(&u->mu);
-	join(u);
+	stop_and_join(u);
 	free_state(u);
 }

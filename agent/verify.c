@@ -1,14 +1,32 @@
 /* The in-order prefix of a blob: the whole-blob sha256 (the only digest
- * the registry vouches for) and the prefix consumers follow it as the
- * contiguous run of landed chunks grows, fed from a transfer's buffer at
- * the frontier or read back from the partial file when behind.  When the
- * last byte is hashed the blob is committed, or repaired chunk by chunk
- * when its digest does not match. */
+ * the registry vouches for) follows the contiguous run of done chunks,
+ * read back from the partial file by a hash worker; the prefix consumers
+ * follow the landed bytes, fed from a transfer's buffer at the frontier or
+ * read back from the partial file when behind.  A chunk's own sha256 is a
+ * worker's too: it follows the chunk's bytes a slice behind and is final
+ * shortly after the chunk is.  When the last byte is hashed the blob is
+ * committed, or repaired chunk by chunk when its digest does not match. */
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "engine_int.h"
+#include "hashpool.h"
+#include "prepull/journal.h"
 #include "prepull/log.h"
+
+static void wake_loop(void *ctx)
+{
+	curl_multi_wakeup(ctx);
+}
+
+/* The hash workers, started with the first job. */
+static struct hashpool *pool(struct pp_engine *e)
+{
+	if (!e->pool)
+		e->pool = hashpool_new(hashpool_default_threads(), wake_loop, e->multi);
+	return e->pool;
+}
 
 /* Consumers fed past `pos` start over: the bytes from there come again,
  * and a consumer can only take them again from the start. */
@@ -29,18 +47,38 @@ void prefix_restart(struct blob *b)
 {
 	b->hashed = 0;
 	b->hash_chunk = 0;
-	pp_sha256_free(b->hash);
+	b->digests_pending = 0;
+	pp_sha256_free(b->hash); /* waits for a worker that has it */
 	pp_sha256_free(b->frontier);
 	b->hash = pp_sha256_new();
-	b->frontier = pp_sha256_new();
+	b->frontier = NULL;
 	consumers_back_to(b, 0);
 }
 
-void prefix_rewind(struct blob *b)
+void prefix_rewind(struct blob *b, size_t ci)
 {
-	pp_sha256_copy(b->hash, b->frontier);
-	b->hashed = b->chunks[b->hash_chunk].off;
-	consumers_back_to(b, b->hashed);
+	consumers_back_to(b, b->chunks[ci].off);
+}
+
+void prefix_quiesce(struct blob *b)
+{
+	if (b->hash)
+		pp_sha256_wait(b->hash);
+	if (b->check)
+		pp_sha256_wait(b->check);
+	for (size_t i = 0; i < b->n_chunks; i++)
+		if (b->chunks[i].sha)
+			pp_sha256_wait(b->chunks[i].sha);
+}
+
+/* The end of the bytes on disk in order from byte 0: done chunks, then
+ * what the first chunk not done has received. */
+static int64_t landed(const struct blob *b)
+{
+	size_t i = b->hash_chunk;
+	while (i < b->n_chunks && b->chunks[i].state == CHUNK_DONE)
+		i++;
+	return i < b->n_chunks ? b->chunks[i].off + b->chunks[i].received : b->size;
 }
 
 /* Offers a consumer the bytes at its position; it takes some or all.
@@ -57,32 +95,32 @@ static int64_t offer(struct blob *b, struct consumer_slot *s, const void *data, 
 	return taken;
 }
 
-int prefix_feed(struct blob *b, const void *data, size_t len, struct pp_error *err)
+int prefix_feed(struct blob *b, int64_t pos, const void *data, size_t len, struct pp_error *err)
 {
-	pp_sha256_update(b->hash, data, len);
 	for (size_t i = 0; i < b->n_consumers; i++) {
 		struct consumer_slot *s = &b->consumers[i];
 		/* One that is behind catches up from the file; one that takes
 		 * less falls behind. */
-		if (s->pos == b->hashed && offer(b, s, data, len, err) < 0)
+		if (s->pos == pos && offer(b, s, data, len, err) < 0)
 			return -1;
 	}
-	b->hashed += (int64_t)len;
 	return 0;
 }
 
-/* Offers consumers that are behind the hash (they started over, or took
- * less than they were offered) what they miss, read back from the file,
- * within the budget.  Returns 1 when it stopped for the budget. */
+/* Offers consumers that are behind the landed bytes (they started over,
+ * took less than they were offered, or bytes landed in order all at once
+ * when a chunk before them finished) what they miss, read back from the
+ * file, within the budget.  Returns 1 when it stopped for the budget. */
 static int consumers_catch_up(struct pp_engine *e, struct blob *b, int64_t *budget,
 			      struct pp_error *err)
 {
+	int64_t land = b->n_consumers ? landed(b) : 0;
 	for (size_t i = 0; i < b->n_consumers; i++) {
 		struct consumer_slot *s = &b->consumers[i];
-		while (s->pos < b->hashed) {
+		while (s->pos < land) {
 			if (*budget <= 0)
 				return 1;
-			int64_t end = b->hashed;
+			int64_t end = land;
 			if (s->c.ops->wants) {
 				int64_t want = s->c.ops->wants(s->c.ctx);
 				if (want <= 0)
@@ -104,9 +142,33 @@ static int consumers_catch_up(struct pp_engine *e, struct blob *b, int64_t *budg
 	return 0;
 }
 
+/* A blob that stops or fails keeps the digests of its done chunks in the
+ * journal, so the next run need not fetch them again: what the workers
+ * have not hashed yet is hashed here. */
+static void keep_digests(struct pp_engine *e, struct blob *b)
+{
+	for (size_t i = 0; i < b->n_chunks && b->digests_pending > 0; i++) {
+		struct chunk *c = &b->chunks[i];
+		struct pp_error err = {0};
+		if (!c->digest_pending || !c->sha)
+			continue;
+		chunk_hash_settle(e, b, i);
+		c->digest_pending = false;
+		b->digests_pending--;
+		if (pp_sha256_error(c->sha) || pp_sha256_fed(c->sha) != c->len)
+			continue; /* unread: the chunk comes again */
+		pp_sha256_final(c->sha, c->digest);
+		if (pp_journal_append_done(b->jfd, b->journal, i, c->digest, &err) < 0) {
+			pp_warn("blob %s: %s", pp_short_digest(b->digest), err.msg);
+			return;
+		}
+	}
+}
+
 void prefix_finish(struct pp_engine *e, struct blob *b, bool verified)
 {
-	(void)e;
+	if (!verified && b->jfd >= 0 && b->fd >= 0)
+		keep_digests(e, b);
 	for (size_t i = 0; i < b->n_consumers; i++) {
 		struct consumer_slot *s = &b->consumers[i];
 		struct pp_error err = {0};
@@ -125,39 +187,61 @@ void prefix_finish(struct pp_engine *e, struct blob *b, bool verified)
 	b->n_consumers = 0;
 }
 
-/* Extends the whole-blob hash over bytes already on disk: done chunks and
- * the received prefix of the chunk at the frontier; the transfer at the
- * frontier then feeds the hash directly as its bytes arrive.  A chunk done
- * in an earlier run is hashed on its own too, and if its bytes no longer
- * match the journal it is fetched again.  At most *budget bytes are read;
- * returns 1 when it stopped for the budget. */
-static int advance_hash(struct pp_engine *e, struct blob *b, int64_t *budget, struct pp_error *err)
+/* A read error a worker left in a hash: the blob fails. */
+static int hash_error(const struct blob *b, const struct pp_sha256 *h, struct pp_error *err)
 {
+	int error = h ? pp_sha256_error(h) : 0;
+	if (!error)
+		return 0;
+	errno = error;
+	return pp_error_errno(err, "read %s", b->partial);
+}
+
+/* Hands the next done chunk to a worker for the whole-blob hash, once the
+ * last one is through.  A chunk done in an earlier run is hashed on its
+ * own too, and if its bytes no longer match the journal it is fetched
+ * again.  The hash enters no chunk before it is done, so nothing it has
+ * taken is written again unless it starts over. */
+static int advance_hash(struct pp_engine *e, struct blob *b, struct pp_error *err)
+{
+	if (pp_sha256_busy(b->hash))
+		return 0; /* the worker wakes the loop when it is through */
+	if (hash_error(b, b->hash, err) < 0)
+		return -1;
+	b->hashed = pp_sha256_fed(b->hash);
 	while (b->hash_chunk < b->n_chunks) {
 		struct chunk *c = &b->chunks[b->hash_chunk];
-		int64_t end = c->off + (c->state == CHUNK_DONE ? c->len : c->received);
+		if (c->state != CHUNK_DONE)
+			break; /* never past a chunk whose transfer has not finished */
+		if (b->repairing && c->digest_pending)
+			break; /* whether it came back different decides what is fetched next */
+		int64_t end = c->off + c->len;
 		if (c->verify && !c->sha) {
 			/* The blob hash must not take bytes that may turn out bad. */
 			c->sha = pp_sha256_new();
 			c->resume_hash = pp_sha256_new();
 			pp_sha256_copy(c->resume_hash, b->hash);
 		}
-		while (b->hashed < end) {
-			if (*budget <= 0)
-				return 1;
-			ssize_t n = partial_read(e, b, b->hashed, end, err);
-			if (n < 0)
-				return -1;
-			if (c->verify)
-				pp_sha256_update(c->sha, e->hashbuf, (size_t)n);
-			if (prefix_feed(b, e->hashbuf, (size_t)n, err) < 0)
-				return -1;
-			*budget -= n;
+		if (b->hashed < end) {
+			/* Done chunks after it go in the same job, so the blob hash
+			 * takes what it can before the chunk hashes (which only a
+			 * repair waits for) get the worker. */
+			for (size_t k = b->hash_chunk + 1;
+			     !c->verify && k < b->n_chunks && end - b->hashed < HASH_JOB_MAX; k++) {
+				const struct chunk *n = &b->chunks[k];
+				if (n->state != CHUNK_DONE || n->verify ||
+				    (b->repairing && n->digest_pending))
+					break;
+				end = n->off + n->len;
+			}
+			hashpool_post(pool(e), b->fd, b->hashed, end, b->hash,
+				      c->verify ? c->sha : NULL, true);
+			return 0;
 		}
-		if (c->state != CHUNK_DONE)
-			break; /* never past a chunk whose transfer has not finished */
 		if (c->verify) {
 			char got[PP_DIGEST_STR_LEN + 1];
+			if (hash_error(b, c->sha, err) < 0)
+				return -1;
 			pp_sha256_final(c->sha, got);
 			pp_sha256_free(c->sha);
 			c->sha = NULL;
@@ -180,9 +264,116 @@ static int advance_hash(struct pp_engine *e, struct blob *b, int64_t *budget, st
 				break;
 		}
 		b->hash_chunk++;
-		pp_sha256_copy(b->frontier, b->hash);
 	}
 	return 0;
+}
+
+void chunk_hash_more(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	struct chunk *c = &b->chunks[ci];
+	if (!c->sha || pp_sha256_busy(c->sha))
+		return;
+	int64_t fed = pp_sha256_fed(c->sha);
+	if (fed - c->checkpoint >= partial_checkpoint_every(b) && fed < c->len)
+		partial_checkpoint_hashed(e, b, ci);
+	/* A slice at a time, so a blob hash that is due gets the next worker. */
+	int64_t to = c->received - fed > HASH_SLICE ? fed + HASH_SLICE : c->received;
+	if (to - fed == HASH_SLICE || (c->received == c->len && fed < c->len))
+		hashpool_post(pool(e), b->fd, c->off + fed, c->off + to, c->sha, NULL, false);
+}
+
+/* A done chunk's hash is through: its digest goes into the journal, and
+ * in a repair pass is compared with the last fetch's.  Returns -1 when the
+ * blob failed. */
+static int chunk_final(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	struct chunk *c = &b->chunks[ci];
+	struct pp_error err = {0};
+	char got[PP_DIGEST_STR_LEN + 1];
+	if (hash_error(b, c->sha, &err) < 0) {
+		engine_fail_blob(e, b, &err);
+		return -1;
+	}
+	c->digest_pending = false;
+	b->digests_pending--;
+	pp_sha256_final(c->sha, got);
+	pp_sha256_free(c->sha);
+	c->sha = NULL;
+	/* sources.c: which host sent it; when it came back different, whom to blame */
+	sources_chunk_final(e, b, ci, b->repairing && strcmp(got, c->digest) != 0);
+	if (b->repairing && strcmp(got, c->digest) != 0) {
+		pp_info("blob %s: chunk %zu came back different; replaced it",
+			pp_short_digest(b->digest), ci);
+		b->changed++;
+		if (ci + 1 > b->check_from)
+			b->check_from = ci + 1;
+	}
+	memcpy(c->digest, got, sizeof(c->digest));
+	if (pp_journal_append_done(b->jfd, b->journal, ci, c->digest, &err) < 0) {
+		engine_fail_blob(e, b, &err);
+		return -1;
+	}
+	return 0;
+}
+
+/* Moves a done chunk's hash along; finalises it once it is through. */
+static int chunk_digest_step(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	struct chunk *c = &b->chunks[ci];
+	if (pp_sha256_busy(c->sha))
+		return 0;
+	if (pp_sha256_fed(c->sha) < c->len && !pp_sha256_error(c->sha)) {
+		chunk_hash_more(e, b, ci);
+		return 0;
+	}
+	return chunk_final(e, b, ci);
+}
+
+void chunk_hash_done_later(struct blob *b, size_t ci)
+{
+	struct chunk *c = &b->chunks[ci];
+	if (!c->sha)
+		c->sha = pp_sha256_new(); /* an empty blob's one chunk */
+	c->digest_pending = true;
+	b->digests_pending++;
+	b->chunk_done_at = pp_now();
+}
+
+void chunk_hash_done(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	chunk_hash_done_later(b, ci);
+	chunk_digest_step(e, b, ci);
+}
+
+static int chunk_digests(struct pp_engine *e, struct blob *b)
+{
+	size_t left = b->digests_pending;
+	for (size_t i = 0; i < b->n_chunks && left > 0; i++) {
+		if (!b->chunks[i].digest_pending || !b->chunks[i].sha)
+			continue;
+		left--;
+		if (chunk_digest_step(e, b, i) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void chunk_hash_settle(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	struct chunk *c = &b->chunks[ci];
+	struct pp_error err = {0};
+	if (!c->sha)
+		return;
+	pp_sha256_wait(c->sha);
+	for (int64_t pos = c->off + pp_sha256_fed(c->sha); pos < c->off + c->received;) {
+		ssize_t n = partial_read(e, b, pos, c->off + c->received, &err);
+		if (n < 0) {
+			pp_warn("blob %s: %s", pp_short_digest(b->digest), err.msg);
+			return; /* the checkpoint takes what is hashed */
+		}
+		pp_sha256_update(c->sha, e->hashbuf, (size_t)n);
+		pos += n;
+	}
 }
 
 /* Where the blob's bytes came from, for an error: the registry URL, and
@@ -250,6 +441,7 @@ static void repair_blob(struct pp_engine *e, struct blob *b, const char *got)
 		c->attempts = 0;
 		c->not_before = 0;
 		c->verify = false;
+		c->digest_pending = false;
 		pp_sha256_free(c->sha);
 		c->sha = NULL;
 	}
@@ -273,10 +465,25 @@ static void finish_blob(struct pp_engine *e, struct blob *b)
 {
 	char got[PP_DIGEST_STR_LEN + 1];
 	pp_sha256_final(b->hash, got);
-	if (strcmp(got, b->digest) != 0)
-		repair_blob(e, b, got);
-	else
+	if (b->chunk_done_at > 0)
+		pp_debug("blob %s: hashed %.3f s after its last byte came",
+			 pp_short_digest(b->digest), pp_now() - b->chunk_done_at);
+	if (strcmp(got, b->digest) == 0) {
+		/* Verified whole: the chunk digests still coming are not needed. */
+		if (b->digests_pending > 0 && e->pool)
+			hashpool_cancel(e->pool, b->fd);
 		partial_commit(e, b);
+		return;
+	}
+	/* A repair compares every chunk with its digest: all of them first. */
+	for (size_t i = 0; i < b->n_chunks && b->digests_pending > 0; i++) {
+		if (!b->chunks[i].digest_pending || !b->chunks[i].sha)
+			continue;
+		chunk_hash_settle(e, b, i);
+		if (chunk_final(e, b, i) < 0)
+			return; /* the blob failed */
+	}
+	repair_blob(e, b, got);
 }
 
 /* A repaired chunk came back different and the hash has passed it: with
@@ -292,20 +499,19 @@ static void start_check(struct blob *b)
 		 pp_short_digest(b->digest), (long long)b->check_pos);
 }
 
-/* Hashes the file into `check`, within the budget.  Returns 1 when it
- * stopped for the budget, 0 when the check is over (the blob is committed
- * or the repair pass goes on), -1 on a read error. */
-static int advance_check(struct pp_engine *e, struct blob *b, int64_t *budget, struct pp_error *err)
+/* Hands the rest of the file to a worker for `check`; once it is through,
+ * commits the blob or lets the repair pass go on.  Returns -1 on a read
+ * error. */
+static int advance_check(struct pp_engine *e, struct blob *b, struct pp_error *err)
 {
-	while (b->check_pos < b->size) {
-		if (*budget <= 0)
-			return 1;
-		ssize_t n = partial_read(e, b, b->check_pos, b->size, err);
-		if (n < 0)
-			return -1;
-		pp_sha256_update(b->check, e->hashbuf, (size_t)n);
-		b->check_pos += n;
-		*budget -= n;
+	if (pp_sha256_busy(b->check))
+		return 0;
+	if (hash_error(b, b->check, err) < 0)
+		return -1;
+	b->check_pos = pp_sha256_fed(b->check);
+	if (b->check_pos < b->size) {
+		hashpool_post(pool(e), b->fd, b->check_pos, b->size, b->check, NULL, true);
+		return 0;
 	}
 	char got[PP_DIGEST_STR_LEN + 1];
 	pp_sha256_final(b->check, got);
@@ -319,21 +525,37 @@ static int advance_check(struct pp_engine *e, struct blob *b, int64_t *budget, s
 	return 0;
 }
 
-/* Moves a blob's hash along and commits the blob when it is complete.
- * Returns 1 when the budget ran out with work left. */
+/* Moves a blob's hashes along and commits the blob when it is complete.
+ * Returns true when the budget ran out with bytes left to read back. */
 bool verify_blob(struct pp_engine *e, struct blob *b, int64_t *budget)
 {
 	struct pp_error err = {0};
+	if (b->digests_pending > 0 && chunk_digests(e, b) < 0)
+		return false; /* the blob failed */
+	if (b->state != BLOB_RUNNING)
+		return false;
 	int r = consumers_catch_up(e, b, budget, &err);
 	if (r == 0)
-		r = b->check ? advance_check(e, b, budget, &err) : advance_hash(e, b, budget, &err);
+		r = b->check ? advance_check(e, b, &err) : advance_hash(e, b, &err);
 	if (r < 0)
 		engine_fail_blob(e, b, &err);
-	else if (r == 0 && b->state == BLOB_RUNNING && !b->check) {
+	else if (r == 0 && b->state == BLOB_RUNNING && !b->check && !pp_sha256_busy(b->hash)) {
 		if (b->hash_chunk == b->n_chunks)
 			finish_blob(e, b);
-		else if (b->check_from > 0 && b->hash_chunk >= b->check_from && b->active == 0)
+		else if (b->check_from > 0 && b->hash_chunk >= b->check_from && b->active == 0 &&
+			 b->digests_pending == 0)
 			start_check(b);
 	}
-	return r > 0 || b->check != NULL;
+	return r > 0;
+}
+
+void verify_report_cpu(struct pp_engine *e)
+{
+	double workers = e->pool ? hashpool_cpu_seconds(e->pool) : 0;
+	double gb = (double)e->fetched / 1e9;
+	int64_t hashed = e->pool ? hashpool_bytes(e->pool) : 0;
+	pp_debug("cpu: loop thread %.2f s, hash workers %.2f s (%.2f GB hashed); "
+		 "per GB fetched: loop %.3f s, workers %.3f s",
+		 e->loop_cpu, workers, (double)hashed / 1e9, gb > 0 ? e->loop_cpu / gb : 0,
+		 gb > 0 ? workers / gb : 0);
 }

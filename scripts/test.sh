@@ -5,7 +5,8 @@
 # test world: daemons, packer, cloud-init, fuzzers), fetches containerd 2.1 and
 # Docker 28 beside the tests (scripts/newer-runtimes.sh), checks formatting, then builds and
 # runs every test twice: a normal build and an AddressSanitizer +
-# UndefinedBehaviorSanitizer build.  Then the libFuzzer targets run briefly.
+# UndefinedBehaviorSanitizer build; the engine's unit tests also run under
+# ThreadSanitizer.  Then the libFuzzer targets run briefly.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,6 +75,24 @@ step "tests under ASan + UBSan"
 # stderr holds a sanitizer report.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
   UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 run_ctest build-asan
+
+step "engine unit tests under ThreadSanitizer (the hash workers)"
+# The engine's tests run the hash workers against the loop thread for real;
+# any report fails the step (halt_on_error, and its report looked for).
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DPREPULL_TSAN=ON >/dev/null
+TSAN_TESTS=(test_engine test_hashpool test_digest)
+cmake --build build-tsan -j "$JOBS" --target "${TSAN_TESTS[@]}"
+for t in "${TSAN_TESTS[@]}"; do
+  if TSAN_OPTIONS=halt_on_error=1:exitcode=66 "build-tsan/tests/$t" >"build-tsan/$t.log" 2>&1 &&
+    ! grep -q 'ThreadSanitizer' "build-tsan/$t.log"; then
+    passed=$((passed + 1))
+    echo "$t: passed, no ThreadSanitizer report"
+  else
+    failed=$((failed + 1))
+    echo "$t under ThreadSanitizer: FAILED" >&2
+    tail -n 60 "build-tsan/$t.log" >&2
+  fi
+done
 
 step "fuzz targets: seed corpora replayed, then ${FUZZ_SECONDS}s each"
 CC=clang cmake -S . -B build-fuzz -DPREPULL_FUZZ=ON -DPREPULL_TESTS=OFF >/dev/null

@@ -9,6 +9,13 @@
  *     --userxattr        opaque directories get user.overlay.opaque
  *     --piece N          feed N bytes at a time (default 65536)
  *     --random-pieces S  feed random-sized pieces (1 .. 2*N bytes), seed S
+ *     --turn-us T        feed like the fetch engine: each turn, only what
+ *                        pp_unpack_writable() says it takes, then sleep T
+ *                        microseconds (the rest of the engine's turn)
+ *     --thread-times     also print the CPU seconds of each thread (sampled
+ *                        from /proc every 5 ms): on a busy machine the
+ *                        busiest thread's CPU time bounds what the wall time
+ *                        would be on idle cores
  *   unpack_tool --inflate-only GZFILE
  *     times ISA-L's streaming inflate of GZFILE alone (all members), output
  *     discarded; prints bytes and MB/s.
@@ -17,8 +24,10 @@
  * "error code=N refusal=R: message" (exit 1). */
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <getopt.h>
 #include <isa-l/igzip_lib.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +36,73 @@
 #include "prepull/error.h"
 #include "prepull/unpack.h"
 #include "prepull/util.h"
+
+/* --thread-times: the last CPU time seen of each thread of this process
+ * (threads are gone by the time finish() returns, so they are sampled). */
+#define MAX_THREADS 32
+static struct {
+	int tid;
+	char name[32];
+	double cpu;
+} threads[MAX_THREADS];
+static int nthreads;
+static volatile bool sampling = true;
+static int sampler_tid;
+static pthread_mutex_t threads_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void sample_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return;
+	struct dirent *de;
+	double tick = (double)sysconf(_SC_CLK_TCK);
+	while ((de = readdir(d)) != NULL) {
+		int tid = atoi(de->d_name);
+		if (tid <= 0)
+			continue;
+		char path[64], buf[512];
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		/* pid (comm) state ... utime stime are fields 14 and 15. */
+		char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+		if (!open || !close)
+			continue;
+		unsigned long long ut = 0, st = 0;
+		if (sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+			   &st) != 2)
+			continue;
+		pthread_mutex_lock(&threads_mu);
+		int i;
+		for (i = 0; i < nthreads && threads[i].tid != tid; i++)
+			;
+		if (i == nthreads && nthreads < MAX_THREADS)
+			threads[nthreads++].tid = tid;
+		if (i < MAX_THREADS) {
+			snprintf(threads[i].name, sizeof(threads[i].name), "%.*s",
+				 (int)(close - open - 1), open + 1);
+			threads[i].cpu = (double)(ut + st) / tick;
+		}
+		pthread_mutex_unlock(&threads_mu);
+	}
+	closedir(d);
+}
+
+static void *sampler(void *arg)
+{
+	(void)arg;
+	sampler_tid = (int)gettid();
+	while (sampling) {
+		sample_threads();
+		usleep(5000);
+	}
+	return NULL;
+}
 
 static int inflate_only(const char *path)
 {
@@ -83,6 +159,8 @@ int main(int argc, char **argv)
 	size_t piece = 65536;
 	unsigned seed = 0;
 	bool random_pieces = false;
+	bool thread_times = false;
+	long turn_us = -1;
 	static const struct option longopts[] = {
 		{"media-type", required_argument, 0, 'm'},
 		{"diff-id", required_argument, 0, 'd'},
@@ -91,6 +169,8 @@ int main(int argc, char **argv)
 		{"piece", required_argument, 0, 'p'},
 		{"random-pieces", required_argument, 0, 'r'},
 		{"inflate-only", required_argument, 0, 'i'},
+		{"thread-times", no_argument, 0, 't'},
+		{"turn-us", required_argument, 0, 'T'},
 		{0, 0, 0, 0},
 	};
 	int c;
@@ -118,6 +198,12 @@ int main(int argc, char **argv)
 			break;
 		case 'i':
 			return inflate_only(optarg);
+		case 't':
+			thread_times = true;
+			break;
+		case 'T':
+			turn_us = strtol(optarg, NULL, 10);
+			break;
 		default:
 			return 2;
 		}
@@ -156,6 +242,9 @@ int main(int argc, char **argv)
 		o.compression = PP_UNPACK_ZSTD;
 	}
 
+	pthread_t sampler_thread;
+	if (thread_times && pthread_create(&sampler_thread, NULL, sampler, NULL) != 0)
+		thread_times = false;
 	double t0 = pp_now();
 	struct pp_unpack *u = NULL;
 	int rc = pp_unpack_new(&u, &o, &err);
@@ -164,6 +253,14 @@ int main(int argc, char **argv)
 	srand(seed);
 	while (rc == 0) {
 		size_t want = random_pieces ? 1 + (size_t)rand() % cap : piece;
+		if (turn_us >= 0) {
+			usleep((useconds_t)turn_us);
+			size_t w = pp_unpack_writable(u);
+			if (w < want)
+				want = w;
+			if (want == 0)
+				continue;
+		}
 		ssize_t n = read(fd, buf, want);
 		if (n < 0) {
 			perror(layer);
@@ -176,6 +273,19 @@ int main(int argc, char **argv)
 	if (rc == 0)
 		rc = pp_unpack_finish(u, &err);
 	double dt = pp_now() - t0;
+	if (thread_times) {
+		sampling = false;
+		pthread_join(sampler_thread, NULL);
+		sample_threads();
+		pthread_mutex_lock(&threads_mu);
+		printf("threads:");
+		for (int i = 0; i < nthreads; i++)
+			if (threads[i].tid != sampler_tid)
+				printf(" %s=%.2fs", i == 0 ? "main" : threads[i].name,
+				       threads[i].cpu);
+		printf("\n");
+		pthread_mutex_unlock(&threads_mu);
+	}
 	if (rc < 0) {
 		printf("error code=%d refusal=%d: %s\n", rc, u ? (int)pp_unpack_refused(u) : 0,
 		       err.msg);

@@ -11,7 +11,8 @@
 
 #include "prepull/manifest.h"
 
-#define PP_DEFAULT_CONNECTIONS 16
+#define PP_DEFAULT_CONNECTIONS 8      /* without -j: the automatic count's start */
+#define PP_DEFAULT_MAX_CONNECTIONS 64 /* without -j: the automatic count's cap */
 #define PP_DEFAULT_STALL_SECONDS 30
 #define PP_DEFAULT_GIVE_UP_SECONDS 120        /* --give-up-after 2m */
 #define PP_DEFAULT_MAX_IMAGE_SIZE (1LL << 40) /* --max-image-size 1T */
@@ -22,9 +23,11 @@ struct pp_options {
 	const char *snapshotter; /* containerd snapshotter */
 	const char *unpacker;    /* "prepull" (default) or "containerd": who applies layers */
 	struct pp_platform platform;
-	int connections;    /* total connections (-j) */
-	int per_host;       /* connections to one host */
-	int64_t chunk_size; /* 0 = adaptive */
+	int connections;       /* total connections (-j), or the automatic count's start */
+	bool auto_connections; /* no -j: the engine adds connections while they help */
+	int max_connections;   /* the automatic count's cap (--max-connections) */
+	int per_host;          /* connections to one host */
+	int64_t chunk_size;    /* 0 = adaptive */
 	const char *state_dir;
 	bool json;
 	bool quiet;

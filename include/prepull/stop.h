@@ -7,8 +7,10 @@
 
 #include <stdbool.h>
 
-/* Set from a signal handler: everything stops at its next turn. */
-extern volatile int pp_stop_requested;
+/* Set from a signal handler, read by every thread: everything stops at its
+ * next turn.  Atomic (lock-free int) rather than volatile, which orders
+ * nothing between threads. */
+extern _Atomic int pp_stop_requested;
 /* pp_now() time at which everything stops (--deadline); 0 for none. */
 extern double pp_deadline_at;
 

@@ -7,8 +7,9 @@
  * grows), then calls pp_unpack_finish() once the blob is complete.  The
  * bytes are inflated (ISA-L for gzip, libzstd for zstd), hashed (the
  * sha256 of the uncompressed stream is the layer's diffID) and applied by
- * libarchive on a worker thread of this object, so feed() costs the
- * caller a copy into a bounded buffer, not the inflate.
+ * libarchive on two worker threads of this object (one inflates, the other
+ * hashes and applies), so feed() costs the caller a copy into a bounded
+ * buffer, not the inflate.
  *
  * What a layer may do to the target directory (all names confined to it,
  * as containerd's archive.Apply does):
@@ -35,7 +36,7 @@
  * 0 (an active snapshot), and is to be thrown away otherwise.
  *
  * One thread drives an unpacker (new, feed, finish, free); writable, refused
- * and stats may be asked from any thread.  The worker blocks all signals:
+ * and stats may be asked from any thread.  The workers block all signals:
  * they stay with the caller's threads, whose loops watch for them.
  *
  * Memory is bounded whatever the layer's size: a fixed input ring, fixed
@@ -100,7 +101,7 @@ struct pp_unpack_opts {
 int pp_unpack_compression_of(const char *media_type, enum pp_unpack_compression *out,
 			     struct pp_error *err);
 
-/* Creates an unpacker and starts its worker thread.  *out is owned by the
+/* Creates an unpacker and starts its worker threads.  *out is owned by the
  * caller and released with pp_unpack_free.  Returns 0, or a negative PP_E*
  * code (PP_EUSAGE for bad options; when the root cannot be resolved,
  * what its errno says: PP_ENOTFOUND, PP_EPERM, PP_EIO) with err filled in

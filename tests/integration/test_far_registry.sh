@@ -12,7 +12,7 @@ set -euo pipefail
 SRC=${PREPULL_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
 RTT_MS=${FAR_RTT_MS:-100}
 RATE=${FAR_RATE:-64mbit} # 8 MB/s per connection
-BLOB=${FAR_BLOB:-96M}
+BLOB=${FAR_BLOB:-160M}
 JOBS=${FAR_JOBS:-4}
 MAX_IDLE=${FAR_MAX_IDLE:-0.10}
 

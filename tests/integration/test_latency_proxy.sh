@@ -45,10 +45,17 @@ lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 read -r st tt < <(timed_get "http://127.0.0.1:$NP/small" "$T/direct")
 log "direct: first byte after $st s"
 
-read -r st tt < <(timed_get "http://$NC/small" "$T/nc")
-log "no connect RTT: first byte after $st s, total $tt s"
-ge "$st" 0.100 || fail "a request at 100 ms RTT answered after $st s (< 0.100)"
-lt "$st" 0.180 || fail "a request at 100 ms RTT answered after $st s (>= 0.180: delayed too much)"
+# The fastest of three: a busy machine only ever adds time, so the
+# upper bound (less than two round trips: nothing is delayed twice) is
+# judged on the least disturbed sample.
+st=
+for _ in 1 2 3; do
+  read -r s1 tt < <(timed_get "http://$NC/small" "$T/nc")
+  log "no connect RTT: first byte after $s1 s, total $tt s"
+  ge "$s1" 0.100 || fail "a request at 100 ms RTT answered after $s1 s (< 0.100)"
+  if [ -z "$st" ] || lt "$s1" "$st"; then st=$s1; fi
+done
+lt "$st" 0.195 || fail "a request at 100 ms RTT answered after $st s at best (>= 0.195: delayed too much)"
 ok "one request at 100 ms RTT takes one round trip ($st s)"
 assert_eq hello "$(cat "$T/nc")" "the small answer came through intact"
 

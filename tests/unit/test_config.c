@@ -18,6 +18,8 @@ static struct pp_options defaults(void)
 		.store = "auto",
 		.namespace = "k8s.io",
 		.connections = PP_DEFAULT_CONNECTIONS,
+		.auto_connections = true,
+		.max_connections = PP_DEFAULT_MAX_CONNECTIONS,
 		.stall_seconds = PP_DEFAULT_STALL_SECONDS,
 	};
 	return o;
@@ -39,6 +41,7 @@ static void test_every_key(void **state)
 		"{\"images\": [\"a.example/x:1\", \"busybox\"], \"store\": \"oci:/s\","
 		" \"namespace\": \"ns\", \"snapshotter\": \"native\","
 		" \"platform\": \"linux/arm64\", \"connections\": 32, \"per_host\": 8,"
+		" \"max_connections\": 40,"
 		" \"chunk_size\": \"8M\", \"state_dir\": \"/st\", \"deadline\": \"10m\","
 		" \"stall_timeout\": 45, \"ready_file\": \"/run/r\", \"plain_http\": true,"
 		" \"insecure\": false}";
@@ -51,6 +54,8 @@ static void test_every_key(void **state)
 	assert_string_equal(o.snapshotter, "native");
 	assert_string_equal(o.platform.arch, "arm64");
 	assert_int_equal(o.connections, 32);
+	assert_false(o.auto_connections); /* "connections" fixes the count, as -j does */
+	assert_int_equal(o.max_connections, 40);
 	assert_int_equal(o.per_host, 8);
 	assert_int_equal(o.chunk_size, 8 << 20);
 	assert_string_equal(o.state_dir, "/st");
@@ -74,6 +79,8 @@ static void test_numbers_and_absent_keys(void **state)
 	/* Keys the file does not name keep their values. */
 	assert_string_equal(o.store, "auto");
 	assert_int_equal(o.connections, PP_DEFAULT_CONNECTIONS);
+	assert_true(o.auto_connections);
+	assert_int_equal(o.max_connections, PP_DEFAULT_MAX_CONNECTIONS);
 	assert_null(cfg.images);
 	assert_int_equal(cfg.n_images, 0);
 	pp_config_free(&cfg);
@@ -93,6 +100,8 @@ static const struct bad bads[] = {
 	{"{\"connections\": \"16\"}",
 	 "\"connections\": expected an integer from 1 to 256, got \"16\""},
 	{"{\"connections\": 0}", "\"connections\""},
+	{"{\"max_connections\": 0}", "\"max_connections\""},
+	{"{\"max_connections\": 257}", "\"max_connections\""},
 	{"{\"connections\": 1000}", "\"connections\""},
 	{"{\"per_host\": 2.5}", "\"per_host\""},
 	{"{\"chunk_size\": \"4Q\"}", "\"chunk_size\": expected a size"},

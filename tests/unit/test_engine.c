@@ -1,7 +1,8 @@
 /* The fetch engine's pieces, without a server: chunk planning, the state
- * functions, the classification of a finished transfer, and the in-order
- * prefix (hash frontier and prefix consumers) over a real partial file
- * committed into a real OCI store. */
+ * functions, the classification of a finished transfer, the in-order
+ * prefix (hash frontier and prefix consumers) and the chunk hashes, made
+ * on the hash workers, over a real partial file committed into a real OCI
+ * store. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -276,6 +277,16 @@ static void land(struct blob *b, size_t ci, const unsigned char *data)
 	chunk_set_state(b, ci, CHUNK_DONE);
 }
 
+/* Loop turns until the hash workers have nothing left for the blob. */
+static void turns(struct pp_engine *e, struct blob *b)
+{
+	for (int i = 0; i < 64 && b->state == BLOB_RUNNING; i++) {
+		int64_t budget = HASH_BUDGET;
+		verify_blob(e, b, &budget);
+		prefix_quiesce(b);
+	}
+}
+
 static void test_prefix(void **state)
 {
 	(void)state;
@@ -317,25 +328,26 @@ static void test_prefix(void **state)
 	int64_t budget = HASH_BUDGET;
 	/* Chunk 2 first: the prefix cannot pass the gap at 0. */
 	land(b, 2, data);
-	assert_false(verify_blob(e, b, &budget));
+	turns(e, b);
 	assert_int_equal(b->hashed, 0);
 	assert_int_equal(rec.len, 0);
-	/* Chunk 0: the prefix covers it, and stops at chunk 1. */
+	/* Chunk 0: the hash (on a worker) covers it, and stops at chunk 1. */
 	land(b, 0, data);
-	verify_blob(e, b, &budget);
+	turns(e, b);
 	assert_int_equal(b->hashed, cs);
 	assert_int_equal(b->hash_chunk, 1);
 	assert_int_equal(rec.len, cs);
-	/* A transfer at the frontier feeds the prefix as its bytes come ... */
+	/* A transfer at the frontier feeds the consumer as its bytes come;
+	 * the hash waits for the chunk to be done ... */
 	assert_int_equal(pwrite(b->fd, data + cs, 1000, cs), 1000);
-	assert_int_equal(prefix_feed(b, data + cs, 1000, &err), 0);
+	assert_int_equal(prefix_feed(b, cs, data + cs, 1000, &err), 0);
 	b->chunks[1].received = 1000;
-	assert_int_equal(b->hashed, cs + 1000);
+	turns(e, b);
+	assert_int_equal(b->hashed, cs);
 	assert_int_equal(rec.len, cs + 1000);
-	/* ... and when it fails after all, the prefix goes back to the chunk
-	 * start; the consumer, which cannot go back, starts over and catches
-	 * up from the file. */
-	prefix_rewind(b);
+	/* ... and when it fails after all, the consumer, which cannot go
+	 * back, starts over and catches up from the file. */
+	prefix_rewind(b, 1);
 	b->chunks[1].received = 0;
 	assert_int_equal(b->hashed, cs);
 	assert_int_equal(rec.restarts, 1);
@@ -354,8 +366,7 @@ static void test_prefix(void **state)
 	/* The rest lands: the blob is verified, committed, the consumer told. */
 	land(b, 1, data);
 	land(b, 3, data);
-	budget = HASH_BUDGET;
-	verify_blob(e, b, &budget);
+	turns(e, b);
 	assert_int_equal(b->state, BLOB_DONE);
 	assert_int_equal(rec.len, size);
 	assert_memory_equal(rec.got, data, (size_t)size);
@@ -378,12 +389,197 @@ static void test_prefix(void **state)
 	free(oci);
 }
 
+/* lanes.c: the median, the slow test, the sliding-window rate, the
+ * automatic count's steps. */
+static void test_lanes(void **state)
+{
+	(void)state;
+	double v[] = {5, 1, 9, 3};
+	assert_true(lanes_median(v, 4) == 4);
+	assert_true(lanes_median(v, 3) == 5);
+	assert_true(lanes_median(v, 0) == 0);
+
+	/* Under a third of the median, with enough peers; half at the tail. */
+	assert_true(lanes_is_slow(1, 9, 3, false));
+	assert_false(lanes_is_slow(4, 9, 3, false));
+	assert_true(lanes_is_slow(4, 9, 3, true));
+	assert_false(lanes_is_slow(1, 9, 2, false)); /* too few peers to judge */
+	assert_false(lanes_is_slow(0, 0, 5, false));
+	/* Acting must save half a second: 3 MB at 2 MB/s beside 16 MB/s saves
+	 * 1.3 s; 0.5 MB saves 0.2 s. */
+	assert_true(lanes_worth_acting(2e6, 16e6, 3000000));
+	assert_false(lanes_worth_acting(2e6, 16e6, 500000));
+	assert_false(lanes_worth_acting(0, 16e6, 3000000)); /* a stall: the stall timeout's */
+
+	/* 1 MB/s for 3 s, sampled every 0.1 s: the window sees 1 MB/s; then
+	 * nothing for 1 s: the window sees 0. */
+	struct xfer x = {.started = 100};
+	for (int i = 1; i <= 30; i++) {
+		x.got = i * 100000;
+		lanes_sample(&x, 100 + i * 0.1);
+	}
+	double r = lanes_window_rate(&x, 103);
+	assert_true(r > 0.95e6 && r < 1.05e6);
+	for (int i = 31; i <= 45; i++)
+		lanes_sample(&x, 100 + i * 0.1);
+	assert_true(lanes_window_rate(&x, 104.5) < 1);
+	/* A young request is measured from its start. */
+	struct xfer y = {.started = 10, .got = 500000};
+	r = lanes_window_rate(&y, 10.5);
+	assert_true(r > 0.99e6 && r < 1.01e6);
+
+	/* Grows while a step gains 10%, takes back the step that did not. */
+	struct lanes_state s = {.limit = 8, .max = 64};
+	assert_int_equal(lanes_step(&s, 16e6), 12);
+	assert_int_equal(lanes_step(&s, 24e6), 18);
+	assert_int_equal(lanes_step(&s, 25e6), 12);
+	assert_true(s.settled);
+	assert_int_equal(lanes_step(&s, 100e6), 12);
+	/* Never past the cap; -j never moves. */
+	struct lanes_state c = {.limit = 40, .max = 50};
+	assert_int_equal(lanes_step(&c, 1e6), 50);
+	assert_int_equal(lanes_step(&c, 2e6), 50);
+	assert_true(c.settled);
+	struct lanes_state f = {.limit = 16, .max = 16, .fixed = true};
+	assert_int_equal(lanes_step(&f, 1e6), 16);
+
+	/* A request carries SPAN_RTTS round trips of data: 16 x 4 MB/s x
+	 * 0.1 s = 6.4 MB, 7 chunks of 1 MiB; at most SPAN_MAX; never more
+	 * than the pending chunks shared by the lanes; one without a
+	 * measurement. */
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 100, 4), 7);
+	assert_int_equal(lanes_span(1e9, 0.1, MiB, 1000, 4), SPAN_MAX / MiB);
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 12, 4), 3);
+	assert_int_equal(lanes_span(4e6, 0.1, MiB, 3, 4), 1);
+	assert_int_equal(lanes_span(0, 0.1, MiB, 100, 4), 1);
+	assert_int_equal(lanes_span(4e6, 0, MiB, 100, 4), 1);
+	assert_int_equal(lanes_span(16e6, 0.001, 16 * MiB, 100, 4), 1);
+}
+
+/* Receives chunk ci as a transfer would, `piece` bytes per write, each
+ * handed on to the hash workers; waits for them between pieces when
+ * `wait`, so a checkpoint is taken at a known point. */
+static void receive(struct pp_engine *e, struct blob *b, size_t ci, const unsigned char *data,
+		    int64_t piece, bool wait)
+{
+	struct chunk *c = &b->chunks[ci];
+	c->sha = pp_sha256_new();
+	chunk_set_state(b, ci, CHUNK_ACTIVE);
+	while (c->received < c->len) {
+		int64_t n = c->len - c->received < piece ? c->len - c->received : piece;
+		int64_t pos = c->off + c->received;
+		assert_int_equal(pwrite(b->fd, data + pos, (size_t)n, pos), n);
+		c->received += n;
+		chunk_hash_more(e, b, ci);
+		if (wait)
+			prefix_quiesce(b);
+	}
+	chunk_set_state(b, ci, CHUNK_DONE);
+	chunk_hash_done(e, b, ci);
+}
+
+/* Chunk hashes made on the workers from the file are the sha256 of each
+ * chunk's bytes, in the journal once final; checkpoints record a prefix
+ * the hash had reached, with that prefix's digest; the blob commits. */
+static void test_chunk_digests(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/prepull-test-engine-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char *state_dir = pp_xasprintf("%s/state", dir);
+	char *oci = pp_xasprintf("%s/oci", dir);
+	struct pp_options o = opts_with(4, 0);
+	o.state_dir = state_dir;
+	struct pp_error err = {0};
+	struct pp_store *store = NULL;
+	char *spec = pp_xasprintf("oci:%s", oci);
+	assert_int_equal(pp_store_open(&store, spec, &o, &err), 0);
+	free(spec);
+	struct pp_engine *e = NULL;
+	assert_int_equal(pp_engine_new(&e, &o, store, NULL, &err), 0);
+
+	const int64_t cs = 3 * MiB, size = 3 * cs - 4321; /* the last chunk shorter */
+	unsigned char *data = pp_xmalloc((size_t)size);
+	for (int64_t i = 0; i < size; i++)
+		data[i] = (unsigned char)rand();
+	struct blob *b = new_blob(e, size, cs);
+	pp_sha256_digest(data, (size_t)size, b->digest);
+	b->partial = pp_xasprintf("%s/blob.partial", dir);
+	b->journal = pp_xasprintf("%s/blob.journal", dir);
+	b->fd = open(b->partial, O_RDWR | O_CREAT, 0600);
+	assert_true(b->fd >= 0);
+	assert_int_equal(ftruncate(b->fd, size), 0);
+	assert_int_equal(pp_journal_create(&b->jfd, b->journal, b->digest, size, cs, &err), 0);
+	b->state = BLOB_RUNNING;
+
+	/* Chunk 1 in pieces the workers take as they come, checkpointed at
+	 * 1 MiB steps; chunk 0 in odd pieces without waiting; chunk 2
+	 * ... stays out, so the blob cannot finish yet. */
+	receive(e, b, 1, data, 256 * 1024, true);
+	receive(e, b, 0, data, 100003, false);
+	turns(e, b);
+	assert_int_equal(b->digests_pending, 0);
+	assert_int_equal(b->hashed, 2 * cs);
+	struct pp_journal j = {0};
+	assert_int_equal(pp_journal_load(&j, b->journal, &err), 0);
+	for (size_t ci = 0; ci < 2; ci++) {
+		char want[PP_DIGEST_STR_LEN + 1];
+		pp_sha256_digest(data + ci * cs, (size_t)cs, want);
+		assert_string_equal(b->chunks[ci].digest, want);
+		assert_string_equal(j.chunks[ci].done, want);
+	}
+	assert_string_equal(j.chunks[2].done, "");
+	pp_journal_free(&j);
+	/* Chunk 1's checkpoints: the last one before it was done. */
+	assert_true(b->chunks[1].checkpoint >= MiB && b->chunks[1].checkpoint < cs);
+	char text[4096] = {0};
+	int jfd = open(b->journal, O_RDONLY);
+	assert_true(read(jfd, text, sizeof(text) - 1) > 0);
+	close(jfd);
+	char part[PP_DIGEST_STR_LEN + 1];
+	pp_sha256_digest(data + cs, MiB, part);
+	char *line = pp_xasprintf("part 1 %d %s", MiB, part);
+	assert_non_null(strstr(text, line));
+	free(line);
+
+	/* A checkpoint at a stop hashes what arrived since, on this thread. */
+	struct chunk *c = &b->chunks[2];
+	c->sha = pp_sha256_new();
+	chunk_set_state(b, 2, CHUNK_ACTIVE);
+	assert_int_equal(pwrite(b->fd, data + c->off, 5000, c->off), 5000);
+	c->received = 5000;
+	partial_checkpoint(e, b, 2);
+	assert_int_equal(c->checkpoint, 5000);
+	/* The rest of it: the blob is verified and committed. */
+	int64_t pos = c->off + c->received;
+	assert_int_equal(pwrite(b->fd, data + pos, (size_t)(size - pos), pos), size - pos);
+	c->received = c->len;
+	chunk_set_state(b, 2, CHUNK_DONE);
+	chunk_hash_done(e, b, 2);
+	turns(e, b);
+	assert_int_equal(b->state, BLOB_DONE);
+	bool have = false;
+	assert_int_equal(pp_store_has_blob(store, b->digest, size, &have, &err), 0);
+	assert_true(have);
+
+	free(data);
+	free_blob(b);
+	pp_engine_free(e);
+	pp_store_free(store);
+	char *rm = pp_xasprintf("rm -rf %s", dir);
+	assert_int_equal(system(rm), 0);
+	free(rm);
+	free(state_dir);
+	free(oci);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pick_chunk_size), cmocka_unit_test(test_plan_chunks),
 		cmocka_unit_test(test_state_functions), cmocka_unit_test(test_classify),
-		cmocka_unit_test(test_prefix),
+		cmocka_unit_test(test_prefix),          cmocka_unit_test(test_lanes),
+		cmocka_unit_test(test_chunk_digests),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -119,6 +119,67 @@ static unsigned char *zstd_frames(const unsigned char *in, size_t len, int frame
 	return out;
 }
 
+/* gzip of in at ISA-L's level 1 (real compression: a run of zeros becomes a
+ * few bytes), one member; with `end` false the stream is left open after a
+ * sync flush (a layer whose rest has not arrived). */
+static unsigned char *gzip_fast(const unsigned char *in, size_t len, bool end, size_t *outlen)
+{
+	size_t cap = len + len / 8 + 65536;
+	unsigned char *out = pp_xmalloc(cap);
+	unsigned char *lvl = pp_xmalloc(ISAL_DEF_LVL1_DEFAULT);
+	struct isal_zstream s;
+	isal_deflate_init(&s);
+	s.gzip_flag = IGZIP_GZIP;
+	s.level = 1;
+	s.level_buf = lvl;
+	s.level_buf_size = ISAL_DEF_LVL1_DEFAULT;
+	s.end_of_stream = end;
+	s.flush = end ? NO_FLUSH : SYNC_FLUSH;
+	s.next_in = (uint8_t *)in;
+	s.avail_in = (uint32_t)len;
+	s.next_out = out;
+	s.avail_out = (uint32_t)cap;
+	do
+		assert_int_equal(isal_deflate(&s), COMP_OK);
+	while (end ? s.internal_state.state != ZSTATE_END : s.avail_in > 0);
+	*outlen = cap - s.avail_out;
+	free(lvl);
+	return out;
+}
+
+/* A tar of one regular file `name` holding data[0, n) (or, with `size`
+ * larger than n, only the start of a longer file: no end blocks). */
+static unsigned char *tar_of(const char *name, const unsigned char *data, size_t n, size_t size,
+			     size_t *len)
+{
+	size_t cap = n + 65536;
+	unsigned char *buf = pp_xmalloc(cap);
+	size_t used = 0;
+	struct archive *a = archive_write_new();
+	archive_write_set_format_pax_restricted(a);
+	archive_write_set_bytes_in_last_block(a, 1);
+	assert_int_equal(archive_write_open_memory(a, buf, cap, &used), ARCHIVE_OK);
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_set_pathname(e, name);
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, 0644);
+	archive_entry_set_size(e, (la_int64_t)size);
+	assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+	archive_entry_free(e);
+	size_t hdr = used;
+	if (size > n) {
+		archive_write_free(a); /* the header alone is in buf */
+		memcpy(buf + hdr, data, n);
+		*len = hdr + n;
+		return buf;
+	}
+	assert_int_equal(archive_write_data(a, data, n), (la_ssize_t)n);
+	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+	archive_write_free(a);
+	*len = used;
+	return buf;
+}
+
 static char tmpl[] = "/tmp/prepull-test-unpack.XXXXXX";
 static char *top; /* per-test scratch: top/root is the target */
 
@@ -535,6 +596,114 @@ static void test_whiteouts_and_lowers(void **state)
 	free(lower), free(p), free(gone);
 }
 
+/* A layer many times the size of both rings: noise (the input ring wraps
+ * many times, slots fill from many inputs) then zeros (one input fills
+ * many slots), in each compression, fed in random pieces. */
+static void test_big_layer(void **state)
+{
+	size_t noise = 6 << 20, zeros = 24 << 20, n = noise + zeros;
+	unsigned char *data = pp_xcalloc(1, n);
+	uint32_t x = 2463534242u;
+	for (size_t i = 0; i < noise; i++) {
+		x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+		data[i] = (unsigned char)x;
+	}
+	char want[PP_DIGEST_STR_LEN + 1], d[PP_DIGEST_STR_LEN + 1];
+	pp_sha256_digest(data, n, want);
+	size_t tl;
+	unsigned char *tar = tar_of("big", data, n, n, &tl);
+	pp_sha256_digest(tar, tl, d);
+	size_t gl, zl;
+	unsigned char *gz = gzip_fast(tar, tl, true, &gl);
+	unsigned char *z = zstd_frames(tar, tl, 2, &zl);
+	const struct {
+		enum pp_unpack_compression c;
+		const unsigned char *buf;
+		size_t len;
+	} cases[] = {{PP_UNPACK_TAR, tar, tl}, {PP_UNPACK_GZIP, gz, gl}, {PP_UNPACK_ZSTD, z, zl}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct pp_error err = {0};
+		struct pp_unpack_opts o = {.compression = cases[i].c, .diff_id = d};
+		int rc = apply_opts(cases[i].buf, cases[i].len, &o, (unsigned)i + 1, 700000, &err,
+				    NULL);
+		if (rc)
+			fail_msg("compression %d: %s", (int)cases[i].c, err.msg);
+		char *p = at("root/big");
+		int fd = open(p, O_RDONLY);
+		assert_true(fd >= 0);
+		struct pp_sha256 *h = pp_sha256_new();
+		static unsigned char buf[1 << 16];
+		size_t total = 0;
+		ssize_t r;
+		while ((r = read(fd, buf, sizeof(buf))) > 0) {
+			pp_sha256_update(h, buf, (size_t)r);
+			total += (size_t)r;
+		}
+		close(fd);
+		char got[PP_DIGEST_STR_LEN + 1];
+		pp_sha256_final(h, got);
+		pp_sha256_free(h);
+		assert_int_equal(total, n);
+		assert_string_equal(got, want);
+		unlink(p);
+		free(p);
+	}
+	free(gz), free(z), free(tar), free(data);
+}
+
+/* The tar is bad from its first block while the inflater still has work:
+ * the applier's failure stops it, whether it waits for a free slot (all the
+ * input is there) or for input (the rest never comes). */
+static void test_applier_fails_first(void **state)
+{
+	size_t n = 32 << 20;
+	unsigned char *junk = pp_xmalloc(n);
+	memset(junk, 'x', n);
+	char d[PP_DIGEST_STR_LEN + 1];
+	pp_sha256_digest(junk, n, d);
+	size_t gl;
+	unsigned char *gz = gzip_fast(junk, n, true, &gl);
+	struct pp_error err = {0};
+	assert_int_equal(apply(gz, gl, PP_UNPACK_GZIP, d, &err), PP_EPROTO);
+
+	/* Half of it, and no finish() until the applier has given up. */
+	char *root = at("root");
+	struct pp_unpack_opts o = {.root = root, .compression = PP_UNPACK_GZIP, .diff_id = d};
+	struct pp_unpack *u;
+	assert_int_equal(pp_unpack_new(&u, &o, &err), 0);
+	int rc = pp_unpack_feed(u, gz, gl / 2, &err);
+	double t0 = pp_now();
+	while (rc == 0 && pp_unpack_writable(u) > 0 && pp_now() - t0 < 10)
+		usleep(1000);
+	assert_int_equal(pp_unpack_writable(u), 0);
+	assert_int_equal(pp_unpack_finish(u, &err), PP_EPROTO);
+	assert_non_null(strstr(err.msg, "tar"));
+	pp_unpack_free(u);
+	free(root), free(gz), free(junk);
+}
+
+/* The inflater fails (a corrupt gzip member) after it has passed on many
+ * good slots: the applier applies them, then reports the inflater's error,
+ * not a tar one. */
+static void test_inflater_fails_late(void **state)
+{
+	size_t n = 8 << 20;
+	unsigned char *data = pp_xmalloc(n);
+	for (size_t i = 0; i < n; i++)
+		data[i] = (unsigned char)(i * 7 + i / 4096);
+	size_t tl;
+	unsigned char *tar = tar_of("f", data, n, n, &tl);
+	char d[PP_DIGEST_STR_LEN + 1];
+	pp_sha256_digest(tar, tl, d);
+	size_t gl;
+	unsigned char *gz = gzip_fast(tar, tl, true, &gl);
+	gz[gl - 6] ^= 0xff; /* the CRC */
+	struct pp_error err = {0};
+	assert_int_equal(apply(gz, gl, PP_UNPACK_GZIP, d, &err), PP_EPROTO);
+	assert_non_null(strstr(err.msg, "gzip stream is corrupt"));
+	free(gz), free(tar), free(data);
+}
+
 static void test_free_mid_stream(void **state)
 {
 	/* A big layer fed halfway, then freed: returns, nothing hangs. */
@@ -569,6 +738,23 @@ static void test_free_mid_stream(void **state)
 	assert_true(pp_now() - t0 < 2.0);
 	free(root);
 	free(big);
+
+	/* The same through gzip, with the inflater far ahead: 64 MiB of a
+	 * 1 GiB file's zeros in a few KiB fill every slot at once. */
+	size_t zn = 64 << 20, tl, gl;
+	unsigned char *zeros = pp_xcalloc(1, zn);
+	unsigned char *tar = tar_of("huge", zeros, zn, (size_t)1 << 30, &tl);
+	unsigned char *gz = gzip_fast(tar, tl, false, &gl);
+	root = at("root");
+	o.root = root;
+	o.compression = PP_UNPACK_GZIP;
+	assert_int_equal(pp_unpack_new(&u, &o, &err), 0);
+	assert_int_equal(pp_unpack_feed(u, gz, gl, &err), 0);
+	usleep(20000);
+	t0 = pp_now();
+	pp_unpack_free(u);
+	assert_true(pp_now() - t0 < 2.0);
+	free(root), free(gz), free(tar), free(zeros);
 }
 
 static void test_writable_and_misuse(void **state)
@@ -651,6 +837,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_zstd_window_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_whiteouts_and_lowers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_big_layer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_applier_fails_first, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_inflater_fails_late, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_mid_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writable_and_misuse, setup, teardown),
 		cmocka_unit_test(test_media_types),
