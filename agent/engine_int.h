@@ -1,4 +1,4 @@
-/* The fetch engine's insides, shared by its four files and nobody else:
+/* The fetch engine's insides, shared by its files and nobody else:
  *
  *   engine.c    the scheduler: blobs queued, chunk planning, the loop that
  *               starts transfers, drains finished ones and polls; the one
@@ -11,6 +11,8 @@
  *               consumers, the digest check, and repair after a mismatch
  *   lanes.c     the connections: each transfer's rate, slow ones raced or
  *               retired, how many connections to use, per-lane stats
+ *   race.c      a racer: a second request for a slow frontier chunk
+ *   sources.c   which host (registry or mirror) each request goes to
  *
  * The loop thread (all of the above) moves bytes; hashing runs on the
  * hash workers (hashpool.c): a chunk's sha256 follows its bytes on disk a
@@ -347,9 +349,23 @@ void xfer_finish(struct pp_engine *e, struct xfer *x, CURLcode rc);
 void xfer_stalled(struct pp_engine *e, struct xfer *x);
 /* Takes a transfer out of the loop and frees it. */
 void xfer_free(struct pp_engine *e, struct xfer *x);
+/* For race.c: a new request for [start, end] of chunk ci, not yet added
+ * to the multi handle; out of the loop; freed; a chunk whose bytes are all
+ * in (its digest to the journal, the blob hash moves on). */
+struct xfer *xfer_new(struct pp_engine *e, struct blob *b, size_t ci, int64_t start, int64_t end,
+		      struct pp_error *err);
+void xfer_detach(struct pp_engine *e, struct xfer *x);
+void xfer_destroy(struct xfer *x);
+void chunk_done(struct pp_engine *e, struct xfer *x);
+
+/* ---- race.c: a second request for the frontier chunk ---- */
+
 /* Starts a racer for x's remaining range on another connection (an idle
  * pooled one when there is one). */
 int xfer_race(struct pp_engine *e, struct xfer *x, struct pp_error *err);
+/* A racer is over: it won (its bytes go to the file, the raced transfer is
+ * stopped) or it is dropped; frees it. */
+void xfer_race_finish(struct pp_engine *e, struct xfer *r, CURLcode rc);
 
 /* ---- lanes.c: the connections ---- */
 

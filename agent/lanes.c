@@ -10,7 +10,7 @@
  *   - When it holds the hash frontier (the first chunk not done: what the
  *     blob hash and a streaming unpack wait on), a racer asks for its
  *     remaining range on another connection; the first to finish wins and
- *     the other is cancelled (transfer.c: race_won).
+ *     the other is cancelled (race.c).
  *   - Otherwise it is retired: its bytes stay on disk, its chunk goes back
  *     to the queue, and the next free lane fetches the rest.
  * When no chunk is waiting and lanes stand idle (the end of the blobs), a

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MAX_LINES=800
-ENGINE_FILES="agent/engine.c agent/transfer.c agent/partial.c agent/verify.c agent/lanes.c agent/sources.c"
+ENGINE_FILES="agent/engine.c agent/transfer.c agent/partial.c agent/verify.c agent/lanes.c agent/race.c agent/sources.c"
 fail=0
 problem() { echo "layout: $*" >&2; fail=1; }
 
@@ -34,7 +34,7 @@ import glob, os, re, sys
 # Files that make up one module under another name.
 MODULES = {
     "hosts_toml": "hosts", "engine_int": "engine", "transfer": "engine", "partial": "engine", "verify": "engine",
-    "lanes": "engine", "hashpool": "engine", "sources": "engine",
+    "lanes": "engine", "hashpool": "engine", "sources": "engine", "race": "engine",
     "unpack_int": "unpack", "unpack_apply": "unpack",
 }
 for prefix in ("auth", "unpack"):
