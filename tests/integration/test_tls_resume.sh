@@ -51,7 +51,10 @@ read -r conns full resumed < <(awk '{
   } END { print n + 0, f + 0, r + 0 }' "$D/access.log")
 log "server: $conns TLS connections, $full full handshakes, $resumed resumed"
 assert_num "$conns" -ge 4 "the run opened several TLS connections ($conns)"
-assert_num "$full" -le 2 "at most the first connections negotiate a new TLS session ($full full of $conns)"
+# Idle, one full handshake of 7; under a loaded CI run up to 4 of 7 were
+# full (connections the engine opens at one instant, before any session is
+# stored).  Without the share every one is full: that is what this guards.
+assert_num "$full" -le $((conns - 3)) "connections after the first resume its TLS session ($full full of $conns)"
 assert_num "$resumed" -ge $((conns - 2)) "the other connections resume a session ($resumed of $conns)"
 
 line=$(grep -E 'connections opened [0-9]+, TLS handshakes [0-9]+ \([0-9]+ resumed\)' <<<"$ERR" | tail -n 1)
