@@ -79,10 +79,10 @@
 #define RACE_MAX 1             /* racers at once: each buffers its range (memory) */
 #define RACE_BUF_MAX CHUNK_MAX /* a longer remaining range is retired, not raced */
 #define RECENT_RATES 16        /* finished transfers' rates kept for the median */
-#define LANES_GROW 1.5         /* each step multiplies the count by this */
+#define LANES_GROW 2.0         /* each step multiplies the count by this */
 #define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
-#define LANES_STEP 1.0         /* seconds of measurement per step */
-#define LANES_WARM 0.3         /* seconds after a step before measuring */
+#define LANES_STEP 0.5         /* seconds of measurement per step */
+#define LANES_WARM 0.2         /* seconds after a step before measuring */
 #define SPAN_RTTS 16           /* a request carries this many round trips of data ... */
 #define SPAN_MAX (64 * MIB)    /* ... up to this much */
 

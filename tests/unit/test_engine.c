@@ -430,11 +430,11 @@ static void test_lanes(void **state)
 
 	/* Grows while a step gains 10%, takes back the step that did not. */
 	struct lanes_state s = {.limit = 8, .max = 64};
-	assert_int_equal(lanes_step(&s, 16e6), 12);
-	assert_int_equal(lanes_step(&s, 24e6), 18);
-	assert_int_equal(lanes_step(&s, 25e6), 12);
+	assert_int_equal(lanes_step(&s, 16e6), 16);
+	assert_int_equal(lanes_step(&s, 24e6), 32);
+	assert_int_equal(lanes_step(&s, 25e6), 16);
 	assert_true(s.settled);
-	assert_int_equal(lanes_step(&s, 100e6), 12);
+	assert_int_equal(lanes_step(&s, 100e6), 16);
 	/* Never past the cap; -j never moves. */
 	struct lanes_state c = {.limit = 40, .max = 50};
 	assert_int_equal(lanes_step(&c, 1e6), 50);
