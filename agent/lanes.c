@@ -375,10 +375,14 @@ static void autoscale(struct pp_engine *e, double now)
 	if (s->fixed || s->settled)
 		return;
 	bool waiting = any_pending(e);
+	/* Far away, a step needs more round trips to settle (new connections'
+	 * handshakes and slow start) and to be measured. */
+	double rtt = lanes_median(s->recent_rtt, (size_t)s->n_rtt);
+	double warm = fmax(LANES_WARM, 3 * rtt), step = fmax(LANES_STEP, 6 * rtt);
 	if (s->step_bytes < 0) {
 		if (s->step_at == 0)
 			s->step_at = now;
-		if (!waiting || e->n_xfers - s->racers < s->limit || now - s->step_at < LANES_WARM)
+		if (!waiting || e->n_xfers - s->racers < s->limit || now - s->step_at < warm)
 			return;
 		/* Not before every lane delivers: a connection still being set
 		 * up (or a first request the registry is slow to answer) would
@@ -393,7 +397,7 @@ static void autoscale(struct pp_engine *e, double now)
 	}
 	if (!waiting)
 		s->step_starved = true;
-	if (now - s->step_at < LANES_STEP)
+	if (now - s->step_at < step)
 		return;
 	if (s->step_starved) {
 		s->step_bytes = -1; /* measure again */
