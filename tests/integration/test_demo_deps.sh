@@ -161,6 +161,10 @@ if [ -n "$spid" ] && kill -0 "$spid" 2>/dev/null; then
 fi
 
 sed 's/^/#   demo: /' "$T/out/demo.log" | grep -E 'deps:|==>|stored as|size|rror' | head -n 30
+if [ "$(cat "$T/out/rc")" != 0 ]; then
+  echo "# the demo's last lines:"
+  tail -n 25 "$T/out/demo.log" | sed 's/^/#   demo: /'
+fi
 assert_eq 0 "$(cat "$T/out/rc")" "scripts/demo.sh exits 0 on a machine without docker-registry"
 DL=$(cat "$T/out/demo.log")
 assert_contains "$DL" "deps: installing .*docker-registry" "the demo installed docker-registry"
