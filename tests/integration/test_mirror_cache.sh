@@ -9,8 +9,9 @@
 #     image is valid, the cache's access log shows the blobs, each request with
 #     ?ns=<the registry>; prepull waits for the cache to fill each layer rather than
 #     ask the registry for it: the registry sent each layer about once (its bytes in
-#     whole-blob GETs at most 1.5 times the layer: one copy, and the start of one more
-#     cut off with prepull's first request) and got no range request for a layer;
+#     whole-blob GETs at most 1.75 times the layer: one copy, and the start of one more
+#     cut off with prepull's first request; 1.16-1.19 times here, unloaded) and got no
+#     range request for a layer;
 #   - a second image through the cold cache with --cache-fill bypass: the registry
 #     carries the layers while the cache fills (range requests from prepull reach it),
 #     and copied each layer to the cache for at most two of prepull's requests, not one
@@ -99,7 +100,7 @@ for l in "${LAYERS[@]}"; do
   n=$(copied "$l") size=$(size_of "$l")
   log "layer ${l:7:12}: $size bytes; the registry sent $n in $(gets "$l") whole-blob GETs"
   assert_num "$n" -ge "$size" "the registry copied layer ${l:7:12} to the cache"
-  assert_num $((n * 2)) -le $((size * 3)) "the registry sent layer ${l:7:12} about once ($n bytes), not once per request"
+  assert_num $((n * 4)) -le $((size * 7)) "the registry sent layer ${l:7:12} about once ($n bytes), not once per request"
   assert_eq 0 "$(ranged "$l")" "prepull asked the registry for no range of layer ${l:7:12}"
 done
 assert_has "$(cat "$CACHE_LOG")" "/v2/test/cached/manifests/v1?ns=$UP_ADDR" "the tag was resolved at the cache"
