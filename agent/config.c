@@ -205,6 +205,17 @@ static int key_unpacker(struct key_ctx *k)
 	return 0;
 }
 
+static int key_cache_fill(struct key_ctx *k)
+{
+	const char *s = NULL;
+	if (want_string(k, &s) < 0)
+		return PP_EUSAGE;
+	if (strcmp(s, "wait") != 0 && strcmp(s, "bypass") != 0)
+		return bad_value(k, "\"wait\" or \"bypass\"");
+	k->opts->cache_fill_bypass = strcmp(s, "bypass") == 0;
+	return 0;
+}
+
 static int key_discard_layers(struct key_ctx *k)
 {
 	return want_bool(k, &k->opts->discard_layers);
@@ -295,6 +306,7 @@ static const struct {
 	{"ca_cert", key_ca_cert},
 	{"hosts_dir", key_hosts_dir},
 	{"mirrors", key_mirrors},
+	{"cache_fill", key_cache_fill},
 };
 
 static int unknown_key(const struct pp_config *cfg, const char *key, struct pp_error *err)

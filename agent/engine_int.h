@@ -259,11 +259,22 @@ struct lanes_state {
 	size_t n_lane;
 };
 
+/* A source's standing for one blob (sources.c's; here for the unit test). */
+struct blob_src {
+	bool ranged;       /* answered a range of this blob with a 206 */
+	bool dropped;      /* failed this blob: not asked for it again */
+	int active;        /* this blob's transfers to it */
+	int ignored;       /* times it ignored Range for this blob */
+	double not_before; /* left alone until then (it ignored Range) */
+	double fill_since; /* --cache-fill wait: first whole-blob answer, 0 none */
+};
+
 struct host_count {
 	const struct pp_registry *reg;
 	int n;
-	double rate;  /* sources.c: bytes/s per connection, recent transfers */
-	bool dropped; /* sources.c: served bytes that differ: not asked again */
+	double rate;       /* sources.c: bytes/s per connection, recent transfers */
+	bool dropped;      /* sources.c: served bytes that differ: not asked again */
+	bool fill_gave_up; /* sources.c: a mirror a blob waited for in vain (--cache-fill) */
 };
 
 struct pp_engine {
@@ -335,7 +346,7 @@ void engine_add_origin(struct blob *b, struct pp_registry *reg, const char *repo
 /* The blob's bytes do not hash to its digest (`got`): when its current host
  * is a mirror and another host follows, the mirror is named and dropped
  * for this blob.  True when the blob moved to the next host. */
-bool engine_blame_host(struct blob *b, const char *got);
+bool engine_blame_host(struct pp_engine *e, struct blob *b, const char *got);
 /* The src-th host a blob may come from: the first registry's mirrors and
  * itself, then each other origin's; NULL past the last. */
 struct pp_registry *blob_host(const struct blob *b, size_t src, const char **repo);
@@ -507,16 +518,20 @@ void sources_chunk_done(struct xfer *x);
  * unlike the last fetch's): when the two fetches came from different
  * hosts, the one to blame is named and dropped for the rest of the run. */
 void sources_chunk_final(struct pp_engine *e, struct blob *b, size_t ci, bool differs);
-/* The source failed the blob (fall-through): not asked for it again.
- * False when it was out of play already. */
-bool sources_drop(struct blob *b, size_t src);
+/* The source failed the blob (fall-through, `why`): not asked for it
+ * again.  False when it was out of play already. */
+bool sources_drop(struct pp_engine *e, struct blob *b, size_t src, const char *why);
+/* Host h was dropped for blob b for its bytes (engine_blame_host): --json. */
+void sources_blamed(struct pp_engine *e, struct blob *b, const struct pp_registry *h,
+		    const char *why);
 /* Appends to an error's source the hosts of b dropped for their bytes. */
 void sources_name_dropped(struct pp_engine *e, struct blob *b, char *buf, size_t n);
 /* True when b has one source in play (no other to compare with). */
 bool sources_single(struct pp_engine *e, struct blob *b);
-/* A mirror ignored Range while other sources have the blob: it is left
- * alone for a backoff and the chunk goes back to the queue.  False when
- * the blob must be fetched as one stream instead. */
+/* A mirror ignored Range while other sources have the blob: the chunk
+ * goes back to the queue and, by --cache-fill, the blob waits for the
+ * mirror to fill it, or the mirror is left alone for a backoff.  False
+ * when the blob must be fetched as one stream instead. */
 bool sources_range_ignored(struct pp_engine *e, struct xfer *x);
 
 #endif

@@ -70,6 +70,11 @@ static const char usage_text[] =
 	"  --mirror HOST=URL      try URL before registry HOST (repeatable; replaces\n"
 	"                         the config's \"mirrors\"); a mirror that fails a\n"
 	"                         request hands it to the next host\n"
+	"  --cache-fill MODE      a mirror answering a range with the whole blob is\n"
+	"                         filling its cache: wait (default) for it, asking\n"
+	"                         again with backoff (up to 30s, or the blob at 50MB/s),\n"
+	"                         so the registry sends the blob once; or bypass: take\n"
+	"                         the blob from the registry meanwhile\n"
 	"  --deadline DURATION    stop after e.g. 90s, 10m; exit 3, progress kept\n"
 	"  --ready-file PATH      written (atomically) when every image is in;\n"
 	"                         removed at the start of a run\n"
@@ -155,6 +160,7 @@ enum {
 	OPT_CONFIG,
 	OPT_HOSTS_DIR,
 	OPT_MIRROR,
+	OPT_CACHE_FILL,
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -186,6 +192,7 @@ static const struct option long_options[] = {
 	{"config", required_argument, NULL, OPT_CONFIG},
 	{"hosts-dir", required_argument, NULL, OPT_HOSTS_DIR},
 	{"mirror", required_argument, NULL, OPT_MIRROR},
+	{"cache-fill", required_argument, NULL, OPT_CACHE_FILL},
 	{"help", no_argument, NULL, OPT_HELP},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{NULL, 0, NULL, 0},
@@ -281,6 +288,13 @@ int main(int argc, char **argv)
 					"--unpacker: expected prepull or containerd, got \"%s\"",
 					optarg);
 			opts.unpacker = optarg;
+			break;
+		case OPT_CACHE_FILL:
+			if (strcmp(optarg, "wait") != 0 && strcmp(optarg, "bypass") != 0)
+				return usage_error(
+					"--cache-fill: expected wait or bypass, got \"%s\"",
+					optarg);
+			opts.cache_fill_bypass = strcmp(optarg, "bypass") == 0;
 			break;
 		case OPT_DISCARD_LAYERS:
 			opts.discard_layers = true;

@@ -164,6 +164,17 @@ void pp_progress_layer_unpacked(struct pp_progress *p, const struct pp_image *im
 		       "digest", layer, "chain_id", chain, "unpacked_by", how, "seconds", seconds));
 }
 
+void pp_progress_source_dropped(struct pp_progress *p, const char *host, bool mirror,
+				const char *digest, const char *scope, const char *why)
+{
+	cleanup_free char *h = clean(host);
+	cleanup_free char *blob = clean(digest);
+	cleanup_free char *w = clean(why);
+	emit(p, "source_dropped",
+	     json_pack("{s:s, s:s, s:b, s:s, s:s, s:s}", "event", "source_dropped", "host", h,
+		       "mirror", mirror, "blob", blob, "scope", scope, "why", w));
+}
+
 void pp_progress_image_done(struct pp_progress *p, const struct pp_image *img)
 {
 	cleanup_free char *image = clean(img->ref.full);

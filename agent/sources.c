@@ -19,9 +19,24 @@
  *     made the registry send 7.0 times the image (scripts/fleet-sim.sh),
  *     1.0 times without;
  *   - --per-host counts the connections of the host a request goes to;
- *   - a mirror that ignores Range for a blob is left alone for that blob
- *     for a backoff (0.25 s doubling to 8 s, jittered) while the others
- *     carry it, then probed again: its whole-blob answer is cut off;
+ *   - a mirror that answers a range of a blob with the whole blob (a 200)
+ *     is most likely a pull-through cache filling it from the registry:
+ *     it copies the whole blob upstream once, and, for every request that
+ *     comes meanwhile, once more.  Its whole-blob answer is cut off, and
+ *     then, by --cache-fill:
+ *       wait (the default): the blob waits for that mirror.  The registry
+ *       takes none of it (other blobs flow); the mirror is asked again
+ *       with one request after a backoff (0.5 s doubling to 8 s,
+ *       jittered: 8 agents probing a cache every 0.5 s left it too little
+ *       of the uplink to fill, scripts/fleet-sim.sh), and its first 206
+ *       fans the blob out to it.  A fleet behind the cache costs the
+ *       registry about one copy of the blob instead of one per agent and
+ *       one more.  Bounded: after max(30 s, size / 50 MB/s) without a 206
+ *       the mirror is dropped for the blob (and not waited for again this
+ *       run: it may ignore Range for good), and the next source takes it;
+ *       bypass: the mirror is left alone for that blob for a backoff
+ *       (0.25 s doubling to 8 s, jittered) while the others carry it;
+ *   - a source dropped for a blob or for the run is named (-v, --json);
  *   - each done chunk remembers its source: a repair after a digest
  *     mismatch asks another source for it, and when the bytes differ the
  *     chunk's first source is blamed and dropped for the rest of the run. */
@@ -32,20 +47,17 @@
 #include "prepull/hosts.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
+#include "prepull/progress.h"
 #include "prepull/registry.h"
 
 #define RATE_WEIGHT 0.3    /* of a new sample in a host's bytes/s */
 #define RATE_MIN_SECS 0.05 /* shorter transfers say little about a rate */
 #define IGNORED_BACKOFF0 0.25
 #define IGNORED_BACKOFF_MAX 8.0
-
-struct blob_src {
-	bool ranged;       /* answered a range of this blob with a 206 */
-	bool dropped;      /* failed this blob: not asked for it again */
-	int active;        /* this blob's transfers to it */
-	int ignored;       /* times it ignored Range for this blob */
-	double not_before; /* left alone until then (it ignored Range) */
-};
+#define FILL_BACKOFF0 0.5      /* --cache-fill wait: the first wait for a filling mirror */
+#define FILL_BACKOFF_MAX 8.0   /* ... doubling up to this */
+#define FILL_WAIT_MIN 30.0     /* seconds a blob waits for a filling mirror at least */
+#define FILL_RATE (50.0 * 1e6) /* ... or its size at this many bytes/s, when longer */
 
 /* A host's connection count and rate (engine_host_slot() adds it). */
 static struct host_count *host_of(struct pp_engine *e, const struct pp_registry *reg)
@@ -75,6 +87,24 @@ static struct blob_src *src_at(struct blob *b, size_t j)
 static bool usable(struct pp_engine *e, struct blob *b, size_t j, struct pp_registry *h)
 {
 	return !src_at(b, j)->dropped && !host_of(e, h)->dropped;
+}
+
+/* A source is out for a blob or (run) for the rest of the run: --json. */
+static void note_dropped(struct pp_engine *e, struct blob *b, const struct pp_registry *h, bool run,
+			 const char *why)
+{
+	if (e->progress)
+		pp_progress_source_dropped(e->progress, pp_registry_domain(h),
+					   pp_registry_is_mirror(h), b->digest,
+					   run ? "run" : "blob", why);
+}
+
+/* --cache-fill wait: a mirror filling the blob holds the registry back. */
+static bool filling(struct pp_engine *e, struct blob *b, size_t j, struct pp_registry *h)
+{
+	const struct blob_src *s = src_at(b, j);
+	return pp_registry_is_mirror(h) && s->fill_since > 0 && !s->ranged && usable(e, b, j, h) &&
+	       !host_of(e, h)->fill_gave_up;
 }
 
 static size_t in_play(struct pp_engine *e, struct blob *b)
@@ -111,6 +141,8 @@ static long choose(struct pp_engine *e, struct blob *b, size_t ci, double now, d
 		{
 			struct blob_src *s = src_at(b, j);
 			struct host_count *hc = host_of(e, h);
+			/* Counts while the mirror waits out its backoff too. */
+			mirror_probing |= filling(e, b, j, h);
 			if (!usable(e, b, j, h) || (pass == 0 && j == avoid && n > 1))
 				continue;
 			if (s->not_before > now) {
@@ -176,7 +208,13 @@ void sources_detached(struct pp_engine *e, struct xfer *x)
 
 void sources_ranged(struct xfer *x)
 {
-	src_at(x->b, x->src)->ranged = true;
+	struct blob_src *s = src_at(x->b, x->src);
+	if (s->fill_since > 0)
+		pp_info("blob %s: mirror %s has it now (after %.1f s): fetching it from there",
+			pp_short_digest(x->b->digest), pp_registry_domain(x->reg),
+			pp_now() - s->fill_since);
+	s->ranged = true;
+	s->fill_since = 0;
 }
 
 void sources_chunk_done(struct xfer *x)
@@ -184,14 +222,24 @@ void sources_chunk_done(struct xfer *x)
 	x->b->chunks[x->chunk].from_new = x->src + 1;
 }
 
-bool sources_drop(struct blob *b, size_t src)
+bool sources_drop(struct pp_engine *e, struct blob *b, size_t src, const char *why)
 {
+	const char *repo;
 	if (src < b->src || src_at(b, src)->dropped)
 		return false;
 	src_at(b, src)->dropped = true;
 	while (b->src < b->n_srcs && b->srcs[b->src].dropped)
 		b->src++;
+	struct pp_registry *h = blob_host(b, src, &repo);
+	if (h)
+		note_dropped(e, b, h, false, why);
 	return true;
+}
+
+void sources_blamed(struct pp_engine *e, struct blob *b, const struct pp_registry *h,
+		    const char *why)
+{
+	note_dropped(e, b, h, false, why);
 }
 
 /* A repaired chunk came back different: names and drops the host to blame. */
@@ -217,6 +265,10 @@ static void blame(struct pp_engine *e, struct blob *b, size_t ci)
 	if (host_of(e, bad)->dropped || in_play(e, b) < 2)
 		return;
 	host_of(e, bad)->dropped = true;
+	char why[160];
+	snprintf(why, sizeof(why), "chunk %zu: its bytes differ from %s's", ci,
+		 pp_registry_domain(other));
+	note_dropped(e, b, bad, true, why);
 	pp_warn("blob %s: chunk %zu: %s and %s sent different bytes; %s %s served it, so it is "
 		"dropped for this blob and the rest of the run",
 		pp_short_digest(b->digest), ci, pp_registry_domain(other), pp_registry_domain(bad),
@@ -236,6 +288,58 @@ bool sources_single(struct pp_engine *e, struct blob *b)
 	return in_play(e, b) < 2;
 }
 
+/* A backoff of `base` doubling `n` times up to `max`, jittered down to half
+ * (agents that started together do not probe together). */
+static double backoff(double base, double max, int n)
+{
+	double wait = base;
+	for (int i = 0; i < n && wait < max; i++)
+		wait *= 2;
+	if (wait > max)
+		wait = max;
+	return wait / 2 + wait / 2 * ((double)rand() / RAND_MAX);
+}
+
+/* --cache-fill wait: the blob waits for the filling mirror.  False when
+ * it does not: the wait ran out now (the mirror is dropped for the blob),
+ * or did for another blob (the mirror is taken as one that ignores Range:
+ * the others carry the blob, as with bypass). */
+static bool wait_for_fill(struct pp_engine *e, struct xfer *x, struct blob_src *s, double now)
+{
+	struct blob *b = x->b;
+	struct host_count *hc = host_of(e, x->reg);
+	double budget = (double)b->size / FILL_RATE;
+	if (budget < FILL_WAIT_MIN)
+		budget = FILL_WAIT_MIN;
+	if (hc->fill_gave_up) {
+		s->fill_since = 0;
+		return false;
+	}
+	if (s->fill_since == 0)
+		s->fill_since = now;
+	if (now - s->fill_since < budget) {
+		double wait = backoff(FILL_BACKOFF0, FILL_BACKOFF_MAX, s->ignored);
+		s->not_before = now + wait;
+		/* Said once by default, every time with -v. */
+		pp_log(s->ignored++ == 0 ? PP_LOG_INFO : PP_LOG_DEBUG,
+		       "mirror %s is filling blob %s (it answered a range with the whole blob); "
+		       "asking again in %.2f s",
+		       pp_registry_domain(x->reg), pp_short_digest(b->digest), wait);
+		return true;
+	}
+	char why[160];
+	snprintf(why, sizeof(why), "it answered no range of the blob in %.0f s of waiting",
+		 now - s->fill_since);
+	/* One that never serves a range would make every blob wait: once is
+	 * enough for the run. */
+	hc->fill_gave_up = true;
+	s->fill_since = 0;
+	pp_info("blob %s: mirror %s: %s (--cache-fill wait); the next source takes it",
+		pp_short_digest(b->digest), pp_registry_domain(x->reg), why);
+	sources_drop(e, b, x->src, why);
+	return false;
+}
+
 bool sources_range_ignored(struct pp_engine *e, struct xfer *x)
 {
 	struct blob *b = x->b;
@@ -243,17 +347,16 @@ bool sources_range_ignored(struct pp_engine *e, struct xfer *x)
 	if (!pp_registry_is_mirror(x->reg) || in_play(e, b) < 2 || b->single_stream)
 		return false;
 	struct blob_src *s = src_at(b, x->src);
-	double wait = IGNORED_BACKOFF0;
-	for (int i = 0; i < s->ignored && wait < IGNORED_BACKOFF_MAX; i++)
-		wait *= 2;
-	if (wait > IGNORED_BACKOFF_MAX)
-		wait = IGNORED_BACKOFF_MAX;
-	wait = wait / 2 + wait / 2 * ((double)rand() / RAND_MAX);
-	s->ignored++;
+	double now = pp_now();
 	s->ranged = false;
-	s->not_before = pp_now() + wait;
 	chunk_set_state(b, x->chunk, CHUNK_PENDING);
 	c->not_before = 0;
+	if (!e->opts->cache_fill_bypass && wait_for_fill(e, x, s, now))
+		return true;
+	if (s->dropped)
+		return true; /* the wait is over: the next source takes it */
+	double wait = backoff(IGNORED_BACKOFF0, IGNORED_BACKOFF_MAX, s->ignored++);
+	s->not_before = now + wait;
 	pp_info("blob %s: mirror %s ignored Range (it may be filling its cache); the other sources "
 		"carry the blob, it is asked again in %.2f s",
 		pp_short_digest(b->digest), pp_registry_domain(x->reg), wait);

@@ -41,7 +41,7 @@ struct pp_registry *blob_host(const struct blob *b, size_t src, const char **rep
 	return NULL;
 }
 
-bool engine_blame_host(struct blob *b, const char *got)
+bool engine_blame_host(struct pp_engine *e, struct blob *b, const char *got)
 {
 	const char *repo;
 	struct pp_registry *h = blob_host(b, b->src, &repo);
@@ -52,6 +52,9 @@ bool engine_blame_host(struct blob *b, const char *got)
 		"blob and the chunks are checked against %s",
 		pp_short_digest(b->digest), pp_short_digest(got), pp_registry_domain(h),
 		pp_registry_domain(next));
+	char why[160];
+	snprintf(why, sizeof(why), "the blob's content hashes to %s", pp_short_digest(got));
+	sources_blamed(e, b, h, why); /* sources.c: --json */
 	b->src++;
 	free(b->cdn_url);
 	b->cdn_url = NULL;
@@ -518,7 +521,7 @@ static bool fall_through(struct pp_engine *e, struct xfer *x, const struct pp_er
 	struct pp_registry *next = blob_host(b, x->src + 1, &repo);
 	if (!next || (!hard && !pp_registry_is_mirror(x->reg)))
 		return false;
-	if (sources_drop(b, x->src)) { /* sources.c: not asked for this blob again */
+	if (sources_drop(e, b, x->src, why->msg)) { /* sources.c: not asked for this blob again */
 		free(b->cdn_url);
 		b->cdn_url = NULL;
 		pp_info("blob %s: %s %s: %s; next: %s/%s", pp_short_digest(b->digest),

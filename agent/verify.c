@@ -407,7 +407,7 @@ static void repair_blob(struct pp_engine *e, struct blob *b, const char *got)
 	/* A mirror's bytes are only its word: the next host fetches the
 	 * chunks again to compare, with repair passes of its own. */
 	/* sources.c: with several sources in play the pass compares them. */
-	if (sources_single(e, b) && engine_blame_host(b, got)) {
+	if (sources_single(e, b) && engine_blame_host(e, b, got)) {
 		b->repairing = false;
 		b->repairs = 0;
 	}

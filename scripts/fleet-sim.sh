@@ -24,9 +24,10 @@
 #   CACHE+wait    that cache, and each agent first asks it for one byte of every layer
 #                 (curl; again after 0.5, 1, 2, 4, 8, 8... s, each wait jittered
 #                 down to half; up to 2 min per layer) until it answers 206 (it
-#                 has the layer, or serves ranges of it), then runs prepull: how a
-#                 fleet would fare if prepull waited for a filling cache (not in
-#                 prepull yet; the wait counts in the agent's time)
+#                 has the layer, or serves ranges of it), then runs prepull: the
+#                 emulation that prepull's own wait (--cache-fill wait, the default
+#                 now) was modelled on; `-- --cache-fill bypass` gives agents that
+#                 do not wait (the wait counts in the agent's time)
 # Agents reach a cache with `--mirror 10.231.0.2:5000=http://CACHE` (prepull asks the
 # mirror first, the upstream after it). Every agent: `prepull pull --store oci:DIR
 # --state-dir DIR -j JOBS`, its own empty temp dirs; all are released at once (one

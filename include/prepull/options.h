@@ -43,6 +43,7 @@ struct pp_options {
 	const char *hosts_dir;      /* containerd's hosts.toml root; NULL: the default, "": none */
 	const char *const *mirrors; /* "HOST=URL", tried before HOST (--mirror, "mirrors") */
 	size_t n_mirrors;
+	bool cache_fill_bypass; /* --cache-fill bypass: no waiting for a mirror filling a blob */
 };
 
 #endif

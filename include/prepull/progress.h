@@ -25,6 +25,10 @@ void pp_progress_blob_done(struct pp_progress *p, const struct pp_image *img, co
 void pp_progress_layer_unpacked(struct pp_progress *p, const struct pp_image *img,
 				const char *digest, const char *chain_id, const char *by,
 				double seconds);
+/* A source (a mirror or a registry, `host`) is out for blob `digest`
+ * (scope "blob") or for the rest of the run (scope "run"), and why. */
+void pp_progress_source_dropped(struct pp_progress *p, const char *host, bool mirror,
+				const char *digest, const char *scope, const char *why);
 void pp_progress_image_done(struct pp_progress *p, const struct pp_image *img);
 void pp_progress_image_failed(struct pp_progress *p, const char *image, const char *message);
 

@@ -593,8 +593,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self._read_body() if self.command == "POST" else None
         hs = {}
         for k in ("Accept", "Content-Type"):
-            if self.headers.get(k):
-                hs[k] = self.headers.get(k)
+            # A client may send Accept as several lines (Go's does): all of them.
+            vals = self.headers.get_all(k) or []
+            if vals:
+                hs[k] = ", ".join(vals)
         c = http.client.HTTPConnection(st.args.registry, timeout=60)
         try:
             c.request(self.command, self.path, body=body, headers=hs)

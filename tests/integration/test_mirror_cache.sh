@@ -2,14 +2,24 @@
 # A real pull-through cache: a second distribution registry in proxy mode
 # (proxy: remoteurl:) in front of the test registry, configured for prepull the
 # containerd way (hosts.toml in the "host_port_" directory, as containerd names it).
-#   - the first pull goes through the cache: the image is valid, the cache's access
-#     log shows the blobs, each request with ?ns=<the registry>, and the registry
-#     (nginx in front of it logs what it serves) copied each layer to the cache for at
-#     most two of prepull's requests, not one per chunk;
-#   - the registry is stopped; a second pull (fresh state dir and store) still
-#     succeeds, from the cache alone;
+# The cache answers a request for a blob it has not stored yet with the whole blob,
+# copied from the registry, and starts one more copy for every request that comes
+# meanwhile (the fault server in front of the registry logs them).
+#   - the first pull (by default --cache-fill wait) goes through the cold cache: the
+#     image is valid, the cache's access log shows the blobs, each request with
+#     ?ns=<the registry>; prepull waits for the cache to fill each layer rather than
+#     ask the registry for it: the registry sent each layer about once (its bytes in
+#     whole-blob GETs at most 1.75 times the layer: one copy, and the start of one more
+#     cut off with prepull's first request; 1.16-1.19 times here, unloaded) and got no
+#     range request for a layer;
+#   - a second image through the cold cache with --cache-fill bypass: the registry
+#     carries the layers while the cache fills (range requests from prepull reach it),
+#     and copied each layer to the cache for at most two of prepull's requests, not one
+#     per chunk;
+#   - the registry is stopped; a pull (fresh state dir and store) still succeeds, from
+#     the cache alone;
 #   - with the cache stopped too, the pull fails (the registry is the last host, and
-#     it is down): so the second pull really came from the cache.
+#     it is down): so that pull really came from the cache.
 source "$(dirname "$0")/lib.sh"
 need_prepull
 
@@ -17,16 +27,22 @@ start_registry
 mkimage "$T/src" v1 --layer busybox:gzip --layer random:gzip:2M:7 --layer random:zstd:1M:8
 push_layout "$T/src" v1 "$REG_ADDR/test/cached:v1"
 LAYERS=($(img_field v1 '" ".join(o["platforms"]["linux/amd64"]["layers"])'))
+mkimage "$T/src" v2 --layer random:gzip:2M:17 --layer random:zstd:1M:18
+push_layout "$T/src" v2 "$REG_ADDR/test/cached:v2"
+LAYERS2=($(img_field v2 '" ".join(o["platforms"]["linux/amd64"]["layers"])'))
+size_of() { stat -c %s "$T/src/blobs/sha256/${1#sha256:}"; }
 REG_PID0=$REG_PID
-# The registry as the cache and prepull see it: nginx in front of it, whose access
-# log counts what the registry served.
-NP=$(free_port)
-nginx_conf_proxy "$T/ngx" "$NP" "$REG_ADDR" 0
-start_nginx "$T/ngx/nginx.conf" "$NP"
-UP_ADDR=127.0.0.1:$NP UP_PID=$NGINX_PID UP_LOG=$T/ngx/access.log
-# Whole-blob GETs (no Range): the cache's copies.  prepull's own requests to the
-# registry, a source of the blob's chunks beside the cache, always carry a Range.
-gets() { grep -c "m=GET u=/v2/test/cached/blobs/$1 r=- " "$UP_LOG" || true; }
+# The registry as the cache and prepull see it: the fault server in front of it, at
+# 4 MB/s a response, like a far registry (a copy the cache abandons when its client
+# hangs up costs little of a layer); its log counts what the registry served.
+start_faultserver --log "$T/logs/up.jsonl" --rate 4000000
+UP_ADDR=$FS_ADDR UP_PID=$FS_PID UP_LOG=$T/logs/up.jsonl
+# Whole-blob GETs (no Range): the cache's copies, and the bytes they carried.
+# prepull's own requests to the registry always carry a Range.
+upq() { FS_LOG=$UP_LOG fs_query "$1" "$2"; }
+gets() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"])' "$1"; }
+copied() { upq 'sum(r["bytes"] for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"])' "$1"; }
+ranged() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and r["range"])' "$1"; }
 
 # The cache: the distribution registry with proxy.remoteurl, its access log on.
 CACHE_ROOT=$T/cache
@@ -71,13 +87,33 @@ EOF
 
 REF=$UP_ADDR/test/cached:v1
 prepull_ok "first pull through the cache" pull --store "oci:$T/oci-1" --state-dir "$T/state-1" \
-  --hosts-dir "$HOSTS" -j 8 --chunk-size 256K "$REF"
+  --hosts-dir "$HOSTS" -j 8 --chunk-size 256K -v "$REF"
 verify_layout "$T/oci-1" v1
 CONFIG=$(img_field v1 'o["platforms"]["linux/amd64"]["config"]')
 CONFIG_GETS=$(gets "$CONFIG")
 assert_num "$CONFIG_GETS" -ge 1 "the cache fetched the config from the registry"
+assert_contains "$ERR" "mirror $CACHE_ADDR is filling blob" "-v says prepull waits for the cache"
 for l in "${LAYERS[@]}"; do
   assert_has "$(cat "$CACHE_LOG")" "/v2/test/cached/blobs/$l?ns=$UP_ADDR" "the cache was asked for layer ${l:7:12}, with ?ns="
+  # prepull waits for the cache: the registry sends the layer to the cache about once
+  # (and the start of the copy for prepull's first request, cut off), none to prepull.
+  n=$(copied "$l") size=$(size_of "$l")
+  log "layer ${l:7:12}: $size bytes; the registry sent $n in $(gets "$l") whole-blob GETs"
+  assert_num "$n" -ge "$size" "the registry copied layer ${l:7:12} to the cache"
+  assert_num $((n * 4)) -le $((size * 7)) "the registry sent layer ${l:7:12} about once ($n bytes), not once per request"
+  assert_eq 0 "$(ranged "$l")" "prepull asked the registry for no range of layer ${l:7:12}"
+done
+assert_has "$(cat "$CACHE_LOG")" "/v2/test/cached/manifests/v1?ns=$UP_ADDR" "the tag was resolved at the cache"
+
+# ---- --cache-fill bypass, a second image through the cold cache: the registry carries
+# the layers while the cache fills them
+prepull_ok "pull through the cache, --cache-fill bypass" pull --store "oci:$T/oci-b" \
+  --state-dir "$T/state-b" --hosts-dir "$HOSTS" -j 8 --chunk-size 256K --cache-fill bypass \
+  "$UP_ADDR/test/cached:v2"
+verify_layout "$T/oci-b" v2
+CONFIG_GETS=$(gets "$(img_field v2 'o["platforms"]["linux/amd64"]["config"]')")
+r=0
+for l in "${LAYERS2[@]}"; do
   # The cache copies a blob it lacks from the registry for every request that asks
   # for it meanwhile, ignoring Range (two GETs per request here: one to serve, one to
   # store, as the config, asked for once, shows).  prepull sends a mirror one request
@@ -86,8 +122,9 @@ for l in "${LAYERS[@]}"; do
   # reach the registry, not one per chunk (8 chunks, -j 8).
   n=$(gets "$l")
   assert_num "$n" -le $((2 * CONFIG_GETS)) "the registry served layer ${l:7:12} for at most two requests"
+  r=$((r + $(ranged "$l")))
 done
-assert_has "$(cat "$CACHE_LOG")" "/v2/test/cached/manifests/v1?ns=$UP_ADDR" "the tag was resolved at the cache"
+assert_num "$r" -gt 0 "prepull asked the registry for ranges of the layers meanwhile"
 
 # ---- the registry goes away; the cache still serves the image
 kill "$UP_PID" "$REG_PID0"

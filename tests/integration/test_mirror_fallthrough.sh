@@ -10,8 +10,11 @@
 #     UP, whole, the other blobs still from MIR, and the pull succeeds;
 #   - MIR over its rate limit (429 with RateLimit-* headers) for the tag: the message
 #     names the limit, the tag is resolved at UP;
-#   - MIR flipping a byte in one chunk: the layer commits, MIR is named, UP serves
-#     the layer at most 1.1 times;
+#   - MIR flipping a byte in one chunk: the layer commits, MIR is named (stderr, and a
+#     --json source_dropped event), UP serves the layer at most 1.1 times;
+#   - MIR ignoring Range for a layer (a pull-through cache filling it): with
+#     --cache-fill bypass UP carries the layer meanwhile; by default (wait) the layer
+#     waits for MIR, which serves it whole once it answers ranges, UP none of it;
 #   - MIR sending a config that does not hash to its digest: it comes from UP;
 #   - MIR without "resolve": the tag is resolved at UP only, the blobs come from MIR;
 #   - --mirror HOST=URL, or the config's "mirrors", put a mirror first without any
@@ -131,27 +134,50 @@ reset_logs
 # (the mirror's first answer for the layer: its chunks are shared with the registry,
 # so a fixed offset might be the registry's)
 fs_rules "{\"rules\": [{\"fault\": \"flip\", \"path\": \"${LAYERS[3]}\", \"count\": 1}]}"
-pull "pull with a mirror that flips a byte"
+pull "pull with a mirror that flips a byte" --json
 assert_num "$(FS_LOG=$MIR_LOG fs_query 'sum(1 for r in L if r["fault"] == "flip")')" -ge 1 "the mirror flipped a byte"
 assert_contains "$ERR" "mirror $MIR_ADDR served it, so it is dropped for this blob" "the mirror is named"
+assert_json_lines "$OUT" "--json output"
+DROPPED=$(json_events "$OUT" source_dropped)
+log "$DROPPED"
+assert_contains "$DROPPED" "\"blob\": \"${LAYERS[3]}\"" "a source_dropped event names the layer"
+assert_contains "$(grep -F "\"${LAYERS[3]}\"" <<<"$DROPPED")" "\"host\": \"$MIR_ADDR\"" "... and the mirror"
+assert_contains "$(grep -F "\"${LAYERS[3]}\"" <<<"$DROPPED")" "\"mirror\": true" "... as a mirror"
+assert_not_contains "$DROPPED" "\"host\": \"$UP_ADDR\"" "the registry is not dropped"
 log "$(grep -m1 'served it' <<<"$ERR")"
 up=$(served "$UP_LOG" "${LAYERS[3]}")
 assert_num "$up" -gt 0 "the registry served the layer's chunks again"
 assert_num $((up * 10)) -le $(($(size_of "${LAYERS[3]}") * 11)) "the registry served at most 1.1 times the layer"
 fs_rules '{"rules": []}'
 
-# ---- the mirror ignores Range for a layer (a pull-through cache still filling): its
-# whole-blob answers are cut off, it is asked again only after a backoff (0.25 s
-# doubling, jittered), and the registry carries the layer meanwhile: no fallback to one
-# stream from the mirror
+# ---- the mirror ignores Range for a layer (a pull-through cache still filling), with
+# --cache-fill bypass: its whole-blob answers are cut off, it is asked again only after
+# a backoff (0.25 s doubling, jittered), and the registry carries the layer meanwhile:
+# no fallback to one stream from the mirror
 reset_logs
 fs_rules "{\"rules\": [{\"fault\": \"norange\", \"path\": \"${LAYERS[2]}\", \"count\": -1}]}"
-pull "pull with a mirror that ignores Range for one layer" -v
+pull "pull with a mirror that ignores Range for one layer" -v --cache-fill bypass
 assert_contains "$ERR" "blob ${LAYERS[2]:0:19}: mirror $MIR_ADDR ignored Range" "-v says the mirror ignored Range"
 assert_not_contains "$ERR" "fetching it as one stream" "no fallback to one stream"
 mreq=$(FS_LOG=$MIR_LOG fs_query 'len([r for r in L if r["path"].endswith(A[0])])' "${LAYERS[2]}")
 assert_num "$mreq" -le 4 "the mirror was asked for the layer a few times ($mreq), not once per chunk"
 assert_num "$(served "$UP_LOG" "${LAYERS[2]}")" -ge "$(size_of "${LAYERS[2]}")" "the registry carried the layer"
+fs_rules '{"rules": []}'
+
+# ---- the same by default (--cache-fill wait), the mirror filling for its first two
+# answers: the layer waits for the mirror (asked again after 0.5 s, then 1 s, each
+# jittered down to half), which serves all of it once it answers a range; the
+# registry serves none of it, the other layers go on meanwhile
+reset_logs
+fs_rules "{\"rules\": [{\"fault\": \"norange\", \"path\": \"${LAYERS[2]}\", \"count\": 2}]}"
+pull "pull with a mirror filling one layer" -v
+assert_contains "$ERR" "mirror $MIR_ADDR is filling blob ${LAYERS[2]:0:19}" "-v says the mirror is filling the layer"
+assert_contains "$ERR" "blob ${LAYERS[2]:0:19}: mirror $MIR_ADDR has it now" "-v says when it has it"
+assert_eq 0 "$(served "$UP_LOG" "${LAYERS[2]}")" "the registry served none of the layer"
+assert_eq 2 "$(FS_LOG=$MIR_LOG fs_query 'sum(1 for r in L if r["path"].endswith(A[0]) and r["fault"] == "norange")' "${LAYERS[2]}")" \
+  "the mirror ignored Range twice"
+mfull=$(FS_LOG=$MIR_LOG fs_query 'sum(r["bytes"] for r in L if r["path"].endswith(A[0]) and r["status"] == 206)' "${LAYERS[2]}")
+assert_eq "$(size_of "${LAYERS[2]}")" "$mfull" "the mirror served the whole layer in ranges"
 fs_rules '{"rules": []}'
 
 # ---- the mirror sends a config that does not hash to its digest: taken from the registry
@@ -193,6 +219,9 @@ assert_has "$ERR" '"mirrors": expected an object' "the message names the key"
 run_prepull pull --mirror "$MIR_URL" "$REF"
 assert_eq 2 "$RC" "--mirror without HOST= is a usage error"
 assert_has "$ERR" "--mirror: expected HOST=URL" "the message says what is expected"
+run_prepull pull --cache-fill sometimes "$REF"
+assert_eq 2 "$RC" "--cache-fill takes wait or bypass only"
+assert_has "$ERR" "--cache-fill: expected wait or bypass" "the message says what is expected"
 
 # ---- a mirror with credentials of its own (config.json, by the mirror's host)
 start_faultserver --log "$T/logs/authmirror.jsonl" --auth basic:mu:mirror-secret

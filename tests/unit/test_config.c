@@ -44,7 +44,7 @@ static void test_every_key(void **state)
 		" \"max_connections\": 40,"
 		" \"chunk_size\": \"8M\", \"state_dir\": \"/st\", \"deadline\": \"10m\","
 		" \"stall_timeout\": 45, \"ready_file\": \"/run/r\", \"plain_http\": true,"
-		" \"insecure\": false}";
+		" \"insecure\": false, \"cache_fill\": \"bypass\"}";
 	assert_int_equal(parse(&cfg, &o, text, &err), 0);
 	assert_int_equal(cfg.n_images, 2);
 	assert_string_equal(cfg.images[0], "a.example/x:1");
@@ -64,6 +64,7 @@ static void test_every_key(void **state)
 	assert_string_equal(o.ready_file, "/run/r");
 	assert_true(o.plain_http);
 	assert_false(o.insecure);
+	assert_true(o.cache_fill_bypass);
 	pp_config_free(&cfg);
 }
 
@@ -81,6 +82,7 @@ static void test_numbers_and_absent_keys(void **state)
 	assert_int_equal(o.connections, PP_DEFAULT_CONNECTIONS);
 	assert_true(o.auto_connections);
 	assert_int_equal(o.max_connections, PP_DEFAULT_MAX_CONNECTIONS);
+	assert_false(o.cache_fill_bypass); /* --cache-fill wait */
 	assert_null(cfg.images);
 	assert_int_equal(cfg.n_images, 0);
 	pp_config_free(&cfg);
@@ -114,6 +116,7 @@ static const struct bad bads[] = {
 	{"{\"store\": \"\"}", "\"store\""},
 	{"{\"state_dir\": null}", "\"state_dir\""},
 	{"{\"plain_http\": \"yes\"}", "\"plain_http\": expected true or false"},
+	{"{\"cache_fill\": \"skip\"}", "\"cache_fill\": expected \"wait\" or \"bypass\""},
 	{"{\"platform\": \"linux/arm64/v8/x\"}", "\"platform\""},
 	{"{\"ca_cert\": \"/nonexistent/ca.pem\"}", "\"ca_cert\": cannot read"},
 	{"[\"busybox\"]", "expected a JSON object"},

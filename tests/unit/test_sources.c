@@ -169,11 +169,12 @@ static void test_per_host_overflow(void **state)
 		end(f, x[i]);
 }
 
-/* A mirror that ignores Range is left alone for a while; the others carry
- * the blob. */
+/* --cache-fill bypass: a mirror that ignores Range is left alone for a
+ * while; the others carry the blob. */
 static void test_range_ignored_backoff(void **state)
 {
 	struct fixture *f = *state;
+	f->opts.cache_fill_bypass = true;
 	struct xfer *x0 = start(f, 0);
 	assert_int_equal(x0->src, 0);
 	sources_detached(f->e, x0);
@@ -190,6 +191,85 @@ static void test_range_ignored_backoff(void **state)
 	assert_int_equal(x2->src, 1); /* not mirror 0, in its backoff */
 	end(f, x1);
 	end(f, x2);
+}
+
+/* A probe answered with the whole blob, in the books. */
+static void ignored(struct fixture *f, struct xfer *x)
+{
+	sources_detached(f->e, x);
+	assert_true(sources_range_ignored(f->e, x));
+	free(x);
+}
+
+/* --cache-fill wait (the default): mirrors filling the blob hold the
+ * registry back; each is asked again after a backoff, one request; the
+ * first 206 fans out; a mirror that fills nothing within the budget is
+ * dropped for the blob, and not waited for again. */
+static void test_cache_fill_wait(void **state)
+{
+	struct fixture *f = *state;
+	struct blob *b = f->b;
+	ignored(f, start(f, 0));
+	ignored(f, start(f, 1));
+	assert_int_equal(b->chunks[0].state, CHUNK_PENDING);
+	assert_int_equal(b->chunks[1].state, CHUNK_PENDING);
+	double now = pp_now(), wake = 0;
+	assert_false(sources_ready(f->e, b, now, &wake)); /* not the registry */
+	assert_true(wake > now && wake <= now + 0.5);
+	/* Mirror 0's backoff is over: one probe, and the registry still waits. */
+	b->srcs[0].not_before = 0;
+	struct xfer *p = start(f, 0);
+	assert_int_equal(p->src, 0);
+	assert_false(ready(f));
+	ignored(f, p); /* still filling: the next wait is longer */
+	assert_true(b->srcs[0].not_before > pp_now() + 0.45);
+	/* Mirror 1 has it now: it fans out; mirror 0 still fills. */
+	b->srcs[1].not_before = 0;
+	p = start(f, 0);
+	assert_int_equal(p->src, 1);
+	sources_ranged(p);
+	struct xfer *x = start(f, 1);
+	assert_int_equal(x->src, 1);
+	end(f, x);
+	end(f, p);
+	/* Mirror 0 past its budget (30 s for 64 MiB): dropped for the blob. */
+	b->srcs[0].not_before = 0;
+	b->srcs[0].fill_since = pp_now() - 31;
+	p = start(f, 2);
+	assert_int_equal(p->src, 0);
+	ignored(f, p);
+	assert_true(b->srcs[0].dropped);
+	assert_true(host(f, 0)->fill_gave_up);
+	p = start(f, 2);
+	assert_int_equal(p->src, 1);
+	end(f, p);
+}
+
+/* --cache-fill wait: when every filling mirror is out, the registry takes
+ * the blob. */
+static void test_cache_fill_gave_up(void **state)
+{
+	struct fixture *f = *state;
+	struct blob *b = f->b;
+	ignored(f, start(f, 0));
+	ignored(f, start(f, 1));
+	assert_false(ready(f));
+	/* Mirror 1 waited in vain for another blob: taken as ignoring Range. */
+	host(f, 1)->fill_gave_up = true;
+	b->srcs[0].not_before = b->srcs[1].not_before = 0;
+	b->srcs[0].fill_since = pp_now() - 31;
+	struct xfer *p = start(f, 0);
+	assert_int_equal(p->src, 0);
+	ignored(f, p); /* over its budget: dropped for the blob */
+	assert_true(b->srcs[0].dropped);
+	p = start(f, 0);
+	assert_int_equal(p->src, 1);
+	ignored(f, p); /* as with bypass: left alone a while, not dropped */
+	assert_false(b->srcs[1].dropped);
+	p = start(f, 0);
+	assert_int_equal(p->src, 2); /* the registry */
+	assert_false(pp_registry_is_mirror(p->reg));
+	end(f, p);
 }
 
 /* A repair asks another source than the chunk's; when the bytes differ,
@@ -227,6 +307,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_share_by_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_per_host_overflow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_range_ignored_backoff, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_fill_wait, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_fill_gave_up, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repair_and_blame, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
