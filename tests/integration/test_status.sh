@@ -89,8 +89,11 @@ for i in 1 2 3; do
   kept=$(grep -F "$BIG" <<<"$OUT" | awk '{ print $3 }' || true)
   log "deadline seen by the requests: status keeps $kept MiB; the server sent $served bytes"
   # Here curl_multi_perform is slowed down, so more of what the server sent may still
-  # sit in the kernel's socket buffers when the deadline comes: up to 1 MiB a lane.
-  assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k != "" && k * 1048576 >= s - 4 * 1048576) }')" -eq 1 \
+  # sit in the kernel's socket buffers when the deadline comes.  A request may span
+  # several chunks (lanes.c), so the server keeps sending until those buffers are
+  # full: one loaded CI run lost 8 MiB over 4 lanes this way (kept 11.2 MiB of 19.25
+  # sent).  Up to 3 MiB a lane, then.
+  assert_num "$(awk -v k="$kept" -v s="$served" 'BEGIN { print (k != "" && k * 1048576 >= s - 4 * 3 * 1048576) }')" -eq 1 \
     "deadline seen by the requests: status keeps what the server sent, but for the bytes on the wire ($kept MiB of $served bytes)"
   break
 done
