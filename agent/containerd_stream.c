@@ -97,23 +97,38 @@ static bool probe_sees_writes(struct ctd *c, struct pp_grpc *g, const char *key,
 /* Prepares the layer's active snapshot on its parent's chain and starts an
  * unpacker writing into it.  1 when the direct path does not fit here (the
  * reason logged), negative on a failure. */
+/* An active snapshot's key: "extract-prepull-<time>-<pid>-<n> <chain>",
+ * which a later run recognises as a leftover (store_containerd.c). */
+static char *extract_key(struct ctd *c, const struct layer *l)
+{
+	pthread_mutex_lock(&c->mu);
+	char *key = pp_xasprintf("extract-prepull-%lld-%d-%u %s", (long long)time(NULL),
+				 (int)getpid(), ++c->counter, l->chain_id);
+	pthread_mutex_unlock(&c->mu);
+	return key;
+}
+
+/* The labels containerd's own unpack puts on a layer's snapshot; returns
+ * how many (the parent's only when there is one). */
+static size_t snapshot_labels(const struct layer *l, const char *parent, struct pp_ctd_label out[3])
+{
+	out[0] = (struct pp_ctd_label){"containerd.io/snapshot.ref", l->chain_id};
+	out[1] = (struct pp_ctd_label){"containerd.io/snapshot/diff-id", l->diff_id};
+	out[2] = (struct pp_ctd_label){"containerd.io/snapshot/parent-chain-id", parent};
+	return parent ? 3 : 2;
+}
+
 static int target_open(struct ctd *c, struct pp_grpc *g, const struct layer *l, const char *parent,
 		       struct target *t, struct pp_error *err)
 {
 	*t = (struct target){0};
-	pthread_mutex_lock(&c->mu);
-	t->key = pp_xasprintf("extract-prepull-%lld-%d-%u %s", (long long)time(NULL), (int)getpid(),
-			      ++c->counter, l->chain_id);
-	pthread_mutex_unlock(&c->mu);
-	struct pp_ctd_label labels[3] = {
-		{"containerd.io/snapshot.ref", l->chain_id},
-		{"containerd.io/snapshot/diff-id", l->diff_id},
-		{"containerd.io/snapshot/parent-chain-id", parent},
-	};
+	t->key = extract_key(c, l);
+	struct pp_ctd_label labels[3];
+	size_t n_labels = snapshot_labels(l, parent, labels);
 	struct pp_buf mounts = {0};
 	struct pp_ctd_layout layout = {0};
 	int code = 0;
-	int r = pp_ctd_snapshot_prepare(g, c->snapshotter, t->key, parent, labels, parent ? 3 : 2,
+	int r = pp_ctd_snapshot_prepare(g, c->snapshotter, t->key, parent, labels, n_labels,
 					&mounts, &code, err);
 	if (r < 0) {
 		free(t->key);
@@ -193,12 +208,11 @@ static int target_finish(struct ctd *c, struct pp_grpc *g, const struct layer *l
 	int r = pp_unpack_finish(t->u, err);
 	if (r < 0)
 		return r;
-	struct pp_ctd_label labels[2] = {
-		{"containerd.io/snapshot.ref", l->chain_id},
-		{"containerd.io/snapshot/diff-id", l->diff_id},
-	};
+	struct pp_ctd_label labels[3];
+	size_t n_labels = snapshot_labels(l, NULL, labels); /* the parent is known already */
 	int code = 0;
-	r = pp_ctd_snapshot_commit(g, c->snapshotter, l->chain_id, t->key, labels, 2, &code, err);
+	r = pp_ctd_snapshot_commit(g, c->snapshotter, l->chain_id, t->key, labels, n_labels, &code,
+				   err);
 	if (r < 0 && code == PP_GRPC_ALREADY_EXISTS) {
 		pp_error_clear(err); /* the same chain, committed by someone else */
 		pp_ctd_snapshot_remove(g, c->snapshotter, t->key);
@@ -469,18 +483,9 @@ int ctd_apply_by_containerd(struct ctd *c, struct layer *l, const char *parent,
 {
 	int r;
 	double t0 = pp_now();
-	cleanup_free char *key = NULL;
-	pthread_mutex_lock(&c->mu);
-	key = pp_xasprintf("extract-prepull-%lld-%d-%u %s", (long long)time(NULL), (int)getpid(),
-			   ++c->counter, l->chain_id);
-	pthread_mutex_unlock(&c->mu);
-
-	struct pp_ctd_label labels[3] = {
-		{"containerd.io/snapshot.ref", l->chain_id},
-		{"containerd.io/snapshot/diff-id", l->diff_id},
-		{"containerd.io/snapshot/parent-chain-id", parent},
-	};
-	size_t n_labels = parent ? 3 : 2;
+	cleanup_free char *key = extract_key(c, l);
+	struct pp_ctd_label labels[3];
+	size_t n_labels = snapshot_labels(l, parent, labels);
 	struct pp_buf mounts = {0};
 	cleanup_free char *got = NULL;
 	int code = 0;

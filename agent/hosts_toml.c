@@ -112,17 +112,6 @@ static bool is_bare(char c)
 	       c == '_' || c == '-';
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static void put_utf8(struct pp_buf *b, unsigned long cp)
 {
 	char u[4];
@@ -154,7 +143,7 @@ static int unicode_escape(struct parser *ps, int digits, struct pp_buf *b)
 {
 	unsigned long cp = 0;
 	for (int i = 0; i < digits; i++) {
-		int h = at_end(ps) ? -1 : hexval(*ps->p);
+		int h = at_end(ps) ? -1 : pp_hex_value(*ps->p);
 		if (h < 0)
 			return fail(ps, "\\%c needs %d hex digits", digits == 4 ? 'u' : 'U',
 				    digits);

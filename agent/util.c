@@ -370,3 +370,14 @@ double pp_backoff(int attempt)
 		base = 30;
 	return base / 2 + base / 2 * ((double)rand() / RAND_MAX);
 }
+
+int pp_hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

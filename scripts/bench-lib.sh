@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helpers shared by the benchmarks (scripts/bench-stores.sh, scripts/bench-line.sh),
+# Helpers shared by the benchmarks (scripts/bench-stores.sh, bench-line.sh, fleet-sim.sh),
 # sourced after tests/integration/lib.sh (they use PY) and scripts/netsim.sh.
 #
 #   now                          wall clock, seconds with nanoseconds

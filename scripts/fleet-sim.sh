@@ -96,12 +96,9 @@ source "$ROOT/tests/integration/lib.sh"
 log() { echo "# $*" >&2; }
 T0=$(date +%s)
 say() { printf '# [%5ds] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
-div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN { if (b > 0) printf f, a / b; else print "-" }'; }
-bytes_of() {
-  "$PY" -c 'import sys
-s = sys.argv[1].strip(); m = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-print(int(float(s[:-1]) * m[s[-1].upper()]) if s[-1].upper() in m else int(s))' "$1"
-}
+# div, bytes_of
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 
 PFX=pf$$
 REG_NS=$PFX-reg

@@ -107,4 +107,7 @@ int pp_write_file_atomic(const char *path, const void *data, size_t len, struct 
 /* fsync a directory by path. */
 int pp_fsync_dir(const char *dir);
 
+/* The value of one hex digit (either case), or -1. */
+int pp_hex_value(char c);
+
 #endif
