@@ -80,6 +80,9 @@ set -e
 # Every failure in one line each, then the first ones in full (seed, plan, requests, stderr).
 grep -E '^(FAILURE|  problem)' "$T/fuzz.log" | head -n 200 || true
 grep -v '^{' "$T/fuzz.log" | grep -v '^what the runs said' | grep -v '^  ' | head -n 400 || true
+# The first three failures with their plan, requests and stderr (indented lines).
+awk '/^FAILURE/ { n++ } /^(what the runs said|\{)/ { n = 99 } n >= 1 && n <= 3' "$T/fuzz.log" |
+  grep '^  ' | head -n 200 || true
 sed -n '/^what the runs said/,/^{/p' "$T/fuzz.log" | grep -v '^{' | sed 's/^/# /' || true
 SUMMARY=$(grep '^{' "$T/fuzz.log" | tail -n 1)
 [ "$frc" -eq 0 ] && [ -n "$SUMMARY" ] || fail "hostile_fuzz.py failed (exit $frc): $(tail -n 20 "$T/fuzz.log")"

@@ -55,7 +55,7 @@ assert_num "$conns" -ge 4 "the run opened several TLS connections ($conns)"
 # full (connections the engine opens at one instant, before any session is
 # stored).  Without the share every one is full: that is what this guards.
 assert_num "$full" -le $((conns - 3)) "connections after the first resume its TLS session ($full full of $conns)"
-assert_num "$resumed" -ge $((conns - 2)) "the other connections resume a session ($resumed of $conns)"
+assert_num "$resumed" -ge 3 "at least three connections resume a session ($resumed of $conns)"
 
 line=$(grep -E 'connections opened [0-9]+, TLS handshakes [0-9]+ \([0-9]+ resumed\)' <<<"$ERR" | tail -n 1)
 [ -n "$line" ] || fail "-v prints no connection/handshake count: $(tail -n 5 <<<"$ERR")"
