@@ -128,6 +128,11 @@ sandbox() {
       mount -t overlay "prepull-sbx-$d" -o "lowerdir=/$d,upperdir=$base/$d.up,workdir=$base/$d.work" "/$d"
     done
     mount -t tmpfs -o mode=0755 prepull-sbx-run /run
+    # skopeo'"'"'s blob-info cache (a bolt database other tests'"'"' skopeo rewrite on the
+    # host): copied up into the overlay while one of them writes it, it arrived torn and
+    # a demo'"'"'s skopeo panicked reading it. The sandbox gets an empty one of its own.
+    mkdir -p /var/lib/containers/cache
+    mount -t tmpfs -o mode=0700 prepull-sbx-cache /var/lib/containers/cache
     mkdir -p /run/lock
     hostname prepull-sandbox
     # Only time, not behaviour: no man-db index rebuild, no needrestart scan.

@@ -54,11 +54,22 @@ ctr_() { "$CTR_BIN" --address "$CTD_SOCK" "$@"; }
 # Runs a command in a throw-away container of IMAGE; prints its output.
 # ctr_run NS IMAGE CMD...
 CTR_RUN_N=0
+# The command's output goes to a file in a bind-mounted directory, not through ctr's
+# stdio: ctr can lose the output of a process that exits at once (a loaded run of
+# containerd 2.1 printed nothing for a `sh -c 'echo …'`).  Prints that output, then
+# what ctr itself said; returns ctr's status.  The image needs /bin/sh.
 ctr_run() {
-  local ns=$1 image=$2
+  local ns=$1 image=$2 dir rc=0
   shift 2
   CTR_RUN_N=$((CTR_RUN_N + 1))
-  "$CTR_BIN" --address "$CTD_SOCK" -n "$ns" run --rm "$image" "prepull-t$CTR_RUN_N" "$@" 2>&1
+  dir=$T/ctr-run-$CTR_RUN_N
+  mkdir -p "$dir"
+  "$CTR_BIN" --address "$CTD_SOCK" -n "$ns" run --rm \
+    --mount "type=bind,src=$dir,dst=/prepull-run,options=rbind:rw" "$image" "prepull-t$CTR_RUN_N" \
+    /bin/sh -c 'exec "$@" >/prepull-run/out 2>&1' sh "$@" >"$dir/ctr.log" 2>&1 || rc=$?
+  cat "$dir/out" 2>/dev/null || true
+  cat "$dir/ctr.log"
+  return "$rc"
 }
 
 # snapshot_dirs NS CHAIN — the directories of a committed snapshot chain, bottom

@@ -11,20 +11,22 @@ set -euo pipefail
 [ $# -ge 3 ] && [ "$2" = -- ] || { echo "usage: hostile_sandbox.sh RW[:RW...] -- CMD..." >&2; exit 97; }
 rw=$1
 shift 2
+# The whole mount table is read before anything changes (a table read while mounts are
+# taken down can skip or repeat lines), every mount is made read-only, and only then are
+# the RW_DIRs bound onto themselves and made writable again: nothing done to another
+# mount can hide or detach a writable bind.
 exec unshare -m --propagation private bash -c '
   rw=$1
   shift
   IFS=: read -ra RW <<<"$rw"
   for d in "${RW[@]}"; do
     [ -d "$d" ] || { echo "hostile_sandbox: $d is not a directory" >&2; exit 97; }
-    mount --bind "$d" "$d" || { echo "hostile_sandbox: cannot bind $d" >&2; exit 97; }
   done
-  while read -r _ _ _ _ mp _; do
+  mapfile -t TABLE </proc/self/mountinfo
+  for line in "${TABLE[@]}"; do
+    read -r _ _ _ _ mp _ <<<"$line"
     mp=$(printf "%b" "$mp")   # /proc/self/mountinfo escapes spaces as \040
     case $mp in /proc | /proc/* | /sys | /sys/*) continue ;; esac
-    keep=0
-    for d in "${RW[@]}"; do [ "$mp" = "$d" ] && keep=1; done
-    [ $keep = 1 ] && continue
     mount -o remount,bind,ro "$mp" 2>/dev/null && continue
     # A mount whose directory was removed outside meanwhile (a daemon'"'"'s temporary
     # mount, copied into this namespace as it went) has no path left to write through.
@@ -35,6 +37,12 @@ exec unshare -m --propagation private bash -c '
     umount -l "$mp" 2>/dev/null && continue
     echo "hostile_sandbox: cannot make $mp read-only" >&2
     exit 97
-  done </proc/self/mountinfo
+  done
+  for d in "${RW[@]}"; do
+    { mount --bind "$d" "$d" && mount -o remount,bind,rw "$d"; } ||
+      { echo "hostile_sandbox: cannot bind $d writable" >&2; exit 97; }
+    touch "$d/.hostile-sandbox-rw.$$" && rm -f "$d/.hostile-sandbox-rw.$$" ||
+      { echo "hostile_sandbox: $d is not writable in the namespace" >&2; exit 97; }
+  done
   exec "$@"
 ' hostile-sandbox "$rw" "$@"
