@@ -81,8 +81,10 @@
 #define RECENT_RATES 16        /* finished transfers' rates kept for the median */
 #define LANES_GROW 2.0         /* each step multiplies the count by this */
 #define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
-#define LANES_STEP 0.5         /* seconds of measurement per step */
-#define LANES_WARM 0.2         /* seconds after a step before measuring */
+#define LANES_STEP 0.3         /* seconds of measurement per step */
+#define LANES_WARM 0.1         /* seconds after a step before measuring */
+#define LANES_CPU_FULL 0.9     /* a step with the machine's CPUs this busy ... */
+#define LANES_CPU_OURS 0.25    /* ... and this share of it ours is the last */
 #define SPAN_RTTS 16           /* a request carries this many round trips of data ... */
 #define SPAN_MAX (64 * MIB)    /* ... up to this much */
 
@@ -247,6 +249,7 @@ struct lanes_state {
 	int64_t step_bytes;          /* e->fetched then; -1 while warming up */
 	double step_rate;            /* the rate the count before the last step gave */
 	bool step_starved;           /* a lane had no chunk to fetch during the step */
+	double step_cpu[3];          /* the machine's CPU time, busy and all, and ours, then */
 	double recent[RECENT_RATES]; /* finished transfers' rates */
 	int n_recent, recent_next;
 	double recent_rtt[RECENT_RATES]; /* and their request-to-first-byte times */
@@ -403,7 +406,7 @@ bool lanes_is_slow(double rate, double median, size_t peers, bool tail);
  * saves enough beside a lane of `median` (bytes/s). */
 bool lanes_worth_acting(double rate, double median, int64_t left);
 /* The automatic count after one step measured `rate` (bytes/s). */
-int lanes_step(struct lanes_state *s, double rate);
+int lanes_step(struct lanes_state *s, double rate, double cpu_busy);
 /* How many chunks of chunk_len one request should cover on a lane of
  * `rate` bytes/s and `rtt` seconds from request to first byte, with
  * `pending` chunks left for `lanes` lanes. */

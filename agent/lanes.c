@@ -19,7 +19,14 @@
  * Without -j the count starts at PP_DEFAULT_CONNECTIONS (8) and grows by
  * LANES_GROW each LANES_STEP while the total rate still rises by
  * LANES_GAIN; a step that gained less is taken back, and the count stays
- * (the link is full).
+ * (the link is full).  A step during which the machine's CPUs were busy
+ * LANES_CPU_FULL of the time is kept but is the last: the bytes already
+ * take all the CPU there is to receive, write and hash them, and more
+ * connections would only cost more of it (and leave more for the blob
+ * hash to catch up on after the last byte).  That holds only when a fair
+ * share of the busy time (LANES_CPU_OURS) is prepull's own: CPUs that
+ * other work keeps busy say nothing about what more connections would
+ * cost us.
  *
  * A request covers SPAN_RTTS round trips of data (several chunks in a
  * row) so a far registry does not cost each lane a round trip per chunk:
@@ -27,6 +34,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -120,7 +129,7 @@ bool lanes_worth_acting(double rate, double median, int64_t left)
 	return (double)left / rate >= (double)left / median + SLOW_MIN_GAIN;
 }
 
-int lanes_step(struct lanes_state *s, double rate)
+int lanes_step(struct lanes_state *s, double rate, double cpu_busy)
 {
 	if (s->fixed || s->settled)
 		return s->limit;
@@ -132,7 +141,7 @@ int lanes_step(struct lanes_state *s, double rate)
 			s->limit = s->prev_limit;
 		return s->limit;
 	}
-	if (s->limit >= s->max) {
+	if (s->limit >= s->max || cpu_busy >= LANES_CPU_FULL) {
 		s->settled = true;
 		return s->limit;
 	}
@@ -366,6 +375,45 @@ static bool judge(struct pp_engine *e, double now)
 	return false;
 }
 
+/* The machine's CPU time so far, busy and in all (/proc/stat's first
+ * line), and this process's, in seconds; false when it cannot be read. */
+static bool cpu_times(double t[3])
+{
+	struct timespec ts;
+	long hz = sysconf(_SC_CLK_TCK);
+	if (hz <= 0 || clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0)
+		return false;
+	FILE *f = fopen("/proc/stat", "re");
+	if (!f)
+		return false;
+	unsigned long long v[8] = {0};
+	int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+		       &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n < 5)
+		return false;
+	double all = 0;
+	for (int i = 0; i < 8; i++)
+		all += (double)v[i];
+	t[0] = (all - (double)v[3] - (double)v[4]) / (double)hz; /* not idle, not waiting for I/O */
+	t[1] = all / (double)hz;
+	t[2] = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return true;
+}
+
+/* How busy the CPUs were since `then` (from cpu_times); -1 when unknown
+ * or when too little of that was ours. */
+static double cpu_busy_since(const double then[3])
+{
+	double now[3];
+	if (then[1] <= 0 || !cpu_times(now) || now[1] <= then[1])
+		return -1;
+	double busy = now[0] - then[0], ours = now[2] - then[2];
+	if (busy <= 0 || ours < LANES_CPU_OURS * busy)
+		return -1;
+	return busy / (now[1] - then[1]);
+}
+
 /* The automatic count: one measurement per step, while there are chunks
  * waiting for a lane (at the end of the blobs, a step says nothing about
  * the link). */
@@ -393,6 +441,8 @@ static void autoscale(struct pp_engine *e, double now)
 		s->step_at = now;
 		s->step_bytes = e->fetched;
 		s->step_starved = false;
+		if (!cpu_times(s->step_cpu))
+			s->step_cpu[1] = 0;
 		return;
 	}
 	if (!waiting)
@@ -405,9 +455,13 @@ static void autoscale(struct pp_engine *e, double now)
 		return;
 	}
 	double rate = (double)(e->fetched - s->step_bytes) / (now - s->step_at);
+	double busy = cpu_busy_since(s->step_cpu);
 	int before = s->limit;
-	lanes_step(s, rate);
-	pp_debug("lanes: %d connections gave %.1f MB/s; %s %d", before, rate / 1e6,
+	lanes_step(s, rate, busy);
+	char cpu[48] = "";
+	if (busy >= 0)
+		snprintf(cpu, sizeof(cpu), " (CPUs %.0f%% busy)", busy * 100);
+	pp_debug("lanes: %d connections gave %.1f MB/s%s; %s %d", before, rate / 1e6, cpu,
 		 s->settled ? "staying at" : "trying", s->limit);
 	s->step_bytes = -1;
 	s->step_at = now;
