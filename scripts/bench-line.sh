@@ -16,7 +16,8 @@
 #      is measured from nginx's log of client ports and reported
 #   c  --rate per connection under a --link for all (default 800mbit = 100 MB/s)
 #   d  no cap at all (CPU bound; compare with aria2c only)
-# RTTs (--rtts, ms) apply to shapes a and b; c and d run at 0.
+# RTTs (--rtts, ms) apply to shapes a and b; c and d run at 0. An RTT of 0p goes
+# through the proxy with no delay: what the proxy's own CPU costs on this machine.
 # Rows per shape and RTT: prepull without -j, prepull -j 16, prepull -j N for each of
 # --jobs (default 8 32 64), aria2c -x16 -s16 -k1M on the biggest blob.
 # Image: busybox + one --size incompressible layer (random bytes, --comp none by
@@ -155,15 +156,15 @@ PYEOF
 )
     local conns nslow last lbe
     read -r conns nslow last <<<"$stats"
-    lbe=$(awk -v b="$b" -v l="$last" -v d="$rtt" 'BEGIN { if (l > 0) printf "%.2f", b - (l + d / 2000); else print "-" }')
+    lbe=$(awk -v b="$b" -v l="$last" -v d="${rtt%p}" 'BEGIN { if (l > 0) printf "%.2f", b - (l + d / 2000); else print "-" }')
     echo "$SHAPE|$rtt|$label|$(secs "$a" "$b")|$u|$s|$m|$conns|$nslow|$lbe|$tool" >>"$BENCH_ROWS"
     log "$SHAPE rtt $rtt: $label: $(secs "$a" "$b") s, CPU $(awk -v u="$u" -v s="$s" 'BEGIN{print u+s}') s," \
       "RSS $((m / 1024)) MiB, $conns conns ($nslow slow), last byte -> exit $lbe s"
   }
 
   for rtt in ${BENCH_RTTS//,/ }; do
-    if [ "$rtt" -gt 0 ]; then
-      start_latency_proxy "rtt-$rtt" "127.0.0.1:$NP" $((rtt / 2))
+    if [ "$rtt" = 0p ] || [ "${rtt%p}" -gt 0 ]; then
+      start_latency_proxy "rtt-$rtt" "127.0.0.1:$NP" $((${rtt%p} / 2))
       addr=$LP_ADDR
     else
       addr=127.0.0.1:$NP
