@@ -52,7 +52,7 @@
 
 #define MIB (1024 * 1024)
 #define CHUNK_MIN (1 * MIB)
-#define CHUNK_MAX (16 * MIB)
+#define CHUNK_MAX (4 * MIB)
 #define REPAIR_PASSES 2          /* chunk-by-chunk refetches after a digest mismatch */
 #define REPAIR_AHEAD 2           /* chunks in flight past the hash while repairing */
 #define RECV_BUFFER (128 * 1024) /* curl's receive buffer: the per-connection memory */
@@ -79,7 +79,9 @@
 #define RACE_MAX 1             /* racers at once: each buffers its range (memory) */
 #define RACE_BUF_MAX CHUNK_MAX /* a longer remaining range is retired, not raced */
 #define RECENT_RATES 16        /* finished transfers' rates kept for the median */
-#define LANES_GROW 2.0         /* each step multiplies the count by this */
+#define LANES_GROW 2.0         /* each step multiplies the count by this ... */
+#define LANES_GROW_FAR 4.0     /* ... or this, when a step takes LANES_FAR_STEP or more */
+#define LANES_FAR_STEP 0.45    /* seconds (settling and measuring: 9 round trips of 50 ms) */
 #define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
 #define LANES_STEP 0.3         /* seconds of measurement per step */
 #define LANES_WARM 0.1         /* seconds after a step before measuring */
@@ -248,6 +250,7 @@ struct lanes_state {
 	double step_at;              /* the current step's measurement began */
 	int64_t step_bytes;          /* e->fetched then; -1 while warming up */
 	double step_rate;            /* the rate the count before the last step gave */
+	double grow;                 /* the next step's factor (0: LANES_GROW) */
 	bool step_starved;           /* a lane had no chunk to fetch during the step */
 	double step_cpu[3];          /* the machine's CPU time, busy and all, and ours, then */
 	double recent[RECENT_RATES]; /* finished transfers' rates */

@@ -17,7 +17,8 @@
  * transfer at half the median is already slow: the idle lanes take its tail.
  *
  * Without -j the count starts at PP_DEFAULT_CONNECTIONS (8) and grows by
- * LANES_GROW each LANES_STEP while the total rate still rises by
+ * LANES_GROW each LANES_STEP (LANES_GROW_FAR when the round trip makes a
+ * step last LANES_FAR_STEP or more) while the total rate still rises by
  * LANES_GAIN; a step that gained less is taken back, and the count stays
  * (the link is full).  A step during which the machine's CPUs were busy
  * LANES_CPU_FULL of the time is kept but is the last: the bytes already
@@ -147,7 +148,7 @@ int lanes_step(struct lanes_state *s, double rate, double cpu_busy)
 	}
 	s->prev_limit = s->limit;
 	s->step_rate = rate;
-	int next = (int)ceil(s->limit * LANES_GROW);
+	int next = (int)ceil(s->limit * (s->grow > 1 ? s->grow : LANES_GROW));
 	s->limit = next > s->max ? s->max : next;
 	if (s->limit > s->peak)
 		s->peak = s->limit;
@@ -427,6 +428,8 @@ static void autoscale(struct pp_engine *e, double now)
 	 * handshakes and slow start) and to be measured. */
 	double rtt = lanes_median(s->recent_rtt, (size_t)s->n_rtt);
 	double warm = fmax(LANES_WARM, 3 * rtt), step = fmax(LANES_STEP, 6 * rtt);
+	/* A step that costs that many round trips is worth a bigger one. */
+	s->grow = warm + step >= LANES_FAR_STEP ? LANES_GROW_FAR : LANES_GROW;
 	if (s->step_bytes < 0) {
 		if (s->step_at == 0)
 			s->step_at = now;

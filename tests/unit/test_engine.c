@@ -41,7 +41,7 @@ static void test_pick_chunk_size(void **state)
 	assert_int_equal(engine_pick_chunk_size(&o, 10 * MiB), 1 * MiB);
 	assert_int_equal(engine_pick_chunk_size(&o, 256 * (int64_t)MiB), 4 * MiB);
 	assert_int_equal(engine_pick_chunk_size(&o, 100 * (int64_t)MiB), 2 * MiB);
-	assert_int_equal(engine_pick_chunk_size(&o, 64LL << 30), 16 * MiB);
+	assert_int_equal(engine_pick_chunk_size(&o, 64LL << 30), 4 * MiB);
 	/* A --chunk-size is taken as it is ... */
 	o = opts_with(16, 3 * MiB);
 	assert_int_equal(engine_pick_chunk_size(&o, 64LL << 30), 3 * MiB);
@@ -442,6 +442,10 @@ static void test_lanes(void **state)
 	assert_true(c.settled);
 	struct lanes_state f = {.limit = 16, .max = 16, .fixed = true};
 	assert_int_equal(lanes_step(&f, 1e6, -1), 16);
+	/* Far away (a step of many round trips) the count grows faster. */
+	struct lanes_state g = {.limit = 8, .max = 64, .grow = LANES_GROW_FAR};
+	assert_int_equal(lanes_step(&g, 100e6, -1), 32);
+	assert_int_equal(lanes_step(&g, 105e6, -1), 8);
 	/* A step that gained, with the CPUs full, is kept and is the last. */
 	struct lanes_state u = {.limit = 8, .max = 64};
 	assert_int_equal(lanes_step(&u, 100e6, 0.5), 16);
