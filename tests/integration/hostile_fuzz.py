@@ -259,7 +259,8 @@ class Fuzz:
             if SANITIZER_RX.search(kerr) or krc == a.sanitizer_exit:
                 problems.append("sanitizer report in the run killed after %.2fs" % kill)
             elif krc not in (0, 1, 3, 137, -9):  # -9: timeout killed itself with its group
-                problems.append("the run killed after %.2fs ended with %d first" % (kill, krc))
+                problems.append("the run killed after %.2fs ended with %d first: %r"
+                                % (kill, krc, kerr[-300:]))
         full = ["timeout", "-k", "3", str(a.bound), a.sandbox, ":".join(rw), "--"] + cmd
         outp, errp = os.path.join(wd, "run.out"), os.path.join(wd, "run.err")
         t0 = time.monotonic()

@@ -35,6 +35,9 @@ exec unshare -m --propagation private bash -c '
     # (an overlay of a container run) may refuse the remount: detached here, what is
     # under it is the read-only parent.
     umount -l "$mp" 2>/dev/null && continue
+    # No longer a mount point: it went with a parent detached above (the table was read
+    # before), and what is there now is that parent'"'"'s, read-only.
+    mountpoint -q "$mp" || continue
     echo "hostile_sandbox: cannot make $mp read-only" >&2
     exit 97
   done
