@@ -342,6 +342,15 @@ static bool blob_open(const struct blob *b)
 	return b->state == BLOB_QUEUED || b->state == BLOB_RUNNING;
 }
 
+/* How many blobs are done with (committed or failed). */
+static size_t blobs_closed(const struct pp_engine *e)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < e->n_blobs; i++)
+		n += !blob_open(e->blobs[i]);
+	return n;
+}
+
 /* The next chunk to fetch: blobs in the order they were added (config,
  * then layers bottom-up), so lower layers complete first. */
 static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, double *wake)
@@ -508,7 +517,7 @@ static int run_loop(struct pp_engine *e, struct pp_error *err)
 		}
 		double now = pp_now(), wake = 0;
 		bool open = false;
-		size_t n_open = 0, n_closed = 0;
+		size_t n_open = 0, n_closed = blobs_closed(e);
 		for (size_t i = 0; i < e->n_blobs; i++)
 			n_open += e->blobs[i]->state == BLOB_RUNNING;
 		for (size_t i = 0; i < e->n_blobs; i++) {
@@ -521,7 +530,6 @@ static int run_loop(struct pp_engine *e, struct pp_error *err)
 			if (b->state == BLOB_QUEUED && (wake == 0 || b->next_try < wake))
 				wake = b->next_try;
 			open = open || blob_open(b);
-			n_closed += !blob_open(b);
 		}
 		bool more_hashing = hash_backlog(e);
 		start_transfers(e, &wake);
@@ -549,11 +557,8 @@ static int run_loop(struct pp_engine *e, struct pp_error *err)
 			pp_progress_tick(e->progress, e->fetched - e->redone + e->resumed);
 		/* A blob committed (or failed) in this pass: the image it completes
 		 * is written, or the next blob opened, without waiting. */
-		size_t closed_now = 0;
-		for (size_t i = 0; i < e->n_blobs; i++)
-			closed_now += !blob_open(e->blobs[i]);
 		int timeout_ms = 200;
-		if (more_hashing || finished || closed_now != n_closed) {
+		if (more_hashing || finished || blobs_closed(e) != n_closed) {
 			/* Start the next chunks (or hash, or finish) without waiting. */
 			timeout_ms = 0;
 		} else if (e->n_xfers == 0 && wake > 0) {

@@ -250,7 +250,6 @@ struct lanes_state {
 	double step_at;              /* the current step's measurement began */
 	int64_t step_bytes;          /* e->fetched then; -1 while warming up */
 	double step_rate;            /* the rate the count before the last step gave */
-	double grow;                 /* the next step's factor (0: LANES_GROW) */
 	bool step_starved;           /* a lane had no chunk to fetch during the step */
 	double step_cpu[3];          /* the machine's CPU time, busy and all, and ours, then */
 	double recent[RECENT_RATES]; /* finished transfers' rates */
@@ -408,8 +407,10 @@ bool lanes_is_slow(double rate, double median, size_t peers, bool tail);
 /* Whether racing or retiring a transfer of `rate` with `left` bytes to go
  * saves enough beside a lane of `median` (bytes/s). */
 bool lanes_worth_acting(double rate, double median, int64_t left);
-/* The automatic count after one step measured `rate` (bytes/s). */
-int lanes_step(struct lanes_state *s, double rate, double cpu_busy);
+/* The automatic count after one step measured `rate` (bytes/s) with the
+ * CPUs `cpu_busy` (0..1, or -1: not known or not ours); a step that gained
+ * multiplies the count by `grow`. */
+int lanes_step(struct lanes_state *s, double rate, double cpu_busy, double grow);
 /* How many chunks of chunk_len one request should cover on a lane of
  * `rate` bytes/s and `rtt` seconds from request to first byte, with
  * `pending` chunks left for `lanes` lanes. */

@@ -130,7 +130,7 @@ bool lanes_worth_acting(double rate, double median, int64_t left)
 	return (double)left / rate >= (double)left / median + SLOW_MIN_GAIN;
 }
 
-int lanes_step(struct lanes_state *s, double rate, double cpu_busy)
+int lanes_step(struct lanes_state *s, double rate, double cpu_busy, double grow)
 {
 	if (s->fixed || s->settled)
 		return s->limit;
@@ -148,7 +148,7 @@ int lanes_step(struct lanes_state *s, double rate, double cpu_busy)
 	}
 	s->prev_limit = s->limit;
 	s->step_rate = rate;
-	int next = (int)ceil(s->limit * (s->grow > 1 ? s->grow : LANES_GROW));
+	int next = (int)ceil(s->limit * grow);
 	s->limit = next > s->max ? s->max : next;
 	if (s->limit > s->peak)
 		s->peak = s->limit;
@@ -428,8 +428,6 @@ static void autoscale(struct pp_engine *e, double now)
 	 * handshakes and slow start) and to be measured. */
 	double rtt = lanes_median(s->recent_rtt, (size_t)s->n_rtt);
 	double warm = fmax(LANES_WARM, 3 * rtt), step = fmax(LANES_STEP, 6 * rtt);
-	/* A step that costs that many round trips is worth a bigger one. */
-	s->grow = warm + step >= LANES_FAR_STEP ? LANES_GROW_FAR : LANES_GROW;
 	if (s->step_bytes < 0) {
 		if (s->step_at == 0)
 			s->step_at = now;
@@ -460,7 +458,8 @@ static void autoscale(struct pp_engine *e, double now)
 	double rate = (double)(e->fetched - s->step_bytes) / (now - s->step_at);
 	double busy = cpu_busy_since(s->step_cpu);
 	int before = s->limit;
-	lanes_step(s, rate, busy);
+	/* A step that costs that many round trips is worth a bigger one. */
+	lanes_step(s, rate, busy, warm + step >= LANES_FAR_STEP ? LANES_GROW_FAR : LANES_GROW);
 	char cpu[48] = "";
 	if (busy >= 0)
 		snprintf(cpu, sizeof(cpu), " (CPUs %.0f%% busy)", busy * 100);
