@@ -505,6 +505,7 @@ static void before_run(struct pp_engine *e)
 static int run_loop(struct pp_engine *e, struct pp_error *err)
 {
 	before_run(e);
+	lanes_start(e);
 	for (;;) {
 		if (pp_stop_requested) {
 			stop_all(e);

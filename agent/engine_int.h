@@ -79,9 +79,9 @@
 #define RACE_MAX 1             /* racers at once: each buffers its range (memory) */
 #define RACE_BUF_MAX CHUNK_MAX /* a longer remaining range is retired, not raced */
 #define RECENT_RATES 16        /* finished transfers' rates kept for the median */
+#define LANES_NEAR_RTT 0.0125  /* a registry this far or nearer: the count starts at 8 ... */
+#define LANES_FAR_START 4.0    /* ... farther, at 8 x round trip / LANES_NEAR_RTT, up to this x 8 */
 #define LANES_GROW 2.0         /* each step multiplies the count by this ... */
-#define LANES_GROW_FAR 4.0     /* ... or this, when a step takes LANES_FAR_STEP or more */
-#define LANES_FAR_STEP 0.45    /* seconds (settling and measuring: 9 round trips of 50 ms) */
 #define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
 #define LANES_STEP 0.3         /* seconds of measurement per step */
 #define LANES_WARM 0.1         /* seconds after a step before measuring */
@@ -244,6 +244,7 @@ struct lanes_state {
 	int max;   /* --max-connections, or -j */
 	bool fixed;
 	bool settled; /* the automatic count stopped growing */
+	bool started; /* lanes_start ran */
 	int peak;
 	int prev_limit;
 	double tick_at;
@@ -409,8 +410,14 @@ bool lanes_is_slow(double rate, double median, size_t peers, bool tail);
 bool lanes_worth_acting(double rate, double median, int64_t left);
 /* The automatic count after one step measured `rate` (bytes/s) with the
  * CPUs `cpu_busy` (0..1, or -1: not known or not ours); a step that gained
- * multiplies the count by `grow`. */
-int lanes_step(struct lanes_state *s, double rate, double cpu_busy, double grow);
+ * multiplies the count by LANES_GROW. */
+int lanes_step(struct lanes_state *s, double rate, double cpu_busy);
+/* The automatic count's first value: base, or more for a registry rtt
+ * seconds away; at most half of max (a step still has room). */
+int lanes_start_count(int base, int max, double rtt);
+/* Before the first transfer: the automatic count from the blobs'
+ * registries' round trips (lanes_start_count). */
+void lanes_start(struct pp_engine *e);
 /* How many chunks of chunk_len one request should cover on a lane of
  * `rate` bytes/s and `rtt` seconds from request to first byte, with
  * `pending` chunks left for `lanes` lanes. */

@@ -237,6 +237,22 @@ int pp_http_retry_wait(int attempt, double wait, const char *what, struct pp_err
 	return 0;
 }
 
+double pp_http_round_trip(CURL *h)
+{
+	curl_off_t lookup = 0, pre = 0, first = 0;
+	long connects = 0;
+	curl_easy_getinfo(h, CURLINFO_NAMELOOKUP_TIME_T, &lookup);
+	curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &pre);
+	curl_easy_getinfo(h, CURLINFO_STARTTRANSFER_TIME_T, &first);
+	curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+	if (first <= pre)
+		return 0;
+	double t = (double)(first - pre) / 1e6;
+	if (connects > 0 && first > lookup && (double)(first - lookup) / 2e6 < t)
+		t = (double)(first - lookup) / 2e6;
+	return t;
+}
+
 static size_t body_cb(char *buf, size_t size, size_t n, void *userdata)
 {
 	struct pp_buf *b = userdata;

@@ -16,9 +16,13 @@
  * When no chunk is waiting and lanes stand idle (the end of the blobs), a
  * transfer at half the median is already slow: the idle lanes take its tail.
  *
- * Without -j the count starts at PP_DEFAULT_CONNECTIONS (8) and grows by
- * LANES_GROW each LANES_STEP (LANES_GROW_FAR when the round trip makes a
- * step last LANES_FAR_STEP or more) while the total rate still rises by
+ * Without -j the count starts at PP_DEFAULT_CONNECTIONS (8), or more for a
+ * far registry (lanes_start_count: a TCP connection carries at most its
+ * window per round trip, so the farther the registry, the more
+ * connections the same link takes; and every step there costs more round
+ * trips), and grows by LANES_GROW each step (LANES_WARM to settle,
+ * LANES_STEP measured, at least 3 and 6 round trips) while the total rate
+ * still rises by
  * LANES_GAIN; a step that gained less is taken back, and the count stays
  * (the link is full).  A step during which the machine's CPUs were busy
  * LANES_CPU_FULL of the time is kept but is the last: the bytes already
@@ -41,8 +45,10 @@
 #include <jansson.h>
 
 #include "engine_int.h"
+#include "prepull/http.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
+#include "prepull/registry.h"
 
 void lanes_init(struct pp_engine *e)
 {
@@ -130,7 +136,7 @@ bool lanes_worth_acting(double rate, double median, int64_t left)
 	return (double)left / rate >= (double)left / median + SLOW_MIN_GAIN;
 }
 
-int lanes_step(struct lanes_state *s, double rate, double cpu_busy, double grow)
+int lanes_step(struct lanes_state *s, double rate, double cpu_busy)
 {
 	if (s->fixed || s->settled)
 		return s->limit;
@@ -148,11 +154,50 @@ int lanes_step(struct lanes_state *s, double rate, double cpu_busy, double grow)
 	}
 	s->prev_limit = s->limit;
 	s->step_rate = rate;
-	int next = (int)ceil(s->limit * grow);
+	int next = (int)ceil(s->limit * LANES_GROW);
 	s->limit = next > s->max ? s->max : next;
 	if (s->limit > s->peak)
 		s->peak = s->limit;
 	return s->limit;
+}
+
+int lanes_start_count(int base, int max, double rtt)
+{
+	double f = rtt / LANES_NEAR_RTT;
+	if (f > LANES_FAR_START)
+		f = LANES_FAR_START;
+	int n = f > 1 ? (int)ceil(base * f) : base;
+	int cap = max / 2 > base ? max / 2 : base;
+	return n > cap ? cap : n;
+}
+
+void lanes_start(struct pp_engine *e)
+{
+	struct lanes_state *s = &e->lanes;
+	if (s->fixed || s->started)
+		return;
+	s->started = true;
+	double rtt = 0;
+	for (size_t i = 0; i < e->n_blobs; i++) {
+		double t = pp_registry_round_trip(e->blobs[i]->reg);
+		if (t > 0 && (rtt == 0 || t < rtt))
+			rtt = t;
+	}
+	if (rtt <= 0)
+		return;
+	/* What the steps settle and measure over, until transfers tell. */
+	s->recent_rtt[0] = rtt;
+	s->n_rtt = 1;
+	s->rtt_next = 1;
+	int n = lanes_start_count(s->limit, s->max, rtt);
+	pp_debug("lanes: the registry answers in %.0f ms; starting at %d connections", rtt * 1e3,
+		 n);
+	if (n == s->limit)
+		return;
+	s->limit = n;
+	if (n > s->peak)
+		s->peak = n;
+	curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)s->limit + RACE_MAX);
 }
 
 size_t lanes_span(double rate, double rtt, int64_t chunk_len, size_t pending, int lanes)
@@ -209,9 +254,8 @@ void lanes_note_end(struct pp_engine *e, const struct xfer *x)
 {
 	struct lanes_state *s = &e->lanes;
 	long port = 0;
-	curl_off_t pre = 0, first = 0;
+	curl_off_t first = 0;
 	curl_easy_getinfo(x->h, CURLINFO_LOCAL_PORT, &port);
-	curl_easy_getinfo(x->h, CURLINFO_PRETRANSFER_TIME_T, &pre);
 	curl_easy_getinfo(x->h, CURLINFO_STARTTRANSFER_TIME_T, &first);
 	if (x->got > 0 && x->last_byte > x->b->last_byte)
 		x->b->last_byte = x->last_byte;
@@ -219,6 +263,7 @@ void lanes_note_end(struct pp_engine *e, const struct xfer *x)
 		return;
 	double first_at = x->started + (double)first / 1e6;
 	double busy = x->last_byte - first_at;
+	double rtt = pp_http_round_trip(x->h);
 	struct lane *l = lane_for(s, port);
 	if (l) {
 		/* Idle: from the lane's last byte to its next first byte (the
@@ -229,11 +274,11 @@ void lanes_note_end(struct pp_engine *e, const struct xfer *x)
 		l->bytes += x->got;
 		l->requests++;
 		l->busy += busy > 0 ? busy : 0;
-		l->rtt_sum += first > pre ? (double)(first - pre) / 1e6 : 0;
+		l->rtt_sum += rtt;
 		l->last_end = x->last_byte;
 	}
-	if (first > pre) {
-		s->recent_rtt[s->rtt_next] = (double)(first - pre) / 1e6;
+	if (rtt > 0) {
+		s->recent_rtt[s->rtt_next] = rtt;
 		s->rtt_next = (s->rtt_next + 1) % RECENT_RATES;
 		if (s->n_rtt < RECENT_RATES)
 			s->n_rtt++;
@@ -458,8 +503,7 @@ static void autoscale(struct pp_engine *e, double now)
 	double rate = (double)(e->fetched - s->step_bytes) / (now - s->step_at);
 	double busy = cpu_busy_since(s->step_cpu);
 	int before = s->limit;
-	/* A step that costs that many round trips is worth a bigger one. */
-	lanes_step(s, rate, busy, warm + step >= LANES_FAR_STEP ? LANES_GROW_FAR : LANES_GROW);
+	lanes_step(s, rate, busy);
 	char cpu[48] = "";
 	if (busy >= 0)
 		snprintf(cpu, sizeof(cpu), " (CPUs %.0f%% busy)", busy * 100);

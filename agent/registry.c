@@ -14,6 +14,7 @@
 #include "prepull/stop.h"
 #include "prepull/error.h"
 #include "prepull/hosts.h"
+#include "prepull/http.h"
 #include "prepull/log.h"
 #include "prepull/options.h"
 #include "prepull/reference.h"
@@ -39,6 +40,7 @@ struct pp_registry {
 	/* The registry's: its mirrors in order, then itself. */
 	struct pp_registry **sources;
 	size_t n_sources;
+	double round_trip; /* the shortest request-to-first-byte of its API requests; 0: none */
 };
 
 static struct pp_registry *registries;
@@ -387,6 +389,18 @@ int pp_registry_unauthorized(struct pp_registry *reg, const char *repo,
 /* The GET of pp_registry_get_url; `once` (for a mirror): no retry, a
  * transport failure returned and a 5xx/429 left in resp, for the next
  * host to take the request. */
+static void note_round_trip(struct pp_registry *reg, CURL *h)
+{
+	double t = pp_http_round_trip(h);
+	if (t > 0 && (reg->round_trip <= 0 || t < reg->round_trip))
+		reg->round_trip = t;
+}
+
+double pp_registry_round_trip(const struct pp_registry *reg)
+{
+	return reg->round_trip;
+}
+
 static int get_url(struct pp_registry *reg, const char *repo, const char *url, const char *accept,
 		   size_t max_body, struct pp_http_response *resp, bool once, struct pp_error *err)
 {
@@ -417,6 +431,8 @@ static int get_url(struct pp_registry *reg, const char *repo, const char *url, c
 		CURLcode rc = curl_easy_perform(h);
 		long redirects = 0;
 		curl_easy_getinfo(h, CURLINFO_REDIRECT_COUNT, &redirects);
+		if (rc == CURLE_OK && redirects == 0)
+			note_round_trip(reg, h);
 		curl_slist_free_all(hdrs);
 		curl_easy_cleanup(h);
 

@@ -41,6 +41,13 @@ size_t pp_http_header_cb(char *buf, size_t size, size_t n, void *userdata);
 void pp_http_capture(CURL *h, const char *url, struct curl_slist *hdrs, char *errbuf,
 		     struct pp_http_response *resp);
 
+/* A finished request's round trip, in seconds (0: unknown): from the
+ * request to its first byte, or on a new connection half the time from
+ * the name lookup to the first byte when that is less (the handshake and
+ * the request: where the TCP handshake ends nearby, at a proxy or a
+ * middlebox, the far side's handshake shows in the request's time). */
+double pp_http_round_trip(CURL *h);
+
 /* Parses Retry-After (delta-seconds or HTTP-date) into seconds, at most
  * PP_RETRY_AFTER_MAX; -1 when unparseable. */
 double pp_parse_retry_after(const char *value);

@@ -43,6 +43,10 @@ const char *pp_registry_domain(const struct pp_registry *reg);
  * and for a loopback registry that answered no TLS handshake). */
 bool pp_registry_is_https(const struct pp_registry *reg);
 
+/* The shortest time from request to first byte of the registry's API
+ * requests so far (manifests, configs), in seconds; 0 before any. */
+double pp_registry_round_trip(const struct pp_registry *reg);
+
 /* "http(s)://host/v2/<repo>/<kind>/<ref>" (a mirror's API root, and
  * "?ns=<registry>" for a mirror).  Caller frees. */
 char *pp_registry_url(const struct pp_registry *reg, const char *repo, const char *kind,

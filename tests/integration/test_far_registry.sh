@@ -5,7 +5,8 @@
 # connection, the idle time between one request's end and the next one's start stays
 # under 10% of the time the connection spends serving requests — measured from the
 # server's log (nginx: $connection, $msec at the end, $request_time), not from
-# prepull's own accounting.  Prints the measured ratio.
+# prepull's own accounting.  Prints the measured ratio.  Then a pull without -j: the
+# automatic count starts higher for a registry that far (its round trip, from -v).
 #
 # Needs root (a network namespace); runs itself again inside the namespace it makes.
 set -euo pipefail
@@ -118,3 +119,19 @@ awk -v b="$(field busy)" -v e="$el" -v n="$(field conns)" 'BEGIN { exit !(b > 0 
 awk -v r="$ratio" -v m="$MAX_IDLE" 'BEGIN { exit !(r < m) }' ||
   fail "lanes idle between requests for $ratio of their busy time at ${RTT_MS} ms RTT (limit $MAX_IDLE)"
 ok "lanes idle between requests for $ratio of their busy time at ${RTT_MS} ms RTT (< $MAX_IDLE)"
+
+# Without -j, the automatic count starts from the registry's round trip (its manifest
+# and config requests): 8 x RTT / 25 ms, at most half of --max-connections (64), so 32
+# here where a near registry starts at 8.
+prepull_ok "pull through ${RTT_MS} ms RTT without -j" \
+  pull -v --plain-http --store "oci:$T/oci2" --state-dir "$T/state2" "$LP_ADDR/test/far:far"
+verify_layout "$T/oci2" far
+start=$(grep -m1 "lanes: the registry answers in" <<<"$ERR" || true)
+[ -n "$start" ] || fail "-v does not say where the automatic count started"
+log "$start"
+ms=$(sed -E 's/.*answers in ([0-9]+) ms.*/\1/' <<<"$start")
+n=$(sed -E 's/.*starting at ([0-9]+) connections.*/\1/' <<<"$start")
+assert_num "$ms" -ge $((RTT_MS * 9 / 10)) "the round trip seen is at least the proxy's ($ms ms)"
+assert_num "$ms" -le $((RTT_MS * 4)) "the round trip seen is not far past the proxy's ($ms ms)"
+assert_num "$n" -ge 24 "the count started at $n connections, far above 8"
+assert_num "$n" -le 32 "the count started at $n connections, at most half of 64"

@@ -430,28 +430,34 @@ static void test_lanes(void **state)
 
 	/* Grows while a step gains 10%, takes back the step that did not. */
 	struct lanes_state s = {.limit = 8, .max = 64};
-	assert_int_equal(lanes_step(&s, 16e6, -1, LANES_GROW), 16);
-	assert_int_equal(lanes_step(&s, 24e6, -1, LANES_GROW), 32);
-	assert_int_equal(lanes_step(&s, 25e6, -1, LANES_GROW), 16);
+	assert_int_equal(lanes_step(&s, 16e6, -1), 16);
+	assert_int_equal(lanes_step(&s, 24e6, -1), 32);
+	assert_int_equal(lanes_step(&s, 25e6, -1), 16);
 	assert_true(s.settled);
-	assert_int_equal(lanes_step(&s, 100e6, -1, LANES_GROW), 16);
+	assert_int_equal(lanes_step(&s, 100e6, -1), 16);
 	/* Never past the cap; -j never moves. */
 	struct lanes_state c = {.limit = 40, .max = 50};
-	assert_int_equal(lanes_step(&c, 1e6, -1, LANES_GROW), 50);
-	assert_int_equal(lanes_step(&c, 2e6, -1, LANES_GROW), 50);
+	assert_int_equal(lanes_step(&c, 1e6, -1), 50);
+	assert_int_equal(lanes_step(&c, 2e6, -1), 50);
 	assert_true(c.settled);
 	struct lanes_state f = {.limit = 16, .max = 16, .fixed = true};
-	assert_int_equal(lanes_step(&f, 1e6, -1, LANES_GROW), 16);
-	/* Far away (a step of many round trips) the count grows faster. */
-	struct lanes_state g = {.limit = 8, .max = 64};
-	assert_int_equal(lanes_step(&g, 100e6, -1, LANES_GROW_FAR), 32);
-	assert_int_equal(lanes_step(&g, 105e6, -1, LANES_GROW_FAR), 8);
+	assert_int_equal(lanes_step(&f, 1e6, -1), 16);
 	/* A step that gained, with the CPUs full, is kept and is the last. */
 	struct lanes_state u = {.limit = 8, .max = 64};
-	assert_int_equal(lanes_step(&u, 100e6, 0.5, LANES_GROW), 16);
-	assert_int_equal(lanes_step(&u, 190e6, 0.95, LANES_GROW), 16);
+	assert_int_equal(lanes_step(&u, 100e6, 0.5), 16);
+	assert_int_equal(lanes_step(&u, 190e6, 0.95), 16);
 	assert_true(u.settled);
-	assert_int_equal(lanes_step(&u, 400e6, 0.1, LANES_GROW), 16);
+	assert_int_equal(lanes_step(&u, 400e6, 0.1), 16);
+	/* The first count: 8 near, more for a far registry, at most half the cap. */
+	assert_int_equal(lanes_start_count(8, 64, 0), 8);
+	assert_int_equal(lanes_start_count(8, 64, 0.002), 8);
+	assert_int_equal(lanes_start_count(8, 64, 0.025), 16);
+	assert_int_equal(lanes_start_count(8, 64, 0.05), 32);
+	assert_int_equal(lanes_start_count(8, 64, 0.1), 32);
+	assert_int_equal(lanes_start_count(8, 64, 0.3), 32);
+	assert_int_equal(lanes_start_count(8, 20, 0.1), 10);
+	assert_int_equal(lanes_start_count(8, 8, 0.1), 8);
+	assert_int_equal(lanes_start_count(2, 64, 0.1), 8);
 
 	/* A request carries SPAN_RTTS round trips of data: 16 x 4 MB/s x
 	 * 0.1 s = 6.4 MB, 7 chunks of 1 MiB; at most SPAN_MAX; never more
