@@ -8,10 +8,13 @@
 #   - the first pull (by default --cache-fill wait) goes through the cold cache: the
 #     image is valid, the cache's access log shows the blobs, each request with
 #     ?ns=<the registry>; prepull waits for the cache to fill each layer rather than
-#     ask the registry for it: the registry sent each layer about once (its bytes in
-#     whole-blob GETs at most 1.75 times the layer: one copy, and the start of one more
-#     cut off with prepull's first request; 1.16-1.19 times here, unloaded) and got no
-#     range request for a layer;
+#     ask the registry for it: the registry sent each layer whole once (the cache's
+#     own copy; twice at most, see below); every other whole-blob GET it served was the start of a copy for one of
+#     prepull's probes (the first request, and one per backoff while the fill lasts),
+#     cut off when prepull hung up, one probe at a time (never a fan of ranges); it got no range
+#     request for a layer.  (The bytes of those cut-off starts depend on how fast a
+#     loaded machine notices the hang-up: 1.16-1.19 times the layer in all here,
+#     unloaded, 2.37 once in a loaded CI run, so the test counts copies, not bytes.)
 #   - a second image through the cold cache with --cache-fill bypass: the registry
 #     carries the layers while the cache fills (range requests from prepull reach it),
 #     and copied each layer to the cache for at most two of prepull's requests, not one
@@ -39,9 +42,13 @@ start_faultserver --log "$T/logs/up.jsonl" --rate 4000000
 UP_ADDR=$FS_ADDR UP_PID=$FS_PID UP_LOG=$T/logs/up.jsonl
 # Whole-blob GETs (no Range): the cache's copies, and the bytes they carried.
 # prepull's own requests to the registry always carry a Range.
-upq() { FS_LOG=$UP_LOG fs_query "$1" "$2"; }
+upq() { FS_LOG=$UP_LOG fs_query "$@"; }
 gets() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"])' "$1"; }
 copied() { upq 'sum(r["bytes"] for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"])' "$1"; }
+# Whole-blob GETs that carried the whole blob, and those cut off short of it.
+whole_copies() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"] and r["bytes"] >= int(A[1]))' "$1" "$2"; }
+cut_copies() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"] and r["bytes"] < int(A[1]) and r["client_gone"])' "$1" "$2"; }
+early_copies() { upq 'len([r for r in G if r["t"] < min(x["t"] for x in G) + 0.2]) if (G := [r for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"]]) else 0' "$1"; }
 ranged() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and r["range"])' "$1"; }
 
 # The cache: the distribution registry with proxy.remoteurl, its access log on.
@@ -95,12 +102,23 @@ assert_num "$CONFIG_GETS" -ge 1 "the cache fetched the config from the registry"
 assert_contains "$ERR" "mirror $CACHE_ADDR is filling blob" "-v says prepull waits for the cache"
 for l in "${LAYERS[@]}"; do
   assert_has "$(cat "$CACHE_LOG")" "/v2/test/cached/blobs/$l?ns=$UP_ADDR" "the cache was asked for layer ${l:7:12}, with ?ns="
-  # prepull waits for the cache: the registry sends the layer to the cache about once
-  # (and the start of the copy for prepull's first request, cut off), none to prepull.
-  n=$(copied "$l") size=$(size_of "$l")
-  log "layer ${l:7:12}: $size bytes; the registry sent $n in $(gets "$l") whole-blob GETs"
+  # prepull waits for the cache: the registry sends the layer whole to the cache once;
+  # each probe of prepull's costs the start of one more copy, cut off.
+  n=$(copied "$l") size=$(size_of "$l") g=$(gets "$l")
+  chunks=$(((size + 262143) / 262144))
+  log "layer ${l:7:12}: $size bytes ($chunks chunks); the registry sent $n in $g whole-blob GETs"
   assert_num "$n" -ge "$size" "the registry copied layer ${l:7:12} to the cache"
-  assert_num $((n * 4)) -le $((size * 7)) "the registry sent layer ${l:7:12} about once ($n bytes), not once per request"
+  # At most twice: a probe that lands in the moment the cache ends its fill finds the
+  # blob neither stored nor in flight and starts a fill of its own (seen once here, on
+  # a loaded machine: a second whole copy 20 ms after the first ended).
+  w=$(whole_copies "$l" "$size")
+  assert_num "$w" -ge 1 "the registry sent layer ${l:7:12} whole to the cache"
+  assert_num "$w" -le 2 "the registry sent layer ${l:7:12} whole once (twice at most), not once per request"
+  assert_eq $((g - w)) "$(cut_copies "$l" "$size")" "every other copy of layer ${l:7:12} the registry started was cut off"
+  # One probe at a time: a fan of ranges would start a copy per chunk at once; the
+  # first probe starts two (the cache's own and one for prepull), the next comes after
+  # a backoff of 0.25 s at least.
+  assert_num "$(early_copies "$l")" -le 2 "the copies of layer ${l:7:12} started in its first 0.2 s are the first probe's ($chunks chunks)"
   assert_eq 0 "$(ranged "$l")" "prepull asked the registry for no range of layer ${l:7:12}"
 done
 assert_has "$(cat "$CACHE_LOG")" "/v2/test/cached/manifests/v1?ns=$UP_ADDR" "the tag was resolved at the cache"
