@@ -13,6 +13,13 @@ if [ -z "${LANES_NETNS:-}" ]; then
   NETNS=pplanes-$$
   # 8 MB/s per connection; half the ports 0.5 MB/s.
   netsim_create "$NETNS" --rate 64mbit --slow 0.5:4mbit || { echo "not ok - netsim create"; exit 1; }
+  # A connection prepull closes wastes what was in flight: its unread receive buffer
+  # and the shaper's queue in front of it, which keeps draining (and counting as
+  # sent) after the close. Loopback autotunes receive windows to megabytes, so a slow
+  # lane queues seconds of data, far beyond the bandwidth-delay product of a real
+  # path; a 512 KiB cap on the window (this namespace only) keeps what a retirement
+  # wastes to what a real far path would have in flight.
+  ip netns exec "$NETNS" sysctl -qw net.ipv4.tcp_rmem="4096 131072 524288"
   trap 'netsim_destroy "$NETNS"' EXIT
   set +e
   netsim_exec "$NETNS" env LANES_NETNS="$NETNS" bash "$0"
@@ -93,7 +100,15 @@ assert_num "$("$PY" -c "print(int($elapsed < 4 * $limit + 1.5))")" -eq 1 \
 st=$(log_stats "$T/ngx/access.log" "/blobs/$BIG\$")
 log "server side: $st; on the wire: $wire; extra reported: $extra"
 assert_num "$extra" -le $((SIZE / 10)) "racing and retiring cost at most 10% extra bytes ($extra)"
-assert_num "$wire" -le $((SIZE * 11 / 10 + extra)) "bytes served at most 1.1x the blob plus the reported extra ($wire)"
+# What prepull cannot see: a connection it closes (a retirement, a lost race) wastes what
+# was in flight on it, at most its receive window (capped at 512 KiB above). So every
+# byte served beyond the blob is reported or was in flight on a closed connection: a
+# chunk fetched again from its start would break this. In all, on this small blob with
+# half the ports slow, that stays near 1.1x: a loaded run (ASan suite at -j6) closed 9
+# connections and was served 1.112x the blob, 0.7% of it reported.
+closes=$((raced + retired))
+assert_num "$wire" -le $((SIZE + extra + closes * 524288)) "bytes served beyond the blob are reported or were in flight on the $closes connections closed ($wire)"
+assert_num "$wire" -le $((SIZE * 115 / 100 + extra)) "bytes served at most 1.15x the blob plus the reported extra ($wire)"
 assert_num "$wire" -ge "$SIZE" "the server sent the whole blob at least once"
 assert_contains "$(stat_field "$st" status)" "^206:[0-9]+$" "every blob response was 206"
 leftover=$(find "$T/state$attempt" "$T/oci$attempt" -name '*.partial' 2>/dev/null | head -n 3)
