@@ -382,6 +382,10 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 					*wake = c->not_before;
 				continue;
 			}
+			/* A repaired chunk waits for another source than the
+			 * one whose bytes failed, when there is one. */
+			if (b->repairing && !sources_ready_for(e, b, k, now, wake))
+				continue;
 			*ci = k;
 			return b;
 		}

@@ -518,6 +518,9 @@ void verify_report_cpu(struct pp_engine *e);
 
 /* Whether some source of b can take a request now (*wake: when one may). */
 bool sources_ready(struct pp_engine *e, struct blob *b, double now, double *wake);
+/* ... and for chunk ci of a repair: a source other than the chunk's first
+ * one, while another is in play. */
+bool sources_ready_for(struct pp_engine *e, struct blob *b, size_t ci, double now, double *wake);
 /* The source for a request for chunk ci: x->src, x->reg, x->repo. */
 void sources_pick(struct pp_engine *e, struct blob *b, size_t ci, struct xfer *x);
 /* A transfer joins / leaves the loop: connection counts per host, and the

@@ -118,8 +118,12 @@ static size_t in_play(struct pp_engine *e, struct blob *b)
 }
 
 /* The source for the next request of b (for chunk ci, or any chunk when
- * ci is SIZE_MAX); -1 when none can take one now (*wake: when one may). */
-static long choose(struct pp_engine *e, struct blob *b, size_t ci, double now, double *wake)
+ * ci is SIZE_MAX); -1 when none can take one now (*wake: when one may).
+ * A repaired chunk goes to another source than the one that sent it
+ * first, when one can take it; `strict`: and not back to that one while
+ * another is in play, so the repair compares two sources' bytes. */
+static long choose(struct pp_engine *e, struct blob *b, size_t ci, double now, double *wake,
+		   bool strict)
 {
 	struct pp_registry *h;
 	const char *repo;
@@ -167,7 +171,7 @@ static long choose(struct pp_engine *e, struct blob *b, size_t ci, double now, d
 				best_cost = cost;
 			}
 		}
-		if (best >= 0 || avoid == SIZE_MAX)
+		if (best >= 0 || avoid == SIZE_MAX || (strict && n > 1))
 			return best;
 	}
 	return -1;
@@ -175,13 +179,18 @@ static long choose(struct pp_engine *e, struct blob *b, size_t ci, double now, d
 
 bool sources_ready(struct pp_engine *e, struct blob *b, double now, double *wake)
 {
-	return choose(e, b, SIZE_MAX, now, wake) >= 0;
+	return choose(e, b, SIZE_MAX, now, wake, false) >= 0;
+}
+
+bool sources_ready_for(struct pp_engine *e, struct blob *b, size_t ci, double now, double *wake)
+{
+	return choose(e, b, ci, now, wake, true) >= 0;
 }
 
 void sources_pick(struct pp_engine *e, struct blob *b, size_t ci, struct xfer *x)
 {
 	double wake = 0;
-	long j = choose(e, b, ci, pp_now(), &wake);
+	long j = choose(e, b, ci, pp_now(), &wake, false);
 	/* The scheduler asked sources_ready() first; the fallback only keeps
 	 * a request possible should it not have. */
 	x->src = j >= 0 ? (size_t)j : b->src;
