@@ -38,8 +38,9 @@
  *       (0.25 s doubling to 8 s, jittered) while the others carry it;
  *   - a source dropped for a blob or for the run is named (-v, --json);
  *   - each done chunk remembers its source: a repair after a digest
- *     mismatch asks another source for it, and when the bytes differ the
- *     chunk's first source is blamed and dropped for the rest of the run. */
+ *     mismatch asks another source for it (the chunk waits for one while
+ *     another is in play), and when the bytes differ the chunk's first
+ *     source is blamed and dropped for the rest of the run. */
 #include <stdlib.h>
 #include <string.h>
 
