@@ -9,12 +9,13 @@
 #     image is valid, the cache's access log shows the blobs, each request with
 #     ?ns=<the registry>; prepull waits for the cache to fill each layer rather than
 #     ask the registry for it: the registry sent each layer whole once (the cache's
-#     own copy; twice at most, see below); every other whole-blob GET it served was the start of a copy for one of
-#     prepull's probes (the first request, and one per backoff while the fill lasts),
-#     cut off when prepull hung up, one probe at a time (never a fan of ranges); it got no range
-#     request for a layer.  (The bytes of those cut-off starts depend on how fast a
-#     loaded machine notices the hang-up: 1.16-1.19 times the layer in all here,
-#     unloaded, 2.37 once in a loaded CI run, so the test counts copies, not bytes.)
+#     own copy; twice at most, see below); every other whole-blob GET it served was
+#     the start of a copy for one of prepull's probes (the first request, and one per
+#     backoff while the fill lasts), cut off when prepull hung up, one probe at a time
+#     (never a fan of ranges); it got no range request for a layer.  (The bytes of
+#     those cut-off starts depend on how fast a loaded machine notices the hang-up:
+#     1.16-1.19 times the layer in all here, unloaded, 2.37 once in a loaded CI run,
+#     so the test counts copies, not bytes.)
 #   - a second image through the cold cache with --cache-fill bypass: the registry
 #     carries the layers while the cache fills (range requests from prepull reach it),
 #     and copied each layer to the cache for at most two of prepull's requests, not one
@@ -43,12 +44,14 @@ UP_ADDR=$FS_ADDR UP_PID=$FS_PID UP_LOG=$T/logs/up.jsonl
 # Whole-blob GETs (no Range): the cache's copies, and the bytes they carried.
 # prepull's own requests to the registry always carry a Range.
 upq() { FS_LOG=$UP_LOG fs_query "$@"; }
-gets() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"])' "$1"; }
-copied() { upq 'sum(r["bytes"] for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"])' "$1"; }
-# Whole-blob GETs that carried the whole blob, and those cut off short of it.
-whole_copies() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"] and r["bytes"] >= int(A[1]))' "$1" "$2"; }
-cut_copies() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"] and r["bytes"] < int(A[1]) and r["client_gone"])' "$1" "$2"; }
-early_copies() { upq 'len([r for r in G if r["t"] < min(x["t"] for x in G) + 0.2]) if (G := [r for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"]]) else 0' "$1"; }
+WG='[r for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and not r["range"]]'
+gets() { upq "len($WG)" "$1"; }
+copied() { upq "sum(r['bytes'] for r in $WG)" "$1"; }
+# Whole-blob GETs that carried the whole blob (A[1]: its size), and those cut off short
+# of it; and those started within 0.2 s of the first.
+whole_copies() { upq "sum(1 for r in $WG if r['bytes'] >= int(A[1]))" "$1" "$2"; }
+cut_copies() { upq "sum(1 for r in $WG if r['bytes'] < int(A[1]) and r['client_gone'])" "$1" "$2"; }
+early_copies() { upq "len([r for r in G if r['t'] < min(x['t'] for x in G) + 0.2]) if (G := $WG) else 0" "$1"; }
 ranged() { upq 'sum(1 for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and r["range"])' "$1"; }
 
 # The cache: the distribution registry with proxy.remoteurl, its access log on.
