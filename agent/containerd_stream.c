@@ -54,6 +54,7 @@ struct stream {
 	char *key;           /* the active snapshot, while prepared */
 	char *dir;           /* its directory, written into */
 	int64_t fed;         /* bytes of the blob given to u */
+	bool full;           /* u found the disk full: fed no more, reported at the handoff */
 	double started;
 };
 
@@ -227,6 +228,14 @@ static int target_finish(struct ctd *c, struct pp_grpc *g, const struct layer *l
 
 /* ------------------------------------------------ the fetch loop's side */
 
+/* A write into the snapshot found no room (the unpacker keeps the errno;
+ * its message says so where an older one did not). */
+static bool disk_full(const struct pp_error *err)
+{
+	return err->sys_errno == ENOSPC || err->sys_errno == EDQUOT ||
+	       strstr(err->msg, strerror(ENOSPC)) != NULL;
+}
+
 static bool parent_ready(const struct stream *s)
 {
 	return s->ci->unpacked == s->index && !s->ci->failed;
@@ -241,6 +250,7 @@ static void abandon(struct stream *s, enum stream_state next)
 	s->u = NULL;
 	s->dir = NULL;
 	s->fed = 0;
+	s->full = false;
 	pthread_mutex_lock(&s->c->mu);
 	s->state = next;
 	pthread_cond_broadcast(&s->c->cond);
@@ -256,7 +266,7 @@ static int64_t stream_wants(void *ctx)
 	pthread_mutex_unlock(&s->c->mu);
 	if (st == STREAM_IDLE)
 		return ready ? READ_BUFFER : 0;
-	if (st == STREAM_LIVE)
+	if (st == STREAM_LIVE && !s->full)
 		return (int64_t)pp_unpack_writable(s->u);
 	return INT64_MAX; /* not streamed: whatever comes is let go */
 }
@@ -297,7 +307,7 @@ static int64_t stream_feed(void *ctx, int64_t offset, const void *data, size_t l
 		s->started = pp_now();
 		pp_debug("layer %s: applying into snapshot %s as it arrives", SHORT(l->digest),
 			 s->key);
-	} else if (st != STREAM_LIVE) {
+	} else if (st != STREAM_LIVE || s->full) {
 		return (int64_t)len;
 	}
 	size_t n = pp_unpack_writable(s->u);
@@ -305,6 +315,13 @@ static int64_t stream_feed(void *ctx, int64_t offset, const void *data, size_t l
 		n = len;
 	struct pp_error why = {0};
 	if (pp_unpack_feed(s->u, data, n, &why) < 0) {
+		if (disk_full(&why)) {
+			/* Another snapshot would fill the same disk: the
+			 * snapshot stays until the handoff, where the unpacker
+			 * says so again and ctd_apply_direct reports it. */
+			s->full = true;
+			return (int64_t)len;
+		}
 		/* Maybe bytes a repair will replace: the layer is applied again
 		 * from the verified blob once it is in. */
 		pp_warn("layer %s: applying it as it arrives failed (%s); it is applied once "
@@ -396,14 +413,6 @@ void ctd_stream_free(struct stream *s)
 }
 
 /* ------------------------------------------------ the unpack thread's side */
-
-/* A write into the snapshot found no room (the unpacker keeps the errno;
- * its message says so where an older one did not). */
-static bool disk_full(const struct pp_error *err)
-{
-	return err->sys_errno == ENOSPC || err->sys_errno == EDQUOT ||
-	       strstr(err->msg, strerror(ENOSPC)) != NULL;
-}
 
 bool ctd_stream_busy(const struct layer *l)
 {
