@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A full disk while prepull applies a layer into containerd's snapshot: the
 # overlayfs snapshotter's directory is a 64 MiB tmpfs that a filler file leaves
-# about 24 MiB of (room for containerd's metadata.db to grow: with 16 MiB a CI run
-# ran out in Snapshots.Prepare, before the apply), and the top layer is 48 MiB of text
+# about 24 MiB of (room for the busybox layer and containerd's metadata), and the top
+# layer is 48 MiB of text
 # (about 14 MB gzipped, so its blob lands in the content store, on another disk, and
 # only the unpacking runs out).
 #   - the pull fails (exit 1) with an error line that says the disk is full and names
