@@ -199,6 +199,10 @@ class Fuzz:
         self.max_secs = 0.0
         self.shapes = {}  # first error (else warning) line of a run, numbers masked -> runs
         self.end = time.monotonic() + a.seconds
+        # On a loaded machine runs are slower: fuzzing goes on past --seconds until the
+        # server has answered --min-requests, up to --max-seconds in all.
+        self.hard_end = time.monotonic() + max(a.seconds, a.max_seconds or 0)
+        self.req0 = 0
 
     def take_seed(self):
         with self.lock:
@@ -206,7 +210,10 @@ class Fuzz:
             self.next_i += 1
         if self.seeds is not None:
             return self.seeds[i] if i < len(self.seeds) else None
-        if time.monotonic() >= self.end:
+        now = time.monotonic()
+        if now >= self.hard_end:
+            return None
+        if now >= self.end and self.ctl("/_stats")["requests"] - self.req0 >= self.a.min_requests:
             return None
         return self.a.seed_base + i
 
@@ -374,6 +381,9 @@ def main():
     ap.add_argument("--log", required=True, help="the server's request log")
     ap.add_argument("--work", required=True, help="scratch dir for state dirs and stores")
     ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--min-requests", type=int, default=0,
+                    help="after --seconds, go on until the server has answered this many requests")
+    ap.add_argument("--max-seconds", type=float, default=0, help="... but stop after this long in all")
     ap.add_argument("--seed-base", type=int, default=1)
     ap.add_argument("--seeds", help="comma-separated seeds to run (instead of --seconds)")
     ap.add_argument("--deadline", default="4s")
@@ -390,7 +400,7 @@ def main():
     a.control = info["control"]
     fz = Fuzz(a)
     t0 = time.monotonic()
-    req0 = fz.ctl("/_stats")["requests"]
+    req0 = fz.req0 = fz.ctl("/_stats")["requests"]
     if a.bad_args:
         fz.bad_args_runs(info["fuzz"][0])
     ths = [threading.Thread(target=fz.worker, args=(w, p)) for w, p in enumerate(info["fuzz"])]

@@ -13,8 +13,11 @@
 # that does not hash to its name.
 #
 # Environment:
-#   HOSTILE_SECONDS=60      how long to fuzz (the soak: HOSTILE_SECONDS=3600)
-#   HOSTILE_MIN_REQUESTS    requests the server must have answered (default 2000 per 60 s)
+#   HOSTILE_SECONDS=60      how long to fuzz at least (the soak: HOSTILE_SECONDS=3600)
+#   HOSTILE_MIN_REQUESTS    requests the server must have answered (default 2000 per 60 s);
+#                           on a loaded machine (the test command runs three tests at once)
+#                           fuzzing goes on past HOSTILE_SECONDS until it has, up to 3x as
+#                           long, so the floor counts work done, not speed
 #   HOSTILE_JOBS=5          prepull runs at once
 #   HOSTILE_SEED=N          first seed (default: the time); run i uses N+i
 #   HOSTILE_SEEDS=S1,S2     replay exactly these seeds (a failure prints its seed)
@@ -68,7 +71,7 @@ wait_until 10 test -s "$T/hostile.ready" || fail "hostile_registry.py did not st
 kill -0 "$HOSTILE_PID" || fail "hostile_registry.py died at start-up"
 log "hostile registry: $(cat "$T/hostile.ready")"
 
-seed_args=(--seed-base "$SEED" --seconds "$SECS")
+seed_args=(--seed-base "$SEED" --seconds "$SECS" --min-requests "$MIN_REQ" --max-seconds $((SECS * 3)))
 [ -n "$SEEDS" ] && seed_args=(--seeds "$SEEDS" --seed-base "$SEED")
 set +e
 "$PY" "$IT_DIR/hostile_fuzz.py" --prepull "$PREPULL" --sandbox "$SANDBOX" --ready "$T/hostile.ready" \
@@ -103,7 +106,7 @@ assert_eq "" "$(grep -E 'invalid digest for blob path|content garbage collection
 
 if [ -z "$SEEDS" ]; then
   REQ=$(jget - 'o["requests"]' <<<"$SUMMARY")
-  assert_num "$REQ" -ge "$MIN_REQ" "mutated answers served in ${SECS}s"
+  assert_num "$REQ" -ge "$MIN_REQ" "mutated answers served in $(jget - 'o["seconds"]' <<<"$SUMMARY") s (at most $((SECS * 3)))"
   # The fuzzer both mutates and lets pulls through: some runs succeed (the stores'
   # code ran), some fail, in every mode.
   assert_num "$(jget - 'o["exit_codes"].get("0", 0)' <<<"$SUMMARY")" -ge 1 "some pulls succeeded"
