@@ -84,7 +84,8 @@
 #define LANES_GROW 2.0         /* each step multiplies the count by this ... */
 #define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
 #define LANES_STEP 0.3         /* seconds of measurement per step */
-#define LANES_WARM 0.1         /* seconds after a step before measuring */
+#define LANES_WARM 0.1         /* seconds after a step before measuring ... */
+#define LANES_SILENT 8         /* ... with at most 1/8 of the lanes not yet delivering */
 #define LANES_CPU_FULL 0.9     /* a step with the machine's CPUs this busy ... */
 #define LANES_CPU_OURS 0.25    /* ... and this share of it ours is the last */
 #define SPAN_RTTS 16           /* a request carries this many round trips of data ... */

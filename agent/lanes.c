@@ -447,16 +447,18 @@ static bool cpu_times(double t[3])
 	return true;
 }
 
-/* How busy the CPUs were since `then` (from cpu_times); -1 when unknown
- * or when too little of that was ours. */
-static double cpu_busy_since(const double then[3])
+/* How busy the CPUs were since `then` (from cpu_times), and our share of
+ * that busy time (*share); -1 when unknown. */
+static double cpu_busy_since(const double then[3], double *share)
 {
 	double now[3];
+	*share = 0;
 	if (then[1] <= 0 || !cpu_times(now) || now[1] <= then[1])
 		return -1;
 	double busy = now[0] - then[0], ours = now[2] - then[2];
-	if (busy <= 0 || ours < LANES_CPU_OURS * busy)
+	if (busy <= 0)
 		return -1;
+	*share = ours / busy;
 	return busy / (now[1] - then[1]);
 }
 
@@ -478,12 +480,21 @@ static void autoscale(struct pp_engine *e, double now)
 			s->step_at = now;
 		if (!waiting || e->n_xfers - s->racers < s->limit || now - s->step_at < warm)
 			return;
-		/* Not before every lane delivers: a connection still being set
-		 * up (or a first request the registry is slow to answer) would
-		 * make the count look slower than the link. */
+		/* Not before the lanes deliver: a connection still being set up
+		 * (or a first request the registry is slow to answer) would make
+		 * the count look slower than the link.  An eighth of them may be
+		 * between requests: far away each request spends a round trip
+		 * before its first byte, and with many lanes (or slow ones being
+		 * replaced) there is always one that does, so waiting for every
+		 * lane would never measure the step. */
+		int silent = 0;
 		for (int i = 0; i < e->n_xfers; i++)
-			if (e->xfers[i]->got == 0)
-				return;
+			silent += e->xfers[i]->got == 0;
+		/* On a machine too busy to set the new connections up quickly,
+		 * more stay silent; after a step's worth of waiting more, what
+		 * the count delivers is measured as it is. */
+		if (silent > s->limit / LANES_SILENT && now - s->step_at < warm + step)
+			return;
 		s->step_at = now;
 		s->step_bytes = e->fetched;
 		s->step_starved = false;
@@ -501,12 +512,15 @@ static void autoscale(struct pp_engine *e, double now)
 		return;
 	}
 	double rate = (double)(e->fetched - s->step_bytes) / (now - s->step_at);
-	double busy = cpu_busy_since(s->step_cpu);
+	double share = 0, busy = cpu_busy_since(s->step_cpu, &share);
 	int before = s->limit;
-	lanes_step(s, rate, busy);
-	char cpu[48] = "";
+	/* CPUs that other work keeps busy say nothing about what more
+	 * connections would cost us. */
+	lanes_step(s, rate, share >= LANES_CPU_OURS ? busy : -1);
+	char cpu[64] = "";
 	if (busy >= 0)
-		snprintf(cpu, sizeof(cpu), " (CPUs %.0f%% busy)", busy * 100);
+		snprintf(cpu, sizeof(cpu), " (CPUs %.0f%% busy, %.0f%% of it ours)", busy * 100,
+			 share * 100);
 	pp_debug("lanes: %d connections gave %.1f MB/s%s; %s %d", before, rate / 1e6, cpu,
 		 s->settled ? "staying at" : "trying", s->limit);
 	s->step_bytes = -1;
@@ -554,12 +568,14 @@ void lanes_report(struct pp_engine *e)
 	}
 	if (!e->opts->json)
 		return;
-	json_t *ev = json_pack("{s:s, s:i, s:b, s:i, s:i, s:i, s:i, s:i, s:I, s:i, s:f}", "event",
-			       "lanes", "connections", s->limit, "automatic", !s->fixed,
+	/* racers_left: racers still counted with no transfer left (0 unless
+	 * the count leaked; a leak would stop racing for the rest of a run). */
+	json_t *ev = json_pack("{s:s, s:i, s:b, s:i, s:i, s:i, s:i, s:i, s:I, s:i, s:f, s:i}",
+			       "event", "lanes", "connections", s->limit, "automatic", !s->fixed,
 			       "max_connections", s->max, "peak", s->peak, "raced", s->raced,
 			       "races_won", s->races_won, "retired", s->retired, "extra_bytes",
 			       (json_int_t)s->extra, "lanes_used", (int)s->n_lane, "commit_lag",
-			       s->commit_lag);
+			       s->commit_lag, "racers_left", e->n_xfers == 0 ? s->racers : 0);
 	char *line = ev ? json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	if (line) {
 		printf("%s\n", line);

@@ -64,11 +64,15 @@ bool engine_blame_host(struct pp_engine *e, struct blob *b, const char *got)
 /* Takes a transfer out of the loop; its memory stays until xfer_destroy. */
 void xfer_detach(struct pp_engine *e, struct xfer *x)
 {
-	/* A racer goes with the transfer it races: what it brought is extra. */
+	/* A racer goes with the transfer it races: what it brought is extra.
+	 * Its race_of is cleared here, so its own detach does not count it
+	 * out of the racers: that is done here (a count left at RACE_MAX
+	 * would stop all racing for the rest of the run). */
 	if (x->racer) {
 		struct xfer *r = x->racer;
 		x->racer = NULL;
 		r->race_of = NULL;
+		e->lanes.racers--;
 		e->lanes.extra += r->got;
 		xfer_free(e, r);
 	}
