@@ -253,7 +253,7 @@ struct lanes_state {
 	int64_t step_bytes;          /* e->fetched then; -1 while warming up */
 	double step_rate;            /* the rate the count before the last step gave */
 	bool step_starved;           /* a lane had no chunk to fetch during the step */
-	double step_cpu[4];          /* the machine's CPU time, busy and all, and ours, then */
+	double step_cpu[4];          /* cpu_times then: busy, all, ours, irq + softirq */
 	double recent[RECENT_RATES]; /* finished transfers' rates */
 	int n_recent, recent_next;
 	double recent_rtt[RECENT_RATES]; /* and their request-to-first-byte times */
@@ -381,8 +381,9 @@ void chunk_done(struct pp_engine *e, struct xfer *x);
 /* Starts a racer for x's remaining range on another connection (an idle
  * pooled one when there is one). */
 int xfer_race(struct pp_engine *e, struct xfer *x, struct pp_error *err);
-/* A racer whose raced transfer finished the chunk first: dropped. */
-void xfer_race_moot(struct pp_engine *e, struct xfer *r);
+/* Drops a racer whose raced transfer finished the chunk first; true if
+ * it did. */
+bool xfer_race_moot(struct pp_engine *e, struct xfer *r);
 /* A racer is over: it won (its bytes go to the file, the raced transfer is
  * stopped) or it is dropped; frees it. */
 void xfer_race_finish(struct pp_engine *e, struct xfer *r, CURLcode rc);

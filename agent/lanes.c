@@ -367,12 +367,8 @@ static bool judge(struct pp_engine *e, double now)
 		struct xfer *x = e->xfers[i];
 		struct blob *b = x->b;
 		struct chunk *c = &b->chunks[x->chunk];
-		/* The raced transfer finished the chunk and went on with its
-		 * span: the racer has nothing left to win. */
-		if (x->race_of && x->race_of->chunk != x->chunk) {
-			xfer_race_moot(e, x);
+		if (xfer_race_moot(e, x))
 			return true;
-		}
 		if (x->racer || now - x->started < SLOW_MIN_AGE)
 			continue;
 		if (!x->ranged || b->single_stream || b->repairing || b->check || x->error_status ||

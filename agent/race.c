@@ -119,28 +119,30 @@ static void race_won(struct pp_engine *e, struct xfer *r)
 	chunk_done(e, r);
 }
 
-/* The transfer r races finished the chunk itself and went on to the next
- * chunk of its span: the race is lost, and r is dropped (what it brought
- * is extra).  Taking r for the winner would stop the raced transfer in
- * the middle of a chunk it holds ACTIVE, and nothing would fetch the rest
- * of that chunk: a benchmark run at 50 ms waited forever on one. */
-void xfer_race_moot(struct pp_engine *e, struct xfer *r)
+/* When the transfer r races finished the chunk itself and went on to the
+ * next chunk of its span, the race is lost: r is dropped (what it brought
+ * is extra) and true returned.  Taking r for the winner would stop the
+ * raced transfer in the middle of a chunk it holds ACTIVE, and nothing
+ * would fetch the rest of that chunk: a benchmark run at 50 ms waited
+ * forever on one. */
+bool xfer_race_moot(struct pp_engine *e, struct xfer *r)
 {
+	if (!r->race_of || r->race_of->chunk == r->chunk)
+		return false;
 	pp_debug("blob %s: chunk %zu: the first request finished it first; dropping the racer",
 		 pp_short_digest(r->b->digest), r->chunk);
 	curl_easy_setopt(r->h, CURLOPT_FORBID_REUSE, 1L);
 	e->lanes.extra += r->got;
 	xfer_free(e, r);
+	return true;
 }
 
 /* A racer is over: it won, or it is dropped and the transfer it raced
  * goes on alone. */
 void xfer_race_finish(struct pp_engine *e, struct xfer *r, CURLcode rc)
 {
-	if (r->race_of && r->race_of->chunk != r->chunk) {
-		xfer_race_moot(e, r);
+	if (xfer_race_moot(e, r))
 		return;
-	}
 	bool won = rc == CURLE_OK && !r->race_bad && !r->stalled && r->race_buf &&
 		   r->race_got == r->race_end - r->race_pos + 1;
 	if (won) {
