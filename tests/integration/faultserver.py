@@ -29,7 +29,10 @@ Faults (rule field "fault"):
              requests (default 1), then answers `expired_status` (default 403)
   unauth     401 with a challenge (error="invalid_token" in bearer mode); in bearer
              mode every token issued so far is revoked, like an expiry
-  delay      wait `seconds` before answering normally
+  delay      wait `seconds` before answering normally (with `rate`, the body at that
+             many bytes/s rather than the server's pace)
+  slow       the body's first `after` bytes (default all) at `rate` bytes/s, the rest
+             at the server's pace: a lane that is slow, then recovers
 
 Rule matching (all optional): `path` (regex searched in the request path, default
 "/blobs/sha256:"), `method` (default GET), `offset` (the request's byte range covers
@@ -263,17 +266,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD" and body:
             self._write(body)
 
-    def _write(self, data):
-        """Writes body bytes at the configured rate; counts them."""
+    def _write(self, data, rate=None):
+        """Writes body bytes at `rate` (default the configured rate); counts them."""
         st = self.server.state
         view = memoryview(data)
         for i in range(0, len(view), PIECE):
             piece = view[i:i + PIECE]
-            rate = st.rate
-            if rate:
-                if not hasattr(self, "_pace_t0") or self._pace_req is not self.rec:
+            r = rate or st.rate
+            if r:
+                if (not hasattr(self, "_pace_t0") or self._pace_req is not self.rec
+                        or self._pace_rate != r):
                     self._pace_t0, self._pace_sent, self._pace_req = time.monotonic(), 0, self.rec
-                due = self._pace_t0 + self._pace_sent / rate
+                    self._pace_rate = r
+                due = self._pace_t0 + self._pace_sent / r
                 # Sleep in slices, watching the client: one that went away (a kill, a
                 # deadline) ends the request now, so the log has it at once.
                 while True:
@@ -568,6 +573,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif fault == "norange" and "after" in rule:
             cut = int(rule["after"])
         flip_at = int(rule.get("at", length // 2)) if fault == "flip" else None
+        slow_rate = int(rule.get("rate", 0)) if fault in ("slow", "delay") else 0
+        slow_end = int(rule.get("after", length)) if slow_rate else 0
         pos = 0
         for piece in src.reader(start, length):
             if cut is not None and pos + len(piece) > cut:
@@ -576,7 +583,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 b = bytearray(piece)
                 b[flip_at - pos] ^= 0xFF
                 piece = bytes(b)
-            if piece:
+            if piece and pos < slow_end:
+                head = piece[:slow_end - pos]
+                self._write(head, slow_rate)
+                self._write(piece[len(head):])
+            elif piece:
                 self._write(piece)
             pos += len(piece)
             if cut is not None and pos >= cut:
