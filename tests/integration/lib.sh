@@ -26,6 +26,16 @@ export DOCKER_CONFIG="$T/docker-empty"
 mkdir -p "$DOCKER_CONFIG"
 # Keep prepull's default state dir inside the temp dir too.
 export XDG_CACHE_HOME="$T/xdg-cache"
+# Python itself, not a version manager's wrapper: a pyenv shim costs about half a second
+# of CPU per call, and a test and the helpers it runs call Python hundreds of times.  PY
+# and every `python3` found on PATH from here on are the interpreter the wrapper chose.
+if _py=$("$PY" -c 'import sys; print(sys.executable)' 2>/dev/null) && [ -x "$_py" ]; then
+  PY=$_py
+  mkdir -p "$T/python"
+  ln -s "$_py" "$T/python/python3"
+  export PATH="$T/python:$PATH"
+fi
+unset _py
 
 # Sanitizer builds: a report must not hide behind an expected failure.  ASan, LSan
 # and UBSan exit 1 by default, the code many tests expect from prepull; give them
@@ -1143,11 +1153,3 @@ prepull_for_nobody() {
   NOBODY_PREPULL=$d/prepull
 }
 
-# use_direct_python — point PY at the interpreter itself rather than a wrapper on PATH
-# (a pyenv shim costs a few hundred ms per call; the fault tests call Python often).
-use_direct_python() {
-  local exe
-  exe=$("$PY" -c 'import sys; print(sys.executable)' 2>/dev/null) || return 0
-  [ -x "$exe" ] && PY=$exe
-  return 0
-}

@@ -11,7 +11,6 @@
 # to the store (no blob, no index entry).
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 start_registry
 mkimage "$T/src" v1 --layer random:none:1M:131

@@ -6,7 +6,6 @@
 # runs writing different images into one index.json at the same time both end up there.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 MIB=$((1024 * 1024))
 start_registry

@@ -16,7 +16,6 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/containerd.sh"
 need_prepull
-use_direct_python
 ORACLE=("$PY" "$IT_DIR/unpack_oracle.py")
 
 start_registry

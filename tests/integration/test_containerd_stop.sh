@@ -10,7 +10,6 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/containerd.sh"
 need_prepull
-use_direct_python
 
 start_registry
 # One image per unpacker: a layer already in containerd's content store is not fetched.

@@ -6,7 +6,6 @@
 # run completes and does not fetch the committed layer again.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 DISK=$T/disk
 mount_tmpfs "$DISK" 64m

@@ -7,7 +7,6 @@
 # committed; the second was never requested.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 DISK=$T/disk
 mount_tmpfs "$DISK" 64m

@@ -6,7 +6,6 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/dockerd.sh"
 need_prepull
-use_direct_python
 
 start_registry
 start_dockerd

@@ -7,7 +7,6 @@
 # that fetches again: the chunks up to the bad one, not the blob.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 CHUNK=2M
 CONNS=4

@@ -10,7 +10,6 @@
 # (none of its bytes was kept). The four run at the same time.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 start_registry
 declare -A BLOB

@@ -8,7 +8,6 @@
 # (the backoff is the least wait).
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 CHUNK=2M
 CONNS=4

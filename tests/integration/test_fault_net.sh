@@ -7,7 +7,6 @@
 # --stall-timeout (2s here) and its chunk re-queued at once.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 CHUNK=2M
 CHUNK_B=$((2 * 1024 * 1024))

@@ -11,7 +11,6 @@
 #    retries and finishes, or fails with exit 1 and a clear line; nothing wrong committed.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 CHUNK=2M
 CONNS=4

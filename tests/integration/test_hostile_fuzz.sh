@@ -24,7 +24,6 @@
 source "$(dirname "$0")/lib.sh"
 source "$IT_DIR/containerd.sh"
 need_prepull
-use_direct_python
 
 SECS=${HOSTILE_SECONDS:-60}
 MIN_REQ=${HOSTILE_MIN_REQUESTS:-$((SECS * 2000 / 60))}

@@ -11,7 +11,6 @@
 # valid UTF-8 without ESC or any other control character but the line ends.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 start_registry
 mkimage "$T/src" v1 --layer random:none:256K:7

@@ -8,7 +8,6 @@
 # chattr; the test's temp dir is used.)
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 touch "$T/probe"
 chattr +i "$T/probe" 2>/dev/null || cannot_run "chattr +i does not work on $T's filesystem"

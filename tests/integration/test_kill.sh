@@ -5,7 +5,6 @@
 # nothing unverified is in the store and no index entry exists.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 SIZE=${KILL_SIZE:-210M}
 CONNS=4

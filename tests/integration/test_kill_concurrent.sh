@@ -5,7 +5,6 @@
 # the blob is downloaded about once.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 start_registry
 mkimage "$T/src" v1 --layer random:none:32M:111

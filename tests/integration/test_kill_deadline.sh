@@ -4,7 +4,6 @@
 # blob with a percentage; the next run completes without refetching what was done.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 CONNS=4
 CHUNK=2M

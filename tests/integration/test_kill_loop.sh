@@ -6,7 +6,6 @@
 # what was in flight at each kill (5 kills x 4 connections x 2 MiB chunks).
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 CONNS=4
 CHUNK=2M

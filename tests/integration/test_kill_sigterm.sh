@@ -5,7 +5,6 @@
 # completes without fetching again what was done (<= 1.1 x the blob over both runs).
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 CONNS=4
 CHUNK=2M

@@ -8,7 +8,6 @@
 #    --max-image-size, and the config keys, all exit 2 naming the option or key.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 for v in nan NaN inf -nan 0x10 1e3; do
   run_prepull pull --stall-timeout "$v" 127.0.0.1:1/x:1

@@ -7,7 +7,6 @@
 # tests/integration/lock_gate.c, preloaded into B, holds B between its open and its lock.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 GATE=$T/lock_gate.so
 cc -shared -fPIC -O2 -o "$GATE" "$IT_DIR/lock_gate.c" -ldl 2>"$T/logs/cc.log" ||

@@ -7,7 +7,6 @@
 # found).
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 N=600
 start_registry

@@ -24,7 +24,6 @@
 #   - a malformed hosts.toml fails the pull with the file and line named.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 start_registry
 mkimage "$T/src" v1 --layer random:gzip:1M:1 --layer random:gzip:1M:2 \

@@ -5,7 +5,6 @@
 # request log tells which one served what.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 mkimage "$T/src" a --layer random:gzip:1M:21 --layer random:gzip:1M:22
 mkimage "$T/src" b --layer random:gzip:1M:21 --layer random:gzip:1M:23

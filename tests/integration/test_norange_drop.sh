@@ -8,7 +8,6 @@
 # the next run completes.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 start_registry
 mkimage "$T/src" v1 --layer random:none:3M:171

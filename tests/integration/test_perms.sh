@@ -7,7 +7,6 @@
 # layout; the state dir records its format version.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 [ "$(id -u)" = 0 ] || cannot_run "needs root (runuser, a tmpfs)"
 command -v runuser >/dev/null || cannot_run "runuser is missing"
 

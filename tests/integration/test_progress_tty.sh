@@ -16,7 +16,6 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/containerd.sh"
 need_prepull
-use_direct_python
 command -v tmux >/dev/null || cannot_run "tmux not installed (scripts/deps.sh --test installs it)"
 
 start_registry

@@ -10,7 +10,6 @@
 #     rest, says how much it freed, and status lists nothing.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 start_registry
 mkimage "$T/src" a --layer random:none:8M:201 --label a

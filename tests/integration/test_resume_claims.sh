@@ -8,7 +8,6 @@
 # blob.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 MIB=$((1024 * 1024))
 start_registry

@@ -7,7 +7,6 @@
 # partial.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 STATE=$T/state
 mount_tmpfs "$STATE" 16m

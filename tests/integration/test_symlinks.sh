@@ -8,7 +8,6 @@
 # without the sticky bit; and one whose format version is newer than this prepull's.
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 [ "$(id -u)" = 0 ] || cannot_run "needs root (a tmpfs, chown)"
 
 start_registry

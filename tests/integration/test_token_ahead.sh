@@ -8,7 +8,6 @@
 # expires, and no request may carry an expired token (no 401 to an authorized request).
 source "$(dirname "$0")/lib.sh"
 need_prepull
-use_direct_python
 
 SPEED=10
 LIFE=6 # real seconds: expires_in 60 on prepull's clock
