@@ -25,7 +25,7 @@ exec unshare -m --propagation private bash -c '
   mapfile -t TABLE </proc/self/mountinfo
   for line in "${TABLE[@]}"; do
     read -r _ _ _ _ mp _ <<<"$line"
-    mp=$(printf "%b" "$mp")   # /proc/self/mountinfo escapes spaces as \040
+    printf -v mp "%b" "$mp"   # /proc/self/mountinfo escapes spaces as \040
     case $mp in /proc | /proc/* | /sys | /sys/*) continue ;; esac
     mount -o remount,bind,ro "$mp" 2>/dev/null && continue
     # A mount whose directory was removed outside meanwhile (a daemon'"'"'s temporary

@@ -644,14 +644,14 @@ EOF
 
 # verify_blob_hashes DIR -> prints every bad file (nothing when all are good)
 verify_blob_hashes() {
-  local f
-  [ -d "$1/blobs/sha256" ] || { echo "no $1/blobs/sha256"; return; }
-  for f in "$1"/blobs/sha256/*; do
-    [ -f "$f" ] || { echo "not a file: $f"; continue; }
-    local h
-    h=$(sha256sum "$f" | cut -d' ' -f1)
-    [ "$h" = "$(basename "$f")" ] || echo "$f (is $h)"
+  local f dir=$1/blobs/sha256
+  [ -d "$dir" ] || { echo "no $dir"; return; }
+  for f in "$dir"/*; do
+    [ -f "$f" ] || echo "not a file: $f"
   done
+  # One sha256sum for every file (a process per blob took minutes for 600 blobs).
+  (cd "$dir" && find . -maxdepth 1 -type f -printf '%f\0' | xargs -0r sha256sum --) |
+    awk -v dir="$dir" '{ name = substr($0, 67); if ($1 != name) print dir "/" name " (is " $1 ")" }'
 }
 
 # index_entries DIR -> one line per index.json entry: "digest ref.name image.name mediaType"
