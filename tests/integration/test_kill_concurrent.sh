@@ -12,7 +12,7 @@ push_layout "$T/src" v1 "$REG_ADDR/test/conc:v1"
 BIG=$(img_field v1 'o["platforms"]["linux/amd64"]["layers"][0]')
 BIG_SIZE=$(stat -c %s "$T/src/blobs/sha256/${BIG#sha256:}")
 D=$(img_field v1 'o["digest"]')
-start_faultserver --rate $((2 * 1024 * 1024)) # 4 x 2 MiB/s: ~4 s
+start_faultserver --rate $((1024 * 1024)) # 4 x 1 MiB/s: ~8 s, time for the second run to start under load
 REF=$FS_ADDR/test/conc:v1
 ARGS=(pull --store "oci:$T/oci" --state-dir "$T/state" -j 4 --chunk-size 2M "$REF")
 
