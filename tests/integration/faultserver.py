@@ -573,8 +573,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif fault == "norange" and "after" in rule:
             cut = int(rule["after"])
         flip_at = int(rule.get("at", length // 2)) if fault == "flip" else None
-        slow_rate = int(rule.get("rate", 0)) if fault in ("slow", "delay") else 0
-        slow_end = int(rule.get("after", length)) if slow_rate else 0
+        # "slow" and "delay" may pace the body's first bytes at a rate of their own.
+        own_rate = int(rule.get("rate", 0)) if fault in ("slow", "delay") else 0
+        own_end = int(rule.get("after", length)) if own_rate else 0
         pos = 0
         for piece in src.reader(start, length):
             if cut is not None and pos + len(piece) > cut:
@@ -583,9 +584,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 b = bytearray(piece)
                 b[flip_at - pos] ^= 0xFF
                 piece = bytes(b)
-            if piece and pos < slow_end:
-                head = piece[:slow_end - pos]
-                self._write(head, slow_rate)
+            if piece and pos < own_end:
+                head = piece[:own_end - pos]
+                self._write(head, own_rate)
                 self._write(piece[len(head):])
             elif piece:
                 self._write(piece)

@@ -38,15 +38,16 @@ prepull_ok "pull with a raced span that recovers" \
   pull --store "oci:$T/oci" --state-dir "$T/state" --plain-http --json -v --chunk-size 1M -j 4 \
   --deadline 30s "$REF"
 verify_layout "$T/oci" moot
-printf '%s\n' "$ERR" | grep -E "chunks 0-[0-9]+: GET|chunk 0: |lanes: " | sed 's/^/#   /' | head -n 20
+L2="blob ${BIG:0:19}"
+printf '%s\n' "$ERR" | grep -E "$L2: chunks? 0|lanes: " | sed 's/^/#   /' | head -n 20
 
 first=$(fs_query '[r["range"] for r in L if r["method"] == "GET" and r["path"].endswith(A[0]) and r["fault"] == "slow"]' "$BIG")
 log "the slow request: $first"
-assert_contains "$ERR" "chunks 0-[0-9]+: GET" "the layer's first request covers several chunks"
-assert_contains "$ERR" "chunk 0: the frontier chunk is slow" "the slow frontier chunk was raced"
-assert_contains "$ERR" "chunk 0: the first request finished it first; dropping the racer" \
+assert_contains "$ERR" "$L2: chunks 0-[0-9]+: GET" "the layer's first request covers several chunks"
+assert_contains "$ERR" "$L2: chunk 0: the frontier chunk is slow" "the slow frontier chunk was raced"
+assert_contains "$ERR" "$L2: chunk 0: the first request finished it first; dropping the racer" \
   "the span finished the chunk first and the racer was dropped"
-assert_not_contains "$ERR" "chunk 0: the racer won" "the dropped racer was not taken for the winner"
+assert_not_contains "$ERR" "$L2: chunk 0: the racer won" "the dropped racer was not taken for the winner"
 lanes_ev=$(json_events "$OUT" lanes)
 [ -n "$lanes_ev" ] || fail "no lanes event in --json output"
 assert_num "$(printf '%s' "$lanes_ev" | jget - 'o["raced"]')" -ge 1 "--json counts the race"
