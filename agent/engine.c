@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "engine_int.h"
+#include "flusher.h"
 #include "hashpool.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
@@ -288,7 +289,7 @@ static void end_blob(struct pp_engine *e, struct blob *b, const struct pp_error 
 		if (b->jfd >= 0)
 			fdatasync(b->jfd);
 	}
-	partial_close(b, discard);
+	partial_close(e, b, discard);
 	b->err = *err;
 	pp_debug("%s", err->msg);
 	blob_set_state(b, BLOB_FAILED);
@@ -485,7 +486,7 @@ static void stop_all(struct pp_engine *e)
 		if (b->jfd >= 0)
 			fdatasync(b->jfd);
 		prefix_finish(e, b, false);
-		partial_close(b, false);
+		partial_close(e, b, false);
 	}
 }
 
@@ -631,6 +632,7 @@ void pp_engine_free(struct pp_engine *e)
 	if (e->run_lock >= 0)
 		close(e->run_lock);
 	hashpool_free(e->pool); /* before the multi handle its workers wake */
+	flusher_free(e->flusher);
 	lanes_free(e);
 	curl_multi_cleanup(e->multi);
 	free(e);

@@ -174,7 +174,8 @@ struct blob {
 	int64_t redone;  /* of those, bytes a repair pass is fetching again */
 	int64_t resumed; /* done in earlier runs, verified or still to verify */
 	double started;
-	double last_byte; /* when its last transfer ended (for the commit lag) */
+	double last_byte;  /* when its last transfer ended (for the commit lag) */
+	int64_t unflushed; /* bytes of chunks done since its last early flush */
 	bool lag_noted;
 	struct waiter *waiters;
 	struct pp_error err;
@@ -303,8 +304,9 @@ struct pp_engine {
 	unsigned char *hashbuf;
 	struct pp_sha256 *scratch; /* for digests of a running hash */
 	struct lanes_state lanes;
-	struct hashpool *pool; /* the hash workers, started with the first job */
-	double loop_cpu;       /* CPU seconds of the loop thread in pp_engine_run */
+	struct hashpool *pool;   /* the hash workers, started with the first job */
+	struct flusher *flusher; /* flushes partial files early (flusher.h), from the first */
+	double loop_cpu;         /* CPU seconds of the loop thread in pp_engine_run */
 };
 
 /* ---- engine.c: the scheduler and the state of chunks and blobs ---- */
@@ -461,7 +463,10 @@ int partial_open(struct pp_engine *e, struct blob *b, enum partial_open_result *
 /* Closes the blob's files; with `discard` the partial file and journal go
  * too (only for bytes that are provably bad, or a file this run created
  * and never wrote). */
-void partial_close(struct blob *b, bool discard);
+void partial_close(struct pp_engine *e, struct blob *b, bool discard);
+/* A chunk's bytes are all in the file: starts writing them back, and has
+ * the file flushed every PP_FLUSH_EVERY bytes (flusher.h). */
+void partial_chunk_written(struct pp_engine *e, struct blob *b, size_t ci);
 /* Starts a blob's journal over, for a new chunk plan. */
 int partial_restart_journal(struct blob *b, struct pp_error *err);
 /* Records how far a chunk being received has come (what a kill may cost is

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "engine_int.h"
+#include "flusher.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/partial.h"
@@ -25,9 +26,10 @@
 
 /* Closes a blob's files.  With `discard`, its partial file and journal go
  * too (a failed blob); otherwise they stay for the next run. */
-void partial_close(struct blob *b, bool discard)
+void partial_close(struct pp_engine *e, struct blob *b, bool discard)
 {
-	prefix_quiesce(b); /* no hash worker reads the file past its close */
+	prefix_quiesce(b);                 /* no hash worker reads the file past its close */
+	flusher_forget(e->flusher, b->fd); /* nor does the flush thread sync it */
 	if (discard && b->partial && b->fd >= 0) {
 		/* Before the close drops our lock, so no other run takes over
 		 * files that are about to go. */
@@ -248,7 +250,7 @@ fail:
 	/* What an earlier run left stays for the next (this one could not
 	 * read or extend it); a file started afresh holds nothing yet, and
 	 * a failed preallocation may hold the space a full disk needs. */
-	partial_close(b, !resumed);
+	partial_close(e, b, !resumed);
 	return r;
 }
 
@@ -333,10 +335,30 @@ void partial_check_space(struct pp_engine *e)
 	}
 }
 
+void partial_chunk_written(struct pp_engine *e, struct blob *b, size_t ci)
+{
+	const struct chunk *c = &b->chunks[ci];
+	/* Writeback starts now, and the flushes on their own thread make it
+	 * durable as the blob arrives: the fsync at commit has little left. */
+	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
+	b->unflushed += c->len;
+	if (b->unflushed < PP_FLUSH_EVERY)
+		return;
+	b->unflushed = 0;
+	if (!e->flusher)
+		e->flusher = flusher_new();
+	flusher_post(e->flusher, b->fd);
+}
+
 void partial_commit(struct pp_engine *e, struct blob *b)
 {
 	struct pp_error err = {0};
-	if (fsync(b->fd) < 0) {
+	/* An early flush that failed took the error with it (flusher.h). */
+	int lost = flusher_forget(e->flusher, b->fd);
+	if (lost == 0 && fsync(b->fd) < 0)
+		lost = errno;
+	if (lost != 0) {
+		errno = lost;
 		pp_error_errno(&err, "sync %s", b->partial);
 		engine_fail_blob(e, b, &err);
 		return;
@@ -344,7 +366,7 @@ void partial_commit(struct pp_engine *e, struct blob *b)
 	if (pp_store_commit_file(e->store, b->digest, b->partial, &err) < 0) {
 		/* The bytes are verified: closed first, the file and its journal
 		 * stay for the next run, which checks and commits them again. */
-		partial_close(b, false);
+		partial_close(e, b, false);
 		pp_error_wrap(&err, "blob %s", pp_short_digest(b->digest));
 		engine_fail_blob(e, b, &err);
 		return;
@@ -354,7 +376,7 @@ void partial_commit(struct pp_engine *e, struct blob *b)
 	pp_debug("blob %s: verified and committed (%lld bytes fetched)", pp_short_digest(b->digest),
 		 (long long)b->fetched);
 	prefix_finish(e, b, true); /* still open: consumers may read the file */
-	partial_close(b, false);
+	partial_close(e, b, false);
 	if (b->state == BLOB_RUNNING)
 		blob_set_state(b, BLOB_DONE);
 }

@@ -287,7 +287,7 @@ static void span_close(struct xfer *x)
 	struct blob *b = x->b;
 	struct chunk *c = &b->chunks[x->chunk];
 	chunk_set_state(b, x->chunk, CHUNK_DONE);
-	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
+	partial_chunk_written(x->e, b, x->chunk);
 	chunk_hash_done_later(b, x->chunk);
 	sources_chunk_done(x); /* sources.c: the chunk remembers its source */
 	x->chunk++;
@@ -430,7 +430,6 @@ static void describe_failure(const struct xfer *x, CURLcode rc, struct pp_error 
 void chunk_done(struct pp_engine *e, struct xfer *x)
 {
 	struct blob *b = x->b;
-	struct chunk *c = &b->chunks[x->chunk];
 	char *eff = NULL;
 	chunk_set_state(b, x->chunk, CHUNK_DONE);
 	sources_chunk_done(x); /* sources.c: the chunk remembers its source */
@@ -441,8 +440,7 @@ void chunk_done(struct pp_engine *e, struct xfer *x)
 		b->cdn_since = pp_now();
 		b->cdn_src = x->src;
 	}
-	/* Start writing the chunk back now, so the fsync at commit has little left. */
-	sync_file_range(b->fd, c->off, c->len, SYNC_FILE_RANGE_WRITE);
+	partial_chunk_written(e, b, x->chunk); /* partial.c: written back, flushed early */
 	/* Its digest goes into the journal once the hash workers are through. */
 	chunk_hash_done(e, b, x->chunk);
 	if (b->state != BLOB_RUNNING)

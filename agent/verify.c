@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine_int.h"
+#include "flusher.h"
 #include "hashpool.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
@@ -558,4 +559,11 @@ void verify_report_cpu(struct pp_engine *e)
 		 "per GB fetched: loop %.3f s, workers %.3f s",
 		 e->loop_cpu, workers, (double)hashed / 1e9, gb > 0 ? e->loop_cpu / gb : 0,
 		 gb > 0 ? workers / gb : 0);
+	int flushes;
+	double flush_secs;
+	flusher_stats(e->flusher, &flushes, &flush_secs);
+	if (flushes > 0)
+		pp_debug("flush: %d early flushes of partial files, %.2f s waiting on the disk "
+			 "(on the flush thread)",
+			 flushes, flush_secs);
 }

@@ -34,7 +34,7 @@ import glob, os, re, sys
 # Files that make up one module under another name.
 MODULES = {
     "hosts_toml": "hosts", "engine_int": "engine", "transfer": "engine", "partial": "engine", "verify": "engine",
-    "lanes": "engine", "hashpool": "engine", "sources": "engine", "race": "engine",
+    "lanes": "engine", "hashpool": "engine", "flusher": "engine", "sources": "engine", "race": "engine",
     "unpack_int": "unpack", "unpack_apply": "unpack",
 }
 for prefix in ("auth", "unpack"):

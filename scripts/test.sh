@@ -76,11 +76,11 @@ step "tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
   UBSAN_OPTIONS=print_stacktrace=1:exitcode=86 run_ctest build-asan
 
-step "engine unit tests under ThreadSanitizer (the hash workers)"
+step "engine unit tests under ThreadSanitizer (the hash workers, the flush thread)"
 # The engine's tests run the hash workers against the loop thread for real;
 # any report fails the step (halt_on_error, and its report looked for).
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DPREPULL_TSAN=ON >/dev/null
-TSAN_TESTS=(test_engine test_hashpool test_digest)
+TSAN_TESTS=(test_engine test_hashpool test_flusher test_digest)
 cmake --build build-tsan -j "$JOBS" --target "${TSAN_TESTS[@]}"
 for t in "${TSAN_TESTS[@]}"; do
   if TSAN_OPTIONS=halt_on_error=1:exitcode=66 "build-tsan/tests/$t" >"build-tsan/$t.log" 2>&1 &&

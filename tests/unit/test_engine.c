@@ -64,9 +64,9 @@ static struct blob *new_blob(struct pp_engine *e, int64_t size, int64_t chunk_si
 	return b;
 }
 
-static void free_blob(struct blob *b)
+static void free_blob(struct pp_engine *e, struct blob *b)
 {
-	partial_close(b, false);
+	partial_close(e, b, false);
 	pp_sha256_free(b->hash);
 	pp_sha256_free(b->frontier);
 	free(b->chunks);
@@ -95,8 +95,8 @@ static void test_plan_chunks(void **state)
 	assert_int_equal(b->chunks[3].len, 1 * MiB + 5);
 	struct blob *empty = new_blob(e, 0, 0);
 	assert_int_equal(empty->n_chunks, 0);
-	free_blob(empty);
-	free_blob(b);
+	free_blob(e, empty);
+	free_blob(e, b);
 	pp_engine_free(e);
 }
 
@@ -147,7 +147,7 @@ static void test_state_functions(void **state)
 	blob_set_state(b, BLOB_FAILED);
 	assert_int_equal(notified_failed, 2);
 	b->waiters = NULL;
-	free_blob(b);
+	free_blob(e, b);
 	pp_engine_free(e);
 }
 
@@ -379,7 +379,7 @@ static void test_prefix(void **state)
 
 	free(rec.got);
 	free(data);
-	free_blob(b);
+	free_blob(e, b);
 	pp_engine_free(e);
 	pp_store_free(store);
 	char *rm = pp_xasprintf("rm -rf %s", dir);
@@ -579,7 +579,7 @@ static void test_chunk_digests(void **state)
 	assert_true(have);
 
 	free(data);
-	free_blob(b);
+	free_blob(e, b);
 	pp_engine_free(e);
 	pp_store_free(store);
 	char *rm = pp_xasprintf("rm -rf %s", dir);
