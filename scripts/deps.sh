@@ -38,7 +38,7 @@ TEST_PACKAGES=(
   clang clang-format libfuzzer-14-dev libclang-rt-14-dev
   nginx aria2 apache2-utils openssl containerd runc docker.io
   cloud-init packer systemd dpkg-dev man-db util-linux tmux
-  time pigz
+  time pigz strace
 )
 # The demo's daemon: its system service must not outlive the install.
 DEMO_SERVICE=docker-registry
