@@ -108,6 +108,19 @@ static bool filling(struct pp_engine *e, struct blob *b, size_t j, struct pp_reg
 	       !host_of(e, h)->fill_gave_up;
 }
 
+/* Connections to a host that count against --per-host: a racer has room
+ * of its own beyond it (CURLMOPT_MAX_HOST_CONNECTIONS), so one racing on
+ * a mirror does not make the mirror look full and hand a lane to the
+ * registry. */
+static int lanes_on(const struct pp_engine *e, const struct host_count *hc)
+{
+	int n = hc->n;
+	for (int i = 0; i < e->n_xfers; i++)
+		if (e->xfers[i]->race_of && e->xfers[i]->reg == hc->reg)
+			n--;
+	return n;
+}
+
 static size_t in_play(struct pp_engine *e, struct blob *b)
 {
 	struct pp_registry *h;
@@ -150,19 +163,21 @@ static long choose(struct pp_engine *e, struct blob *b, size_t ci, double now, d
 			mirror_probing |= filling(e, b, j, h);
 			if (!usable(e, b, j, h) || (pass == 0 && j == avoid && n > 1))
 				continue;
+			/* One probe at a time: always at a mirror, and at the
+			 * registry too while others share the blob.  Before
+			 * the checks below: a mirror probing the blob holds the
+			 * registry back whether or not it has room now. */
+			if (!s->ranged && s->active > 0 && (pp_registry_is_mirror(h) || n > 1)) {
+				mirror_probing |= pp_registry_is_mirror(h);
+				continue;
+			}
 			if (s->not_before > now) {
 				if (*wake == 0 || s->not_before < *wake)
 					*wake = s->not_before;
 				continue;
 			}
-			if (hc->n >= e->opts->per_host)
+			if (lanes_on(e, hc) >= e->opts->per_host)
 				continue;
-			/* One probe at a time: always at a mirror, and at the
-			 * registry too while others share the blob. */
-			if (!s->ranged && s->active > 0 && (pp_registry_is_mirror(h) || n > 1)) {
-				mirror_probing |= pp_registry_is_mirror(h);
-				continue;
-			}
 			/* The registry (last) only where the mirrors leave room. */
 			if (!pp_registry_is_mirror(h) && (best >= 0 || mirror_probing))
 				continue;

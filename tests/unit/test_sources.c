@@ -169,6 +169,58 @@ static void test_per_host_overflow(void **state)
 		end(f, x[i]);
 }
 
+/* A mirror probing the blob holds the registry back even when it is at
+ * --per-host: with both mirrors probing and full, the registry takes no
+ * request (it took one when the --per-host check came first). */
+static void test_probe_full_mirror(void **state)
+{
+	struct fixture *f = *state;
+	f->opts.per_host = 1;
+	struct xfer *p0 = start(f, 0), *p1 = start(f, 1);
+	assert_true(pp_registry_is_mirror(p0->reg) && pp_registry_is_mirror(p1->reg));
+	assert_int_equal(host(f, 0)->n, 1);
+	assert_int_equal(host(f, 1)->n, 1);
+	assert_false(ready(f));
+	sources_ranged(p0);
+	sources_ranged(p1);
+	assert_true(ready(f)); /* both answered with a range and are full: the registry */
+	end(f, p0);
+	end(f, p1);
+}
+
+/* A racer has room of its own beyond --per-host: one racing on a mirror
+ * does not make it full, so the next lane goes to the mirror, not the
+ * registry. */
+static void test_racer_not_per_host(void **state)
+{
+	struct fixture *f = *state;
+	f->opts.per_host = 2;
+	struct xfer *p0 = start(f, 0), *p1 = start(f, 1);
+	sources_ranged(p0);
+	sources_ranged(p1);
+	host(f, 0)->rate = 30e6;
+	host(f, 1)->rate = 30e6;
+	/* p0 on the first mirror is raced there: two connections, one a racer. */
+	struct xfer *r = start(f, 2);
+	assert_int_equal(r->src, 0);
+	r->race_of = p0;
+	f->e->xfers[f->e->n_xfers++] = r;
+	assert_int_equal(host(f, 0)->n, 2);
+	/* The second mirror fills up. */
+	struct xfer *x1 = start(f, 3);
+	assert_int_equal(x1->src, 1);
+	assert_int_equal(host(f, 1)->n, 2);
+	struct xfer *x = start(f, 4);
+	assert_int_equal(x->src, 0); /* not the registry (2) */
+	assert_int_equal(host(f, 2)->n, 0);
+	f->e->n_xfers = 0;
+	end(f, x);
+	end(f, x1);
+	end(f, r);
+	end(f, p0);
+	end(f, p1);
+}
+
 /* --cache-fill bypass: a mirror that ignores Range is left alone for a
  * while; the others carry the blob. */
 static void test_range_ignored_backoff(void **state)
@@ -306,6 +358,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_probe_then_fan_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_share_by_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_per_host_overflow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_probe_full_mirror, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_racer_not_per_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_range_ignored_backoff, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_fill_wait, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_fill_gave_up, setup, teardown),
