@@ -3,7 +3,7 @@
  * A blob is fsynced before its commit renames it into the store.  On a
  * virtual disk whose host keeps what the guest wrote in its own cache
  * until the guest asks for a flush, that one fsync pays for the whole blob
- * with its last byte already in: 0.5-0.8 s for a 1.5 GiB blob on this
+ * with its last byte already in: 0.3-0.8 s for a 1.5 GiB blob on this
  * project's VMs, though the kernel had written the pages back long before
  * (sync_file_range as each chunk lands).  An fdatasync every
  * PP_FLUSH_EVERY bytes of a blob spreads that cost over the download, and
