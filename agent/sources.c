@@ -115,6 +115,8 @@ static bool filling(struct pp_engine *e, struct blob *b, size_t j, struct pp_reg
 static int lanes_on(const struct pp_engine *e, const struct host_count *hc)
 {
 	int n = hc->n;
+	if (e->lanes.racers == 0)
+		return n; /* the usual case: no scan on every pick */
 	for (int i = 0; i < e->n_xfers; i++)
 		if (e->xfers[i]->race_of && e->xfers[i]->reg == hc->reg)
 			n--;

@@ -35,11 +35,13 @@ for i in $(seq 1 "$KILLS"); do
   # after prepull wrote the index and before it exited (seen in a CI run: "done"
   # printed, exit 137), so the exit code does not say whether the image is in.
   missing=$(layout_has_image "$T/oci" "$D" linux/amd64)
+  entries=""
+  [ -f "$T/oci/index.json" ] && entries=$(index_entries "$T/oci")
   if [ -n "$missing" ]; then
     assert_no_index_entry "$T/oci" "after kill $i (image not finished)"
-  elif [ -f "$T/oci/index.json" ] && [ -n "$(index_entries "$T/oci")" ]; then
+  elif [ -n "$entries" ]; then
     log "kill $i came after the image was in"
-    assert_eq "$D" "$(index_entries "$T/oci" | cut -d' ' -f1)" "after kill $i (image in): the index entry has the image digest"
+    assert_eq "$D" "$(cut -d' ' -f1 <<<"$entries")" "after kill $i (image in): the index entry has the image digest"
   else
     log "kill $i came after every blob was in, before the index entry"
   fi
