@@ -14,10 +14,7 @@ IT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${PREPULL_SRC:=$(cd "$IT_DIR/../.." && pwd)}"
 : "${PREPULL:=$PREPULL_SRC/build/prepull}"
 export PREPULL PREPULL_SRC
-# Debian's own Python when there is one (the test set installs python3): it starts in
-# half the time of an interpreter built by hand with more on its path, and the tests and
-# their helpers start Python hundreds of times.  PYTHON overrides.
-if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=${PYTHON:-python3}; fi
+PY=${PYTHON:-python3}
 TEST_NAME=$(basename "${0%.sh}")
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/prepull-${TEST_NAME}.XXXXXX")
@@ -29,10 +26,17 @@ export DOCKER_CONFIG="$T/docker-empty"
 mkdir -p "$DOCKER_CONFIG"
 # Keep prepull's default state dir inside the temp dir too.
 export XDG_CACHE_HOME="$T/xdg-cache"
-# Python itself, not a version manager's wrapper: a pyenv shim costs about half a second
-# of CPU per call, and a test and the helpers it runs call Python hundreds of times.  PY
-# and every `python3` found on PATH from here on are the interpreter the wrapper chose.
-if _py=$("$PY" -c 'import sys; print(sys.executable)' 2>/dev/null) && [ -x "$_py" ]; then
+# A test and the helpers it runs start Python hundreds of times, so: Debian's own
+# /usr/bin/python3 when PYTHON is unset (the test set installs it; it starts in half the
+# time of an interpreter built by hand with more on its path), else the interpreter
+# behind PY itself, not a version manager's wrapper (a pyenv shim costs about half a
+# second of CPU per call).  PY and every `python3` found on PATH from here on are it.
+if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ]; then
+  _py=/usr/bin/python3
+else
+  _py=$("$PY" -c 'import sys; print(sys.executable)' 2>/dev/null) || _py=""
+fi
+if [ -n "$_py" ] && [ -x "$_py" ]; then
   PY=$_py
   mkdir -p "$T/python"
   ln -s "$_py" "$T/python/python3"
