@@ -81,7 +81,8 @@
 #define RECENT_RATES 16        /* finished transfers' rates kept for the median */
 #define LANES_NEAR_RTT 0.0125  /* a registry this far or nearer: the count starts at 8 ... */
 #define LANES_FAR_START 4.0    /* ... farther, at 8 x round trip / LANES_NEAR_RTT, up to this x 8 */
-#define LANES_GROW 2.0         /* each step multiplies the count by this ... */
+#define LANES_FIRST_GROW 4.0   /* the first step multiplies the count by this, */
+#define LANES_GROW 2.0         /* each later one by this ... */
 #define LANES_GAIN 1.10        /* ... and is kept only if the rate rose this much */
 #define LANES_STEP 0.3         /* seconds of measurement per step */
 #define LANES_WARM 0.1         /* seconds after a step before measuring ... */
@@ -416,7 +417,8 @@ bool lanes_is_slow(double rate, double median, size_t peers, bool tail);
 bool lanes_worth_acting(double rate, double median, int64_t left);
 /* The automatic count after one step measured `rate` (bytes/s) with the
  * CPUs `cpu_busy` (0..1, or -1: not known or not ours); a step that gained
- * multiplies the count by LANES_GROW. */
+ * multiplies the count by LANES_FIRST_GROW the first time, by LANES_GROW
+ * after. */
 int lanes_step(struct lanes_state *s, double rate, double cpu_busy);
 /* The automatic count's first value: base, or more for a registry rtt
  * seconds away; at most half of max (a step still has room). */

@@ -20,19 +20,22 @@
  * far registry (lanes_start_count: a TCP connection carries at most its
  * window per round trip, so the farther the registry, the more
  * connections the same link takes; and every step there costs more round
- * trips), and grows by LANES_GROW each step (LANES_WARM to settle,
- * LANES_STEP measured, at least 3 and 6 round trips) while the total rate
- * still rises by
+ * trips).  Each step (LANES_WARM to settle, LANES_STEP measured, at least
+ * 3 and 6 round trips) multiplies the count, by LANES_FIRST_GROW the first
+ * time and LANES_GROW after, while the total rate still rises by
  * LANES_GAIN; a step that gained less is taken back, and the count stays
- * (the link is full).  A step during which the machine's CPUs were busy
- * LANES_CPU_FULL of the time is kept but is the last: the bytes already
- * take all the CPU there is to receive, write and hash them, and more
- * connections would only cost more of it (and leave more for the blob
- * hash to catch up on after the last byte).  That holds only when a fair
- * share of the busy time (LANES_CPU_OURS) is prepull's own (with the
- * kernel's packet work, cpu_busy_since): CPUs that
- * other work keeps busy say nothing about what more connections would
- * cost us.
+ * (the link is full).  The first step is the big one: on a link whose
+ * connections are each capped (most CDNs) 8 leave most of it unused, and
+ * every step costs the pull its measuring time at the count before it; on
+ * a full link that step is taken back as any other.
+ *   A step during which the machine's CPUs were busy LANES_CPU_FULL of the
+ * time is kept but is the last: the bytes already take all the CPU there
+ * is to receive, write and hash them, and more connections would only
+ * cost more of it (and leave more for the blob hash to catch up on after
+ * the last byte).  That holds only when a fair share of the busy time
+ * (LANES_CPU_OURS) is prepull's own (with the kernel's packet work,
+ * cpu_busy_since): CPUs that other work keeps busy say nothing about what
+ * more connections would cost us.
  *
  * A request covers SPAN_RTTS round trips of data (several chunks in a
  * row) so a far registry does not cost each lane a round trip per chunk:
@@ -153,9 +156,10 @@ int lanes_step(struct lanes_state *s, double rate, double cpu_busy)
 		s->settled = true;
 		return s->limit;
 	}
+	double grow = s->step_rate > 0 ? LANES_GROW : LANES_FIRST_GROW;
 	s->prev_limit = s->limit;
 	s->step_rate = rate;
-	int next = (int)ceil(s->limit * LANES_GROW);
+	int next = (int)ceil(s->limit * grow);
 	s->limit = next > s->max ? s->max : next;
 	if (s->limit > s->peak)
 		s->peak = s->limit;

@@ -428,13 +428,20 @@ static void test_lanes(void **state)
 	r = lanes_window_rate(&y, 10.5);
 	assert_true(r > 0.99e6 && r < 1.01e6);
 
-	/* Grows while a step gains 10%, takes back the step that did not. */
-	struct lanes_state s = {.limit = 8, .max = 64};
-	assert_int_equal(lanes_step(&s, 16e6, -1), 16);
-	assert_int_equal(lanes_step(&s, 24e6, -1), 32);
-	assert_int_equal(lanes_step(&s, 25e6, -1), 16);
+	/* Grows (4x, then 2x) while a step gains 10%, takes back the step
+	 * that did not. */
+	struct lanes_state s = {.limit = 4, .max = 64};
+	assert_int_equal(lanes_step(&s, 8e6, -1), 16);
+	assert_int_equal(lanes_step(&s, 16e6, -1), 32);
+	assert_int_equal(lanes_step(&s, 24e6, -1), 64);
+	assert_int_equal(lanes_step(&s, 25e6, -1), 32);
 	assert_true(s.settled);
-	assert_int_equal(lanes_step(&s, 100e6, -1), 16);
+	assert_int_equal(lanes_step(&s, 100e6, -1), 32);
+	/* The first step that gains nothing is taken back too. */
+	struct lanes_state l = {.limit = 8, .max = 64};
+	assert_int_equal(lanes_step(&l, 100e6, -1), 32);
+	assert_int_equal(lanes_step(&l, 104e6, -1), 8);
+	assert_true(l.settled);
 	/* Never past the cap; -j never moves. */
 	struct lanes_state c = {.limit = 40, .max = 50};
 	assert_int_equal(lanes_step(&c, 1e6, -1), 50);
@@ -444,10 +451,10 @@ static void test_lanes(void **state)
 	assert_int_equal(lanes_step(&f, 1e6, -1), 16);
 	/* A step that gained, with the CPUs full, is kept and is the last. */
 	struct lanes_state u = {.limit = 8, .max = 64};
-	assert_int_equal(lanes_step(&u, 100e6, 0.5), 16);
-	assert_int_equal(lanes_step(&u, 190e6, 0.95), 16);
+	assert_int_equal(lanes_step(&u, 100e6, 0.5), 32);
+	assert_int_equal(lanes_step(&u, 190e6, 0.95), 32);
 	assert_true(u.settled);
-	assert_int_equal(lanes_step(&u, 400e6, 0.1), 16);
+	assert_int_equal(lanes_step(&u, 400e6, 0.1), 32);
 	/* The first count: 8 near, more for a far registry, at most half the cap. */
 	assert_int_equal(lanes_start_count(8, 64, 0), 8);
 	assert_int_equal(lanes_start_count(8, 64, 0.002), 8);
