@@ -70,7 +70,8 @@
 #define RATE_SAMPLES 16        /* a transfer's (time, bytes) samples: its sliding window */
 #define RATE_WINDOW 1.0        /* seconds a transfer's rate is taken over */
 #define LANES_TICK 0.1         /* seconds between samples */
-#define SLOW_MIN_AGE 1.0       /* a transfer is judged only after this long */
+#define SLOW_MIN_AGE 1.0       /* a transfer is judged only after this long ... */
+#define SLOW_FRONTIER_AGE 0.4  /* ... the frontier chunk's after this (or 4 round trips) */
 #define SLOW_FRACTION 3.0      /* slow: under 1/SLOW_FRACTION of the peers' median */
 #define SLOW_TAIL_FRACTION 2.0 /* ... or 1/2 near the end, when lanes stand idle */
 #define SLOW_MIN_PEERS 3       /* rates the median needs besides the judged one */

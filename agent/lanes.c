@@ -5,7 +5,8 @@
  * A transfer's rate is its bytes over a sliding window (RATE_WINDOW).  One
  * under a third of its peers' median (the other transfers' window rates
  * and the last finished ones', or the finished ones' alone when that is
- * higher), after SLOW_MIN_AGE, is slow: a connection that landed on a
+ * higher), after SLOW_MIN_AGE (the frontier chunk's after
+ * SLOW_FRONTIER_AGE or 4 round trips), is slow: a connection that landed on a
  * busy edge, or a TCP flow stuck in loss recovery.
  *   - When it holds the hash frontier (the first chunk not done: what the
  *     blob hash and a streaming unpack wait on), a racer asks for its
@@ -367,13 +368,24 @@ static bool judge(struct pp_engine *e, double now)
 			median = done;
 	}
 	bool tail = !any_pending(e) && e->n_xfers < s->limit;
+	/* The frontier chunk is judged sooner: every second it spends on a
+	 * slow lane, the lanes land a second's worth of bytes past it that
+	 * the blob hash (and an unpack) can only take once it is in, and at
+	 * the end of a blob that is the time from the last byte to the
+	 * commit.  Not before 4 round trips: a request's first one has no
+	 * bytes. */
+	double frontier_age =
+		fmax(SLOW_FRONTIER_AGE, 4 * lanes_median(s->recent_rtt, (size_t)s->n_rtt));
 	for (int i = 0; i < e->n_xfers; i++) {
 		struct xfer *x = e->xfers[i];
 		struct blob *b = x->b;
 		struct chunk *c = &b->chunks[x->chunk];
 		if (xfer_race_moot(e, x))
 			return true;
-		if (x->racer || now - x->started < SLOW_MIN_AGE)
+		if (x->racer || now - x->started < frontier_age)
+			continue;
+		bool frontier = x->chunk == frontier_chunk(b);
+		if (!frontier && now - x->started < SLOW_MIN_AGE)
 			continue;
 		if (!x->ranged || b->single_stream || b->repairing || b->check || x->error_status ||
 		    c->verify)
@@ -408,7 +420,6 @@ static bool judge(struct pp_engine *e, double now)
 		if (c->slow_acts >= SLOW_MAX_ACTS)
 			continue;
 		c->slow_acts++;
-		bool frontier = x->chunk == frontier_chunk(b);
 		if (frontier && s->racers < RACE_MAX && left <= RACE_BUF_MAX) {
 			struct pp_error err = {0};
 			pp_debug("blob %s: chunk %zu: the frontier chunk is slow (%.2f MB/s, "
