@@ -397,7 +397,10 @@ static struct blob *next_chunk(struct pp_engine *e, size_t *ci, double now, doub
 static void start_transfers(struct pp_engine *e, double *wake)
 {
 	double now = pp_now();
-	while (e->n_xfers - e->lanes.racers < e->lanes.limit) {
+	struct lanes_state *s = &e->lanes;
+	if (s->held && now - s->held_at > LANES_HOLD)
+		s->held = 0;
+	while (e->n_xfers - s->racers + s->held < s->limit) {
 		size_t ci;
 		struct blob *b = next_chunk(e, &ci, now, wake);
 		if (!b)
@@ -556,6 +559,7 @@ static int run_loop(struct pp_engine *e, struct pp_error *err)
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 			xfer_finish(e, x, msg->data.result);
 			finished = true;
+			e->lanes.held = 0; /* its connection is back in the pool */
 		}
 		cancel_stalled(e);
 		lanes_tick(e);

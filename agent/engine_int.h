@@ -72,6 +72,7 @@
 #define LANES_TICK 0.1         /* seconds between samples */
 #define SLOW_MIN_AGE 1.0       /* a transfer is judged only after this long ... */
 #define SLOW_FRONTIER_AGE 0.4  /* ... the frontier chunk's after this (or 4 round trips) */
+#define LANES_HOLD 0.5         /* seconds a retired lane's slot may wait for a pooled connection */
 #define SLOW_FRACTION 3.0      /* slow: under 1/SLOW_FRACTION of the peers' median */
 #define SLOW_TAIL_FRACTION 2.0 /* ... or 1/2 near the end, when lanes stand idle */
 #define SLOW_MIN_PEERS 3       /* rates the median needs besides the judged one */
@@ -263,6 +264,8 @@ struct lanes_state {
 	int n_rtt, rtt_next;
 	int64_t extra; /* bytes fetched twice: racers' overlap and losers */
 	int raced, races_won, retired;
+	int held;          /* slots a retirement left empty until a transfer finishes */
+	double held_at;    /* ... since then (at most LANES_HOLD) */
 	double commit_lag; /* longest time from a blob's last byte to its commit */
 	int racers;
 	struct lane *lane;

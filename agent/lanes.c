@@ -340,6 +340,12 @@ static void retire(struct pp_engine *e, struct xfer *x, double rate, double medi
 	if (b->jfd >= 0 && c->sha && c->received > c->checkpoint && c->received < c->len)
 		partial_checkpoint(e, b, x->chunk);
 	e->lanes.retired++;
+	/* Its slot waits for the next transfer to finish: the rest then goes
+	 * out on that transfer's connection, back in the pool and proven (a
+	 * slow one never goes back), not on a new one, which lands on a slow
+	 * edge as often as the one retired did. */
+	e->lanes.held++;
+	e->lanes.held_at = pp_now();
 	chunk_set_state(b, x->chunk, CHUNK_PENDING);
 	xfer_free(e, x);
 }
