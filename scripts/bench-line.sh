@@ -19,7 +19,8 @@
 # RTTs (--rtts, ms) apply to shapes a and b; c and d run at 0. An RTT of 0p goes
 # through the proxy with no delay: what the proxy's own CPU costs on this machine.
 # Rows per shape and RTT: prepull without -j, prepull -j 16, prepull -j N for each of
-# --jobs (default 8 32 64), aria2c -x16 -s16 -k1M on the biggest blob.
+# --jobs (default 8 32 64), aria2c -x16 -s16 -k1M on the biggest blob (on shape d also
+# with --checksum, which has aria2c verify the blob's sha256 after the download).
 # Each shape first runs one unmeasured prepull -j 16 pull (--no-warmup: none), so the
 # first row does not pay for the shape's setup.
 # Image: busybox + one --size incompressible layer (random bytes, --comp none by
@@ -212,6 +213,17 @@ PYEOF
       got=$(sha256sum "$T/aria/blob" | cut -d' ' -f1)
       [ "sha256:$got" = "$BENCH_BIG" ] || fail "aria2c: wrong content (sha256 $got)"
       rm -rf "$T/aria"
+      if [ "$SHAPE" = d ]; then
+        # What verifying costs aria2c where the CPU sets the pace: it reads the file
+        # back after the download and hashes it (prepull hashes as the bytes land).
+        mkdir -p "$T/aria"
+        run_row "$rtt" aria2c-checksum "aria2c -x16 -s16 -k1M --checksum (biggest blob)" aria2c -x16 -s16 \
+          -k1M --checksum="sha-256=${BENCH_BIG#sha256:}" --file-allocation=falloc \
+          --console-log-level=warn --summary-interval=0 --download-result=hide \
+          --allow-overwrite=true --auto-file-renaming=false \
+          -d "$T/aria" -o blob "http://$addr/v2/bench/line/blobs/$BENCH_BIG"
+        rm -rf "$T/aria"
+      fi
     fi
   done
   exit 0
@@ -311,7 +323,7 @@ for shape in ${SHAPES//,/ }; do
   while IFS='|' read -r sh rtt label t u s m conns nslow lbe tool; do
     [ "$sh" = "$shape" ] || continue
     bytes=$IMG_BYTES
-    [ "$tool" = aria2c ] && bytes=$(stat -c %s "$REG_ROOT/docker/registry/v2/blobs/sha256/${BIG:7:2}/${BIG#sha256:}/data")
+    [ "${tool%-checksum}" = aria2c ] && bytes=$(stat -c %s "$REG_ROOT/docker/registry/v2/blobs/sha256/${BIG:7:2}/${BIG#sha256:}/data")
     cpu=$(awk -v u="$u" -v s="$s" -v b="$bytes" 'BEGIN { printf "%.2f", (u + s) / (b / 1e9) }')
     of=$(div "$lim" "$t")
     [ "$lim" = - ] && of=-
