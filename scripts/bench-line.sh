@@ -21,8 +21,8 @@
 # Rows per shape and RTT: prepull without -j, prepull -j 16, prepull -j N for each of
 # --jobs (default 8 32 64), aria2c -x16 -s16 -k1M on the biggest blob (on shape d also
 # with --checksum, which has aria2c verify the blob's sha256 after the download).
-# Each shape first runs one unmeasured prepull -j 16 pull (--no-warmup: none), so the
-# first row does not pay for the shape's setup.
+# Each shape first runs one unmeasured prepull -j 16 pull (--no-warmup: none): the
+# first pull after a shape's setup was slower here.
 # Image: busybox + one --size incompressible layer (random bytes, --comp none by
 # default: building it is quick; gzip -1 as bench-stores.sh does with --comp gzip).
 # Physical limit = image bytes / min(16 x --rate, --link); (d) has none.
@@ -170,11 +170,11 @@ PYEOF
       "RSS $((m / 1024)) MiB, $conns conns ($nslow slow), last byte -> exit $lbe s"
   }
 
-  # One pull that is not measured. On the machine these figures come from, the first
-  # pull after the shape is set up ran 10-20% slower and took 15-30% more CPU than the
-  # same pull a minute later, whichever tool or count went first (memory the setup left
-  # for the first writer to fault in). Without it the first row (prepull's automatic
-  # count) pays that for all of them.
+  # One pull that is not measured. The first row of a shape is prepull's automatic
+  # count; measured three times in a row here (--rtts 0,0,0 --jobs 32), it took 6.0 s
+  # and 5.81 CPU-seconds in the first group and 5.3-5.4 s and 4.4-4.5 CPU-seconds in the
+  # two after it, while the first group's other rows took 4-12% more CPU and no more
+  # time. Why was not traced.
   if [ "$BENCH_WARMUP" = 1 ]; then
     rm -rf "$T/oci" "$T/state"
     "$PREPULL" pull -q --plain-http --store "oci:$T/oci" --state-dir "$T/state" -j 16 \
