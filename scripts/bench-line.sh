@@ -205,25 +205,24 @@ PYEOF
     pp pp-j16 "prepull -j 16" -j 16
     for j in $BENCH_XJOBS; do pp "pp-j$j" "prepull -j $j" -j "$j"; done
     if [ "$BENCH_ARIA" = 1 ]; then
-      rm -rf "$T/aria" && mkdir -p "$T/aria"
-      run_row "$rtt" aria2c "aria2c -x16 -s16 -k1M (biggest blob)" aria2c -x16 -s16 -k1M \
-        --file-allocation=falloc --console-log-level=warn --summary-interval=0 \
-        --download-result=hide --allow-overwrite=true --auto-file-renaming=false \
-        -d "$T/aria" -o blob "http://$addr/v2/bench/line/blobs/$BENCH_BIG"
-      got=$(sha256sum "$T/aria/blob" | cut -d' ' -f1)
-      [ "sha256:$got" = "$BENCH_BIG" ] || fail "aria2c: wrong content (sha256 $got)"
-      rm -rf "$T/aria"
-      if [ "$SHAPE" = d ]; then
-        # What verifying costs aria2c where the CPU sets the pace: it reads the file
-        # back after the download and hashes it (prepull hashes as the bytes land).
-        mkdir -p "$T/aria"
-        run_row "$rtt" aria2c-checksum "aria2c -x16 -s16 -k1M --checksum (biggest blob)" aria2c -x16 -s16 \
-          -k1M --checksum="sha-256=${BENCH_BIG#sha256:}" --file-allocation=falloc \
+      # aria2c TOOL LABEL [ARGS...]: the biggest blob, its content checked after the row.
+      aria() {
+        local tool=$1 label=$2 got
+        shift 2
+        rm -rf "$T/aria" && mkdir -p "$T/aria"
+        run_row "$rtt" "$tool" "$label" aria2c -x16 -s16 -k1M "$@" --file-allocation=falloc \
           --console-log-level=warn --summary-interval=0 --download-result=hide \
           --allow-overwrite=true --auto-file-renaming=false \
           -d "$T/aria" -o blob "http://$addr/v2/bench/line/blobs/$BENCH_BIG"
+        got=$(sha256sum "$T/aria/blob" | cut -d' ' -f1)
+        [ "sha256:$got" = "$BENCH_BIG" ] || fail "$label: wrong content (sha256 $got)"
         rm -rf "$T/aria"
-      fi
+      }
+      aria aria2c "aria2c -x16 -s16 -k1M (biggest blob)"
+      # Where the CPU sets the pace, what verifying costs aria2c: it reads the file back
+      # after the download and hashes it (prepull hashes as the bytes land).
+      [ "$SHAPE" != d ] || aria aria2c-checksum "aria2c -x16 -s16 -k1M --checksum (biggest blob)" \
+        --checksum="sha-256=${BENCH_BIG#sha256:}"
     fi
   done
   exit 0

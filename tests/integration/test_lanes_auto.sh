@@ -3,8 +3,9 @@
 # capped (scripts/netsim.sh, 2 MB/s each, no total cap) more connections keep raising
 # the rate, so the count rises past its start of 8; under a 16 MB/s link that 8
 # connections could fill twice over (4 MB/s each), a step up (to 32: the first step
-# is 4x) gains nothing and the count stays at 8.  (With 2 MB/s each, 8 connections only just fill the link: a loaded
-# run measured 14.1 MB/s at 8 and 15.9 at 16, a real gain, and tried 32.)
+# is 4x) gains nothing and the count stays at 8.  (With 2 MB/s each, 8 connections
+# only just fill the link: a loaded run measured 14.1 MB/s at 8 and 15.9 at 16, a
+# real gain, and tried 32.)
 # Reported in --json ("lanes" event) and -v.
 set -euo pipefail
 SRC=${PREPULL_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
