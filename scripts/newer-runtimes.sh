@@ -54,15 +54,24 @@ if ! have_debs; then
   echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri sid main" >"$apt/sources.list"
   O=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
-  say "fetching sid's ${PKGS[*]} into $A/dl"
-  apt-get "${O[@]}" -q update >"$apt/update.log" 2>&1 ||
-    die "apt-get update (sid) failed: $(tail -n 3 "$apt/update.log")"
   # apt-get download writes into the current directory as the _apt user when
   # it can: give it a directory of its own, then move the .debs.
   mkdir -p "$apt/dl"
   chown _apt "$apt/dl" 2>/dev/null || true
-  (cd "$apt/dl" && apt-get "${O[@]}" -q download "${PKGS[@]}") >"$apt/download.log" 2>&1 ||
-    die "apt-get download failed: $(tail -n 3 "$apt/download.log")"
+  # A fresh machine once got an update that exited 0 with no sid index, and the
+  # download then asked for the installed (Debian 12) versions; a minute later
+  # the same commands worked. So: up to three tries, 20 s apart.
+  for try in 1 2 3; do
+    say "fetching sid's ${PKGS[*]} into $A/dl (try $try of 3)"
+    if apt-get "${O[@]}" -q update >"$apt/update.log" 2>&1 &&
+      (cd "$apt/dl" && apt-get "${O[@]}" -q download "${PKGS[@]}") >"$apt/download.log" 2>&1; then
+      break
+    fi
+    [ "$try" -lt 3 ] || die "apt-get update or download (sid) failed 3 times:" \
+      "$(tail -n 3 "$apt/update.log") $(tail -n 3 "$apt/download.log" 2>/dev/null)"
+    : >"$apt/download.log"
+    sleep 20
+  done
   mv "$apt"/dl/*.deb "$A/dl/"
   have_debs || die "apt-get download left no .deb for ${PKGS[*]} in $A/dl"
 fi
