@@ -59,12 +59,17 @@
 #define HASH_BUFFER (1 * MIB)    /* read-back buffer for the whole-blob hash */
 #define CDN_URL_MAX_AGE 300.0    /* reuse a redirect target this long at most */
 #define ERROR_BODY_MAX 4096
-#define HASH_BUDGET (64 * MIB)  /* bytes read back per loop turn, so transfers keep flowing */
-#define HASH_SLICE (1 * MIB)    /* a chunk's bytes handed to a hash worker at once */
-#define HASH_JOB_MAX (32 * MIB) /* done chunks one blob-hash job takes: what a close waits for */
-#define BUSY_RETRY 1.0          /* seconds between looks at a blob another run holds */
-#define MOVED_MAX 100           /* opens that found the file replaced before the blob fails */
-#define FD_RESERVE 64           /* descriptors kept free for everything but blob files */
+#define HASH_BUDGET (64 * MIB) /* bytes read back per loop turn, so transfers keep flowing */
+#define HASH_SLICE (1 * MIB)   /* a chunk's bytes handed to a hash worker at once */
+/* Done chunks one blob-hash job takes.  The loop posts the next job only
+ * when it has seen the last one end, and meanwhile the worker takes chunk
+ * hashes: with 32 MiB jobs a download that kept both CPUs busy (no cap, 16
+ * connections) left the blob hash 230-560 MB behind its last byte.  Long
+ * jobs keep it close; a close cuts a running one short (hashpool_cancel). */
+#define HASH_JOB_MAX (256 * MIB)
+#define BUSY_RETRY 1.0 /* seconds between looks at a blob another run holds */
+#define MOVED_MAX 100  /* opens that found the file replaced before the blob fails */
+#define FD_RESERVE 64  /* descriptors kept free for everything but blob files */
 
 /* lanes.c: slow transfers, racing, the connection count. */
 #define RATE_SAMPLES 16        /* a transfer's (time, bytes) samples: its sliding window */

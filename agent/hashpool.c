@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +33,10 @@ struct queue {
 struct hashpool {
 	pthread_mutex_t lock;
 	pthread_cond_t work;
-	pthread_cond_t idle;          /* a job is over */
-	struct queue urgent, later;   /* a worker takes urgent jobs first */
-	int running_fd[HASHPOOL_MAX]; /* the file each worker reads, -1 for none */
+	pthread_cond_t idle;           /* a job is over */
+	struct queue urgent, later;    /* a worker takes urgent jobs first */
+	int running_fd[HASHPOOL_MAX];  /* the file each worker reads, -1 for none */
+	atomic_bool cut[HASHPOOL_MAX]; /* its job stops at the next read (hashpool_cancel) */
 	bool stopping;
 	void (*wake)(void *ctx);
 	void *wake_ctx;
@@ -52,10 +54,13 @@ int hashpool_default_threads(void)
 	return n < 1 ? 1 : (int)n;
 }
 
-/* Reads and hashes one job's range; returns 0 or an errno. */
-static int run_job(struct job *j, unsigned char *buf, int64_t *done)
+/* Reads and hashes one job's range, or the part of it before `cut` was
+ * set; returns 0 or an errno. */
+static int run_job(struct job *j, unsigned char *buf, int64_t *done, const atomic_bool *cut)
 {
 	for (int64_t pos = j->from; pos < j->to;) {
+		if (atomic_load_explicit(cut, memory_order_relaxed))
+			break;
 		size_t want = j->to - pos > READ_BUFFER ? READ_BUFFER : (size_t)(j->to - pos);
 		ssize_t n = pread(j->fd, buf, want, pos);
 		if (n < 0 && errno == EINTR)
@@ -122,7 +127,7 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&p->lock);
 
 		int64_t done = 0;
-		int error = run_job(j, buf, &done);
+		int error = run_job(j, buf, &done, &p->cut[slot]);
 		pthread_mutex_lock(&p->lock);
 		p->bytes += done;
 		pthread_mutex_unlock(&p->lock);
@@ -132,6 +137,7 @@ static void *worker(void *arg)
 
 		pthread_mutex_lock(&p->lock);
 		p->running_fd[slot] = -1; /* a cancel waits until the hashes are free */
+		atomic_store(&p->cut[slot], false);
 		pthread_cond_broadcast(&p->idle);
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -145,8 +151,10 @@ struct hashpool *hashpool_new(int threads, void (*wake)(void *ctx), void *wake_c
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work, NULL);
 	pthread_cond_init(&p->idle, NULL);
-	for (int i = 0; i < HASHPOOL_MAX; i++)
+	for (int i = 0; i < HASHPOOL_MAX; i++) {
 		p->running_fd[i] = -1;
+		atomic_init(&p->cut[i], false);
+	}
 	p->wake = wake;
 	p->wake_ctx = wake_ctx;
 	if (threads < 1)
@@ -199,6 +207,9 @@ void hashpool_cancel(struct hashpool *p, int fd)
 	pthread_mutex_lock(&p->lock);
 	take_fd(&p->urgent, fd, &dropped);
 	take_fd(&p->later, fd, &dropped);
+	for (int i = 0; i < p->n_threads; i++)
+		if (p->running_fd[i] == fd)
+			atomic_store(&p->cut[i], true);
 	for (bool running = true; running;) {
 		running = false;
 		for (int i = 0; i < p->n_threads; i++)

@@ -27,8 +27,9 @@ struct hashpool *hashpool_new(int threads, void (*wake)(void *ctx), void *wake_c
  * chunk hashes, which only a repair needs at once). */
 void hashpool_post(struct hashpool *p, int fd, int64_t from, int64_t to, struct pp_sha256 *h,
 		   struct pp_sha256 *h2, bool urgent);
-/* Drops the jobs on fd that no worker has started (their hashes are
- * released short of their end), and waits for the ones running. */
+/* Drops the jobs on fd that no worker has started, and cuts the ones
+ * running short at their next read (a MiB at most); their hashes are
+ * released short of their end.  Returns once no worker reads fd. */
 void hashpool_cancel(struct hashpool *p, int fd);
 /* CPU seconds the workers used, and the bytes they hashed (h2's counted
  * once more). */

@@ -16,6 +16,7 @@
 
 #include "engine_int.h"
 #include "flusher.h"
+#include "hashpool.h"
 #include "prepull/journal.h"
 #include "prepull/log.h"
 #include "prepull/partial.h"
@@ -28,6 +29,11 @@
  * too (a failed blob); otherwise they stay for the next run. */
 void partial_close(struct pp_engine *e, struct blob *b, bool discard)
 {
+	/* Nothing still to hash of it is wanted now (the digests a stop keeps
+	 * were settled before): a blob-hash job of up to HASH_JOB_MAX stops at
+	 * its next read rather than delaying the close. */
+	if (e->pool && b->fd >= 0)
+		hashpool_cancel(e->pool, b->fd);
 	prefix_quiesce(b);                 /* no hash worker reads the file past its close */
 	flusher_forget(e->flusher, b->fd); /* nor does the flush thread sync it */
 	if (discard && b->partial && b->fd >= 0) {
