@@ -30,7 +30,8 @@ Range, how many times that same request came before), so a run replays with the
 same seed even when parallel requests arrive in another order.
 
 Log (--log FILE): one JSON object per request: port, seed, n (request number), m,
-path, range, status, mut (the mutations applied, in words).
+path, range, status, rate (the seed's chance of a mutation), mut (the mutations
+applied, in words).
 GET /_stats on the control port: {"requests": total, "injected": N}, N the requests
 that carried a header or a target this server put in an answer (an X-Injected header
 from a token with a line break, a request target with a space or a control byte).
@@ -922,7 +923,7 @@ class Handler(socketserver.BaseRequestHandler):
             for _ in range(rng.choice([1, 1, 1, 2, 3])):
                 muts.append(pick(rng, table)(r, ctx, rng))
         rec = {"port": port, "seed": seed, "n": n, "m": method, "path": path[:200],
-               "range": headers.get("range"), "status": r.status, "mut": muts}
+               "range": headers.get("range"), "status": r.status, "rate": plan["rate"], "mut": muts}
         if injected:
             rec["injected"] = True
         st.log(rec)
