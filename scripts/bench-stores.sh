@@ -3,6 +3,7 @@
 #   bash scripts/bench-stores.sh [--a-size 1536M] [--a-small 45M] [--a-comp gzip|none]
 #        [--b-size 1G] [--b-kind bf16|text] [--rate 128mbit] [--link RATE] [--jobs 16]
 #        [--only a|b] [--no-twin] [--prepull PATH] [--timeout SECONDS]
+#        [--prepull-only [--versus PATH] [--rounds N]]
 #   bash scripts/bench-stores.sh --image many [--m-layers 16] [--m-size 48M] [--b-kind ...]
 #
 # "Time until the runtime can start the image", behind a TRUE per-connection cap: the
@@ -51,6 +52,11 @@
 # 6 x --a-size at the peak. Only processes this script started
 # are stopped (by PID); the namespace it made is removed; big files go at the end.
 #
+# --prepull-only: only prepull's rows (the OCI download, and the streaming unpacker into
+# containerd 1.6 and 2.1), --rounds times, with no rivals and no inflate table; --versus
+# PATH alternates a second prepull binary with the first in every round (an A/B of two
+# builds on the same images and daemons; its rows say "prepull B").
+#
 # Environment: PREPULL (binary; default build/prepull), KEEP_TMP=1 (keep the small logs),
 # PREPULL_NEWER_DIR (see scripts/newer-runtimes.sh).
 set -euo pipefail
@@ -69,6 +75,9 @@ M_LAYERS=16
 M_SIZE=48M
 TWIN=1
 RUN_TIMEOUT=900
+PPONLY=0
+VERSUS=""
+ROUNDS=1
 ARGS=("$@")
 
 usage() {
@@ -91,6 +100,9 @@ while [ $# -gt 0 ]; do
   --m-size) M_SIZE=$2; shift 2 ;;
   --no-twin) TWIN=0; shift ;;
   --prepull) PREPULL=$2; shift 2 ;;
+  --prepull-only) PPONLY=1; shift ;;
+  --versus) VERSUS=$2; shift 2 ;;
+  --rounds) ROUNDS=$2; shift 2 ;;
   --timeout) RUN_TIMEOUT=$2; shift 2 ;;
   -h | --help) usage 0 ;;
   *) echo "bench-stores.sh: unknown option $1" >&2; usage 2 >&2 ;;
@@ -123,6 +135,7 @@ NETNS=$BENCH_NETNS
 
 : "${PREPULL:=$ROOT/build/prepull}"
 PREPULL=$(readlink -f "$PREPULL")
+[ -z "$VERSUS" ] || VERSUS=$(readlink -f "$VERSUS")
 export PREPULL PREPULL_SRC=$ROOT
 PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
 export PYTHON
@@ -253,7 +266,7 @@ say "images built and pushed in $(($(date +%s) - t0)) s"
 # ---------------------------------------------------------------- inflate rates (B's gzip layer)
 INFL=() # "what|seconds|MB/s of tar|note"
 B_TAR=0
-if [ "$ONLY" != a ] && [ "$ONLY" != m ]; then
+if [ "$ONLY" != a ] && [ "$ONLY" != m ] && [ "$PPONLY" = 0 ]; then
   blob=$T/src/blobs/sha256/${BIG_DIGEST[b]#sha256:}
   diffid=$("$PY" -c 'import json, sys
 d = sys.argv[1]
@@ -295,6 +308,17 @@ cpu_of() {
   done
   awk -v t="$t" -v k="$tck" 'BEGIN { printf "%.1f", t / k }'
 }
+# The whole machine's CPU ticks: "busy total steal" (busy = user + nice + system + irq +
+# softirq; total adds idle, iowait and steal).
+machine_ticks() {
+  awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9; exit }' /proc/stat
+}
+# busy percent of the machine between two machine_ticks readings ("B0 T0 S0" "B1 T1 S1"):
+# "BUSY STEAL", each a percent of all the CPUs' time.
+busy_pct() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2];
+    if (t <= 0) { print "- -"; exit } printf "%.0f %.0f\n", 100 * (y[1] - x[1]) / t, 100 * (y[3] - x[3]) / t }'
+}
 DAEMON_PIDS=()
 daemon_pids() { # the daemons of this measurement and their direct children (dockerd's containerd)
   local p out=()
@@ -322,6 +346,8 @@ timed_pull() {
   shift
   class_bytes >"$T/logs/$name.classes"
   DCPU0=$(cpu_of $(daemon_pids))
+  local m0
+  m0=$(machine_ticks)
   PULL_A=$(now)
   set +e
   /usr/bin/time -f '%e %U %S %M' -o "$T/logs/$name.time" \
@@ -329,6 +355,7 @@ timed_pull() {
   rc=$?
   set -e
   PULL_B=$(now)
+  read -r BUSY STEAL < <(busy_pct "$m0" "$(machine_ticks)")
   [ "$rc" -eq 0 ] || fail "$name failed (exit $rc): $(tail -n 5 "$T/logs/$name.err")"
   PULL_S=$(secs "$PULL_A" "$PULL_B")
   read -r e u s m < <(tail -n 1 "$T/logs/$name.time")
@@ -352,8 +379,8 @@ timed_run() {
   DCPU=$(awk -v a="$DCPU0" -v b="$(cpu_of $(daemon_pids))" 'BEGIN { printf "%.1f", b - a }')
 }
 add_row() { # IMG RUNTIME TOOL NOTE
-  ROWS+=("$1|$2|$3|$PULL_S|$RUN_S|$READY_S|$CPU_S|$RSS_K|$DCPU|$CONNS|$4")
-  say "  $2 / $3: ready $READY_S s (pull $PULL_S, run $RUN_S), client CPU $CPU_S s, RSS $((RSS_K / 1024)) MiB, daemon CPU $DCPU s, $CONNS conns${4:+; $4}"
+  ROWS+=("$1|$2|$3|$PULL_S|$RUN_S|$READY_S|$CPU_S|$RSS_K|$DCPU|$BUSY|$CONNS|$4")
+  say "  $2 / $3: ready $READY_S s (pull $PULL_S, run $RUN_S), client CPU $CPU_S s, RSS $((RSS_K / 1024)) MiB, daemon CPU $DCPU s, machine busy $BUSY% (steal $STEAL%), $CONNS conns${4:+; $4}"
 }
 
 # What prepull -v said about the big layer (LOG DIGEST): who unpacked it, how long.
@@ -468,7 +495,7 @@ row_oci() { # IMG
   timed_pull "$img-oci" "${PP[@]}" --store "oci:$T/oci-$img" --state-dir "$T/state-$img-oci" "${IMG_REF[$img]}"
   RUN_S=0 READY_S=$PULL_S DCPU=0
   OCI_S[$img]=$PULL_S
-  add_row "$img" "OCI layout" "prepull" ""
+  add_row "$img" "OCI layout" "prepull$PPTAG" ""
   rm -rf "$T/oci-$img" "$T/state-$img-oci"
 }
 row_ctd() { # IMG VER TOOL(pp|ppctd|ppnopigz|ctr)
@@ -484,7 +511,7 @@ row_ctd() { # IMG VER TOOL(pp|ppctd|ppnopigz|ctr)
   rt="containerd $("$CTR" --address "$CTD_SOCK" version | awk '/^Server:/ {s=1} s && /Version:/ {print $2; exit}')"
   case $tool in
   pp)
-    label="prepull"
+    label="prepull$PPTAG"
     if [ "$img" = m ]; then
       label="prepull (stderr stamped)"
       timed_pull "$name" "${STAMPED[@]}" "${PP[@]}" --store "containerd:$CTD_SOCK" --namespace "$NS" --state-dir "$T/state-$name" "$ref"
@@ -542,7 +569,23 @@ row_docker() { # IMG VER TOOL(pp|ppctd|pull)
 
 declare -A OCI_S=() PULLED=() READY=() NOTE=() DCPUS=()
 M_LOG=""
+PPTAG=""
+if [ "$PPONLY" = 1 ]; then
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for bin in "$PREPULL" $VERSUS; do
+      PP[0]=$bin
+      PPTAG=$([ "$bin" = "$PREPULL" ] || echo " B")
+      say "round $round of $ROUNDS: $bin"
+      for img in "${IMAGES[@]}"; do
+        row_oci "$img"
+        row_ctd "$img" 16 pp
+        row_ctd "$img" 21 pp
+      done
+    done
+  done
+fi
 for img in "${IMAGES[@]}"; do
+  [ "$PPONLY" = 0 ] || break
   row_oci "$img"
   if [ "$img" = m ]; then
     row_ctd m 16 pp
@@ -572,18 +615,19 @@ echo "Network: scripts/netsim.sh, $RATE per TCP connection${LINK:+ under a $LINK
 echo "clients and daemons in one namespace; prepull \`-j $JOBS\`. Physical limit = image bytes /"
 echo "$((LIMIT_BPS / 1000000)) MB/s. **ready** = pull + first run (\`/bin/sh -c true\`); x limit = ready / limit."
 echo "client CPU = user + sys of the pull command; daemon CPU = the daemons' CPU seconds over"
-echo "pull and first run; conns = client ports that carried blob bytes."
+echo "pull and first run; machine busy = all $(nproc) CPUs' busy time during the pull (registry, daemons"
+echo "and kernel included), in percent; conns = client ports that carried blob bytes."
 for img in "${IMAGES[@]}"; do
   lim=$(awk -v b="${IMG_BYTES[$img]}" -v r="$LIMIT_BPS" 'BEGIN { printf "%.1f", b / r }')
   echo
   echo "### Image ${img^^}: ${IMG_DESC[$img]} — ${IMG_BYTES[$img]} bytes, physical limit $lim s"
   echo
-  echo "| runtime | tool | pull (s) | first run (s) | ready (s) | ready ÷ limit | client CPU (s) | peak RSS (MiB) | daemon CPU (s) | conns | big layer unpacked |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| runtime | tool | pull (s) | first run (s) | ready (s) | ready ÷ limit | client CPU (s) | peak RSS (MiB) | daemon CPU (s) | machine busy (%) | conns | big layer unpacked |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for r in "${ROWS[@]}"; do
-    IFS='|' read -r i rt tool pull run ready cpu rss dcpu conns note <<<"$r"
+    IFS='|' read -r i rt tool pull run ready cpu rss dcpu busy conns note <<<"$r"
     [ "$i" = "$img" ] || continue
-    echo "| $rt | $tool | $pull | $run | $ready | $(div "$ready" "$lim") | $cpu | $((rss / 1024)) | $dcpu | $conns | $note |"
+    echo "| $rt | $tool | $pull | $run | $ready | $(div "$ready" "$lim") | $cpu | $((rss / 1024)) | $dcpu | $busy | $conns | $note |"
   done
   echo
   oci=${OCI_S[$img]}
