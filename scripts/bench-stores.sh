@@ -570,9 +570,33 @@ row_docker() { # IMG VER TOOL(pp|ppctd|pull)
 declare -A OCI_S=() PULLED=() READY=() NOTE=() DCPUS=()
 M_LOG=""
 PPTAG=""
+# Every row of one image, rivals included.
+rows_all() { # IMG
+  local img=$1 ver
+  row_oci "$img"
+  if [ "$img" = m ]; then
+    row_ctd m 16 pp
+    return
+  fi
+  for ver in 16 21; do
+    row_ctd "$img" "$ver" pp
+    row_ctd "$img" "$ver" ppctd
+  done
+  row_ctd "$img" 21 ctr
+  [ "$img" = b ] && row_ctd "$img" 16 ppnopigz
+  [ "$img" = b-zst ] && return # the twin: prepull and containerd 2.1 multipart only
+  row_ctd "$img" 16 ctr
+  row_docker "$img" 28 pp
+  row_docker "$img" 28 ppctd
+  row_docker "$img" 28 pull
+  row_docker "$img" 20 pp
+  row_docker "$img" 20 pull
+}
 if [ "$PPONLY" = 1 ]; then
+  BINS=("$PREPULL")
+  [ -z "$VERSUS" ] || BINS+=("$VERSUS")
   for ((round = 1; round <= ROUNDS; round++)); do
-    for bin in "$PREPULL" $VERSUS; do
+    for bin in "${BINS[@]}"; do
       PP[0]=$bin
       PPTAG=$([ "$bin" = "$PREPULL" ] || echo " B")
       say "round $round of $ROUNDS: $bin"
@@ -583,28 +607,9 @@ if [ "$PPONLY" = 1 ]; then
       done
     done
   done
+else
+  for img in "${IMAGES[@]}"; do rows_all "$img"; done
 fi
-for img in "${IMAGES[@]}"; do
-  [ "$PPONLY" = 0 ] || break
-  row_oci "$img"
-  if [ "$img" = m ]; then
-    row_ctd m 16 pp
-    continue
-  fi
-  for ver in 16 21; do
-    row_ctd "$img" "$ver" pp
-    row_ctd "$img" "$ver" ppctd
-  done
-  row_ctd "$img" 21 ctr
-  [ "$img" = b ] && row_ctd "$img" 16 ppnopigz
-  [ "$img" = b-zst ] && continue # the twin: prepull and containerd 2.1 multipart only
-  row_ctd "$img" 16 ctr
-  row_docker "$img" 28 pp
-  row_docker "$img" 28 ppctd
-  row_docker "$img" 28 pull
-  row_docker "$img" 20 pp
-  row_docker "$img" 20 pull
-done
 
 # ---------------------------------------------------------------- report
 mib() { echo $(($1 / 1048576)); }
